@@ -1,0 +1,258 @@
+"""Headless front end: ``unetsigmoidseg segment|inspect|demo``.
+
+Exit codes: 0 ok, 2 user error (one paragraph, no traceback), 1 anything else, 130 interrupted.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from .errors import OptionError, UserError
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+class Progress:
+    """Overall and per-stage progress on stderr (one updating line on a terminal, stage lines otherwise)."""
+
+    SPANS = {"preprocess": (0.0, 0.05), "inference": (0.05, 0.85), "postprocess": (0.85, 0.95), "write": (0.95, 1.0)}
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        self.total, self.case, self.quiet = total, 0, quiet
+        self.tty = sys.stderr.isatty()
+        self.last = ""
+
+    def start_case(self, index: int, name: str) -> None:
+        self.case = index
+        self.name = name
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        if self.quiet:
+            return
+        lo, hi = self.SPANS.get(stage, (0.0, 1.0))
+        overall = (self.case + lo + (hi - lo) * min(1.0, fraction)) / max(1, self.total)
+        bar = "#" * int(20 * fraction) + "-" * (20 - int(20 * fraction))
+        line = f"[{self.case + 1}/{self.total} {overall:4.0%}] {self.name}: {stage:<11} [{bar}] {fraction:4.0%} {message}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:150].ljust(150))
+            sys.stderr.flush()
+        elif stage != self.last or fraction >= 1.0:
+            print(line, file=sys.stderr)
+        self.last = stage
+
+    def end_line(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\n")
+
+
+def _expand_inputs(inputs: Sequence[str]) -> List[str]:
+    """Files as given; a folder of DICOM files is one input, any other folder is a batch of images."""
+    import SimpleITK as sitk
+
+    out: List[str] = []
+    for item in inputs:
+        if os.path.isdir(item) and not sitk.ImageSeriesReader.GetGDCMSeriesIDs(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise UserError(f"No images (NIfTI/NRRD/MHA) or DICOM series in folder {item}", "Point to image files or a DICOM folder.")
+            out.extend(found)
+        else:
+            out.append(item)
+    return out
+
+
+def _stem(path: str) -> str:
+    name = os.path.basename(os.path.normpath(path))
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _output_paths(inputs: List[str], output: Optional[str], probabilities: Optional[str]) -> List[Dict[str, Optional[str]]]:
+    from .engine.outputs import check_output_path
+
+    plans = []
+    batch = len(inputs) > 1
+    for path in inputs:
+        stem = _stem(path)
+        if batch:
+            seg_dir = output or "."
+            if not os.path.isdir(seg_dir):
+                raise UserError(f"With several inputs --output must be an existing folder, got {seg_dir}", "Create the folder or give one input.")
+            seg = os.path.join(seg_dir, stem + ".seg.nrrd")
+            prob = os.path.join(probabilities, stem + "_probabilities.nrrd") if probabilities else None
+            if probabilities and not os.path.isdir(probabilities):
+                raise UserError(f"With several inputs --probabilities must be an existing folder, got {probabilities}", "Create the folder first.")
+        else:
+            seg = output or stem + ".seg.nrrd"
+            if os.path.isdir(seg):
+                seg = os.path.join(seg, stem + ".seg.nrrd")
+            prob = probabilities
+        check_output_path(seg, "segmentation")
+        if prob:
+            check_output_path(prob, "probabilities")
+        plans.append({"input": path, "segmentation": seg, "probabilities": prob})
+    return plans
+
+
+def _options(args: argparse.Namespace):
+    from .engine.pipeline import SegmentOptions
+    from .engine.postprocess import Cleanup
+    from .engine.volume import spacing_tuple
+
+    return SegmentOptions(
+        activation=args.activation, threshold=args.threshold if args.threshold is None or len(args.threshold) > 1 else args.threshold[0],
+        device=args.device, amp=not args.no_amp, roi_size=args.roi_size, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
+        blend_mode=args.blend_mode, normalization=args.normalization, ct_window=args.ct_window, orientation=args.orientation,
+        spacing=list(spacing_tuple(args.spacing)) if args.spacing else None,
+        cleanup=Cleanup(args.largest_component, args.fill_holes, float(args.min_island_mm3 or 0.0)),
+        labels=args.labels,
+    )
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .engine.model import load_model
+    from .engine.outputs import write_probabilities, write_segmentation
+    from .engine.pipeline import segment
+    from .engine.probabilities import check_activation, check_thresholds
+    from .engine.volume import read_volume
+
+    check_activation(args.activation)
+    if args.threshold is not None:
+        check_thresholds(args.threshold, len(args.threshold))
+    if args.min_island_mm3 is not None and args.min_island_mm3 < 0:
+        raise OptionError(f"--min-island-mm3 {args.min_island_mm3} is negative", "Give a size in mm³ ≥ 0.")
+    inputs = _expand_inputs(args.inputs)
+    plans = _output_paths(inputs, args.output, args.probabilities)
+    options = _options(args)
+    t0 = time.perf_counter()
+    model = load_model(args.model, trust_bundle=args.trust_bundle, network_config=args.network_config,
+                       network_overrides={"strides": args.strides} if args.strides else None)
+    load_s = time.perf_counter() - t0
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log(f"model: {model.info.summary()}")
+    for note in model.info.notes:
+        log(f"note: {note}")
+    progress = Progress(len(plans), quiet=args.quiet)
+    summary: Dict[str, Any] = {"model": model.info.to_dict(), "load_s": round(load_s, 3), "cases": []}
+    for i, plan in enumerate(plans):
+        progress.start_case(i, _stem(plan["input"] or ""))
+        t1 = time.perf_counter()
+        volume = read_volume(plan["input"])
+        read_s = time.perf_counter() - t1
+        result = segment(volume, model, options, progress=progress, log=log)
+        t2 = time.perf_counter()
+        warning = write_segmentation(result, plan["segmentation"])
+        if warning:
+            result.warnings.append(warning)
+            log("warning: " + warning)
+        if plan["probabilities"]:
+            write_probabilities(result, plan["probabilities"])
+        progress("write", 1.0, os.path.basename(plan["segmentation"] or ""))
+        progress.end_line()
+        stats = result.statistics()
+        timings = dict(result.timings, read_s=read_s, write_s=time.perf_counter() - t2)
+        case = {"input": plan["input"], "segmentation": plan["segmentation"], "probabilities": plan["probabilities"],
+                "device": result.device.device, "device_reason": result.device.reason, "plan": result.plan,
+                "activation": result.activation, "thresholds": result.thresholds, "segments": stats,
+                "timings_s": {k: round(v, 3) for k, v in timings.items()}, "warnings": result.warnings}
+        summary["cases"].append(case)
+        if not args.json and not args.quiet:
+            vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
+            print(f"{plan['input']} → {plan['segmentation']} ({vols}; {result.device.device}, {sum(timings.values()):.1f} s)")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .engine.model import load_model
+
+    model = load_model(args.model, trust_bundle=args.trust_bundle, network_config=args.network_config)
+    if args.json:
+        print(json.dumps(model.info.to_dict(), indent=2))
+        return 0
+    info = model.info
+    print(info.summary())
+    rows = [("format", info.format), ("architecture", info.architecture), ("input channels", info.in_channels),
+            ("output channels", info.out_channels), ("activation", f"{info.activation} ({info.activation_source})"),
+            ("threshold", info.threshold), ("labels", ", ".join(info.labels) or "-"), ("roi size", info.roi_size),
+            ("preprocessing", info.preprocessing or "none"), ("network", info.network_args)]
+    for key, value in rows:
+        print(f"  {key:<16} {value}")
+    for note in info.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.output_dir, device=args.device, quiet=args.quiet)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-bundle", action="store_true", help="allow a bundle's $-expressions and non-MONAI targets (runs its code)")
+    p.add_argument("--network-config", help="JSON with UNet settings/labels for a plain checkpoint (default: <checkpoint>.json)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unetsigmoidseg", description="Run a MONAI UNet: checkpoint → probabilities → segmentation on the input grid.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("segment", help="segment one or more volumes")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI / NRRD / MHA file, DICOM series folder, or a folder of images (batch)")
+    s.add_argument("--model", required=True, help="checkpoint (.pt/.pth/.ckpt), TorchScript file, or MONAI bundle folder/.zip")
+    s.add_argument("--activation", default="auto", help="auto | sigmoid | softmax | none (default auto)")
+    s.add_argument("--threshold", type=float, nargs="+", help="probability threshold, one value or one per segment (softmax: minimum confidence)")
+    s.add_argument("--device", default="auto", help="auto | cuda | cpu | mps")
+    s.add_argument("--output", "-o", help="segmentation file (.seg.nrrd or NIfTI/NRRD labelmap), or a folder for batches")
+    s.add_argument("--probabilities", help="also write the probability map (NRRD/NIfTI), or a folder for batches")
+    s.add_argument("--labels", nargs="+", help="segment names (override the model's)")
+    s.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    s.add_argument("--quiet", "-q", action="store_true")
+    g = s.add_argument_group("inference")
+    g.add_argument("--roi-size", type=int, nargs="+", help="sliding-window size (default: model's, else 96)")
+    g.add_argument("--overlap", type=float, help="sliding-window overlap (default 0.25)")
+    g.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default 1)")
+    g.add_argument("--blend-mode", choices=["gaussian", "constant"], help="window blending (default gaussian)")
+    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA (never used on CPU)")
+    g.add_argument("--strides", type=int, nargs="+", help="UNet strides per level when not 2 (plain checkpoints)")
+    p = s.add_argument_group("preprocessing (plain checkpoints; bundles bring their own)")
+    p.add_argument("--normalization", help="none | zscore | zscore-nonzero | ct | range-sigmoid")
+    p.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="intensity window for ct / range-sigmoid")
+    p.add_argument("--orientation", help="keep | RAS")
+    p.add_argument("--spacing", type=float, nargs="+", help="resample to this spacing (mm) before inference")
+    c = s.add_argument_group("clean-up")
+    c.add_argument("--largest-component", action="store_true", help="keep the largest connected component of each segment")
+    c.add_argument("--fill-holes", action="store_true", help="fill holes in each segment")
+    c.add_argument("--min-island-mm3", type=float, help="remove islands smaller than this volume (mm³)")
+    _model_args(s)
+    i = sub.add_parser("inspect", help="print what was detected in a model")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    _model_args(i)
+    d = sub.add_parser("demo", help="segment the bundled demo volume with the bundled demo model")
+    d.add_argument("--output-dir", default="unetsigmoidseg-demo", help="where to write the results")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--quiet", "-q", action="store_true")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"segment": cmd_segment, "inspect": cmd_inspect, "demo": cmd_demo}[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc.message}" + (f"\nfix: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

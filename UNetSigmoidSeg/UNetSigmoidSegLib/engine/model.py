@@ -1,0 +1,256 @@
+"""Model loading: MONAI bundle (folder or .zip), TorchScript, or a plain checkpoint.
+
+``load_model`` tells the formats apart and returns the network on the CPU in eval mode together
+with a ``ModelInfo`` describing what was detected and the defaults the model brings.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from . import bundle as bundle_mod
+from .checkpoint import build_unet, detect_unet, extract_state_dict, is_torchscript, load_strict, safe_torch_load
+
+ACTIVATIONS = ("auto", "sigmoid", "softmax", "none")
+
+
+@dataclass
+class ModelInfo:
+    """What was detected in a model file, and the inference defaults it brings."""
+
+    path: str
+    format: str  # "bundle" | "torchscript" | "checkpoint"
+    architecture: str
+    in_channels: Optional[int]
+    out_channels: Optional[int]
+    activation: str  # default when the user asks for "auto": sigmoid | softmax | none
+    activation_source: str
+    threshold: Optional[float] = None
+    labels: List[str] = field(default_factory=list)
+    network_args: Optional[Dict[str, Any]] = None
+    roi_size: Optional[List[int]] = None
+    sw_batch_size: Optional[int] = None
+    overlap: Optional[float] = None
+    blend_mode: Optional[str] = None
+    size_divisor: int = 1
+    spatial_dims: int = 3
+    preprocessing: Dict[str, Any] = field(default_factory=dict)  # normalization / spacing / orientation / ct_window
+    notes: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the panel and the CLI."""
+        io = f"{self.in_channels if self.in_channels is not None else '?'}→{self.out_channels if self.out_channels is not None else '?'} channels"
+        labels = f", labels: {', '.join(self.labels)}" if self.labels else ""
+        return f"{self.format}: {self.architecture}, {io}, activation {self.activation} ({self.activation_source}){labels}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+@dataclass
+class LoadedModel:
+    network: torch.nn.Module
+    info: ModelInfo
+    bundle_preprocessing: Any = None  # MONAI Compose of dict transforms (bundle only), minus image loading
+
+
+def default_activation(out_channels: Optional[int]) -> str:
+    return "sigmoid" if out_channels in (None, 1) else "softmax"
+
+
+def _first_conv(net: torch.nn.Module) -> Optional[torch.Tensor]:
+    for _, p in net.named_parameters():
+        if p.ndim >= 4:
+            return p
+    return None
+
+
+def _divisor(net: torch.nn.Module) -> int:
+    strides = getattr(net, "strides", None)
+    if strides:
+        return int(np.prod([s if isinstance(s, int) else max(s) for s in strides]))
+    return 1
+
+
+def _read_sidecar(path: str, explicit: Optional[str]) -> Dict[str, Any]:
+    candidates = [explicit] if explicit else [os.path.splitext(path)[0] + ".json"]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate):
+            try:
+                with open(candidate, encoding="utf-8") as f:
+                    data = json.load(f)
+            except ValueError as exc:
+                raise ModelError(f"Cannot parse {candidate}: {exc}", "Fix the JSON next to the checkpoint.") from None
+            if not isinstance(data, dict):
+                raise ModelError(f"{candidate} must hold a JSON object", 'e.g. {"network": {"strides": [2, 2, 2]}, "labels": ["liver"]}')
+            return data
+        if explicit:
+            raise ModelError(f"Network config not found: {candidate}", "Check the --network-config path.")
+    return {}
+
+
+def _load_checkpoint(path: str, network_config: Optional[str], overrides: Optional[Dict[str, Any]]) -> LoadedModel:
+    state, config = extract_state_dict(safe_torch_load(path), path)
+    sidecar = _read_sidecar(path, network_config)
+    notes: List[str] = []
+    info_extra: Dict[str, Any] = {}
+    if config and isinstance(config.get("network"), dict) and "_target_" in config["network"]:
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser(bundle_mod.safe_subconfig({"network": config["network"]}, ("network",)))
+        try:
+            net = parser.get_parsed_content("network")
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"Cannot build the network from the checkpoint's config: {exc}", "The checkpoint needs a MONAI network target.") from None
+        load_strict(net, state, type(net).__name__)
+        args = {k: v for k, v in config["network"].items() if k != "_target_"}
+        arch = f"{type(net).__name__} (from checkpoint config)"
+        info_extra.update(_auto3dseg_defaults(config))
+    else:
+        args, notes = detect_unet(state)
+        args.update(sidecar.get("network", {}))
+        args.update(overrides or {})
+        if "strides" in sidecar.get("network", {}) or "strides" in (overrides or {}):
+            notes = [n for n in notes if not n.startswith("strides")]
+        net = build_unet(args, state)
+        arch = "UNet(channels={channels}, strides={strides}, res_units={num_res_units}, norm={norm})".format(**args)
+    out_channels = int(args.get("out_channels", 0)) or None
+    activation = sidecar.get("activation") or info_extra.pop("activation", None)
+    info = ModelInfo(
+        path=path, format="checkpoint", architecture=arch,
+        in_channels=args.get("in_channels"), out_channels=out_channels,
+        activation=activation or default_activation(out_channels),
+        activation_source="model config" if activation else f"{out_channels or 1} output channel(s)",
+        threshold=sidecar.get("threshold"), labels=list(sidecar.get("labels") or info_extra.pop("labels", [])),
+        network_args=args, roi_size=sidecar.get("roi_size") or info_extra.pop("roi_size", None),
+        size_divisor=_divisor(net), spatial_dims=int(args.get("spatial_dims", 3)),
+        preprocessing={k: sidecar[k] for k in ("normalization", "spacing", "orientation", "ct_window") if k in sidecar} or info_extra.pop("preprocessing", {}),
+        notes=notes,
+    )
+    return LoadedModel(net.eval(), info)
+
+
+def _auto3dseg_defaults(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Defaults from the ``config`` of a MONAIAuto3DSeg-style checkpoint."""
+    out: Dict[str, Any] = {}
+    if "sigmoid" in config:
+        out["activation"] = "sigmoid" if config["sigmoid"] else "softmax"
+    names = config.get("class_names")
+    if isinstance(names, list) and names:
+        out["labels"] = [n["name"] if isinstance(n, dict) else str(n) for n in names]
+    if config.get("roi_size"):
+        out["roi_size"] = list(config["roi_size"])
+    pre: Dict[str, Any] = {}
+    if config.get("resample_resolution"):  # MONAIAuto3DSeg resamples whenever a resolution is given
+        pre["spacing"] = list(config["resample_resolution"])
+    if config.get("orientation_ras"):
+        pre["orientation"] = "RAS"
+    mode = config.get("normalize_mode")
+    if mode in ("meanstd", "mri"):
+        pre["normalization"] = "zscore-nonzero"
+    elif mode in ("range", "ct") and config.get("intensity_bounds"):
+        pre["normalization"], pre["ct_window"] = "range-sigmoid", list(config["intensity_bounds"])
+    out["preprocessing"] = pre
+    return out
+
+
+def _load_torchscript(path: str) -> LoadedModel:
+    try:
+        net = torch.jit.load(path, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"Cannot load TorchScript file {os.path.basename(path)}: {str(exc).splitlines()[0][:200]}",
+                         "Export it again with torch.jit.script/trace and torch.jit.save.") from None
+    conv = _first_conv(net)
+    in_ch = int(conv.shape[1]) if conv is not None else None
+    info = ModelInfo(path=path, format="torchscript", architecture=f"TorchScript {getattr(net, 'original_name', 'module')}",
+                     in_channels=in_ch, out_channels=None, activation="sigmoid", activation_source="TorchScript default",
+                     spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
+                     notes=["output channels are known after the first run; activation 'auto' means sigmoid for 1 channel, softmax for more"])
+    return LoadedModel(net.eval(), info)
+
+
+def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
+    from monai.transforms import Compose
+
+    parsed = bundle_mod.parse_bundle(folder, trust=trust)
+    net = parsed["network"]
+    pt, ts = os.path.join(folder, "models", "model.pt"), os.path.join(folder, "models", "model.ts")
+    if os.path.isfile(pt):
+        state, _ = extract_state_dict(safe_torch_load(pt), pt)
+        load_strict(net, state, f"bundle network {type(net).__name__}")
+        fmt = "bundle"
+    elif os.path.isfile(ts):
+        net = _load_torchscript(ts).network
+        fmt = "bundle (TorchScript)"
+    else:
+        raise ModelError(f"Bundle {folder} has no models/model.pt or models/model.ts", "Put the trained weights in models/model.pt.")
+    post = bundle_mod.bundle_activation(parsed["postprocessing_config"])
+    labels = bundle_mod.bundle_labels(parsed["metadata"])
+    conv = _first_conv(net)
+    nd = parsed["inference"]["network_def"]
+    out_ch = nd.get("out_channels") if isinstance(nd.get("out_channels"), int) else None
+    pre = parsed["preprocessing"]
+    kept = None
+    if pre is not None:
+        transforms = [t for t in getattr(pre, "transforms", [pre]) if type(t).__name__ not in ("LoadImaged", "LoadImage", "EnsureChannelFirstd", "EnsureChannelFirst")]
+        kept = Compose(transforms)
+    inferer = parsed["inferer"]
+    info = ModelInfo(
+        path=folder, format=fmt, architecture=type(net).__name__,
+        in_channels=int(conv.shape[1]) if conv is not None else None, out_channels=out_ch,
+        activation=post["activation"] or default_activation(out_ch),
+        activation_source="bundle postprocessing" if post["activation"] else f"{out_ch or 1} output channel(s)",
+        threshold=post["threshold"], labels=labels[1:] if post["activation"] == "softmax" and len(labels) == (out_ch or 0) else labels,
+        network_args={k: v for k, v in nd.items() if k != "_target_"},
+        roi_size=list(getattr(inferer, "roi_size", []) or []) or None,
+        sw_batch_size=getattr(inferer, "sw_batch_size", None), overlap=_scalar(getattr(inferer, "overlap", None)),
+        blend_mode=str(getattr(getattr(inferer, "mode", None), "value", getattr(inferer, "mode", None)) or "") or None,
+        size_divisor=_divisor(net), spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
+        preprocessing={"bundle": [type(t).__name__ for t in kept.transforms] if kept is not None else []},
+    )
+    return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
+
+
+def _scalar(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return float(value[0])
+    return float(value)
+
+
+def load_model(path: str, trust_bundle: bool = False, network_config: Optional[str] = None,
+               network_overrides: Optional[Dict[str, Any]] = None) -> LoadedModel:
+    """Load a bundle folder/.zip, TorchScript file or checkpoint (.pt/.pth/.ckpt) onto the CPU."""
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    if not os.path.exists(path):
+        raise ModelError(f"Model not found: {path}", "Give a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder/.zip.")
+    if os.path.isdir(path):
+        if not bundle_mod.is_bundle_dir(path):
+            raise ModelError(f"{path} is a folder but not a MONAI bundle (no configs/metadata.json)", "Point --model to the bundle's root folder or to a checkpoint file.")
+        return _load_bundle_dir(path, trust_bundle)
+    if zipfile.is_zipfile(path) and not is_torchscript(path):
+        with zipfile.ZipFile(path) as zf:
+            metas = [n for n in zf.namelist() if n.endswith("configs/metadata.json")]
+            if metas:
+                with tempfile.TemporaryDirectory(prefix="unetseg-bundle-") as tmp:
+                    root = os.path.realpath(tmp)
+                    for member in zf.namelist():
+                        target = os.path.realpath(os.path.join(root, member))
+                        if not target.startswith(root + os.sep) and target != root:
+                            raise ModelError(f"Bundle zip {path} has an unsafe path: {member}", "Re-create the zip without absolute or '..' paths.")
+                    zf.extractall(root)
+                    folder = os.path.join(root, metas[0][: -len("configs/metadata.json")])
+                    loaded = _load_bundle_dir(folder, trust_bundle)
+                    loaded.info.path = path
+                    return loaded
+    if is_torchscript(path):
+        return _load_torchscript(path)
+    return _load_checkpoint(path, network_config, network_overrides)

@@ -1,0 +1,231 @@
+"""One segmentation run: validate → preprocess → sliding window → activation → invert → cache → threshold → clean-up."""
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..errors import CancelledError, InputError, OptionError
+from . import preprocess
+from .inference import CancelFn, DeviceChoice, ProgressFn, effective_roi, run_sliding_window, select_device
+from .model import LoadedModel
+from .postprocess import Cleanup, clean_mask, statistics
+from .probabilities import (ProbabilityMap, activate, activation_warnings, check_activation, check_thresholds,
+                            make_probability_map, threshold_float, threshold_map)
+from .volume import Volume
+
+# Distinct colours for segments without a model-given colour (RGB 0..1).
+PALETTE = [(0.90, 0.35, 0.25), (0.30, 0.70, 0.35), (0.25, 0.50, 0.90), (0.95, 0.80, 0.20), (0.70, 0.35, 0.80),
+           (0.20, 0.80, 0.80), (0.95, 0.55, 0.15), (0.55, 0.75, 0.25), (0.85, 0.45, 0.65), (0.45, 0.45, 0.85)]
+
+
+@dataclass
+class SegmentOptions:
+    """Everything a run can be told. ``None`` means: the model's default, else the product default."""
+
+    activation: str = "auto"
+    threshold: Union[None, float, List[float]] = None
+    device: str = "auto"
+    amp: bool = True
+    roi_size: Optional[List[int]] = None
+    sw_batch_size: Optional[int] = None
+    overlap: Optional[float] = None
+    blend_mode: Optional[str] = None
+    normalization: Optional[str] = None
+    ct_window: Optional[List[float]] = None
+    orientation: Optional[str] = None
+    spacing: Optional[List[float]] = None
+    cleanup: Cleanup = field(default_factory=Cleanup)
+    labels: Optional[List[str]] = None
+    fault: Optional[str] = None  # test hook: "cuda_oom"
+
+
+@dataclass
+class SegmentResult:
+    """Probabilities cached on the input grid and the segments at the chosen thresholds."""
+
+    probabilities: ProbabilityMap
+    masks: np.ndarray  # (S, I, J, K) bool
+    names: List[str]
+    colors: List[tuple]
+    thresholds: List[float]
+    activation: str
+    affine: np.ndarray
+    spacing: np.ndarray
+    device: DeviceChoice
+    plan: str
+    cleanup: Cleanup
+    timings: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    def statistics(self) -> List[Dict[str, object]]:
+        return statistics(self.masks, self.names, self.voxel_volume_ml)
+
+    def rethreshold(self, threshold: Union[float, Sequence[float]]) -> np.ndarray:
+        """New thresholds on the cache (no network run); updates and returns ``masks``."""
+        self.thresholds = check_thresholds(threshold, self.probabilities.n_segments)
+        masks = threshold_map(self.probabilities, self.thresholds)
+        self.masks = np.stack([clean_mask(m, self.spacing, self.cleanup) for m in masks]) if self.cleanup.active else masks
+        return self.masks
+
+
+def available_memory_bytes() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None
+
+
+def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Optional[int]) -> None:
+    """Clear errors for inputs the network cannot segment meaningfully."""
+    arr = volume.array
+    if arr.ndim != 4:
+        raise InputError(f"Expected a channel-first 3-D volume (C, I, J, K), got shape {arr.shape}", "Give a 3-D volume.")
+    if arr.size == 0:
+        raise InputError("The volume is empty (0 voxels)", "Load an image with voxel data.")
+    if min(arr.shape[1:]) < 2:
+        raise InputError(f"The volume is {arr.shape[1:]} voxels: a single slice is a 2-D image", "The UNet needs a 3-D volume with several slices.")
+    if in_channels is not None and arr.shape[0] != in_channels:
+        what = "a multi-component / 4-D image with" if arr.shape[0] > 1 else "a single-channel volume with"
+        raise InputError(
+            f"The model expects {in_channels} input channel(s); the input is {what} {arr.shape[0]}",
+            f"Pick a {arr.shape[0]}-channel model, or give a volume with {in_channels} channel(s).",
+        )
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise InputError(f"The volume has {bad} NaN/Inf voxel(s)", "Replace them first (e.g. with 0 or the background value).")
+    lo, hi = arr.min(), arr.max()
+    if lo == hi:
+        raise InputError(f"The volume is constant (every voxel is {lo})", "Nothing to segment: check that the right image was loaded.")
+    need = arr[0].size * (4 * arr.shape[0] * 3 + 4 * max(1, out_channels or 1) * 4)
+    avail = available_memory_bytes()
+    if avail is not None and need > 0.9 * avail:
+        raise InputError(
+            f"The volume {arr.shape[1:]} needs about {need / 2**30:.1f} GiB to segment; {avail / 2**30:.1f} GiB is free",
+            "Crop the volume, downsample it (--spacing), or free memory.",
+        )
+
+
+def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions] = None,
+            progress: Optional[ProgressFn] = None, should_cancel: Optional[CancelFn] = None,
+            log: Optional[Callable[[str], None]] = None) -> SegmentResult:
+    """Segment ``volume`` with ``model``; the result is on the input grid exactly."""
+    opts = options or SegmentOptions()
+    info = model.info
+    timings: Dict[str, float] = {}
+    warnings: List[str] = []
+    say = log or (lambda _m: None)
+
+    def step(stage: str, fraction: float, message: str = "") -> None:
+        if should_cancel is not None and should_cancel():
+            raise CancelledError(f"cancelled during {stage}")
+        if progress is not None:
+            progress(stage, fraction, message)
+
+    activation = check_activation(opts.activation)
+    if activation == "auto":
+        activation = info.activation
+    if opts.threshold is not None:
+        check_thresholds(opts.threshold, 1 if isinstance(opts.threshold, (int, float)) else len(opts.threshold))
+    choice = select_device(opts.device)
+    say(f"device: {choice.device} ({choice.reason})")
+    validate_volume(volume, info.in_channels, info.out_channels)
+    t0 = time.perf_counter()
+    step("preprocess", 0.0)
+    if model.bundle_preprocessing is not None:
+        transforms = model.bundle_preprocessing
+    else:
+        pre = info.preprocessing
+        transforms = preprocess.build_transforms(
+            normalization=opts.normalization or pre.get("normalization", "none"),
+            ct_window=opts.ct_window or pre.get("ct_window"),
+            orientation=opts.orientation or pre.get("orientation", "keep"),
+            spacing=opts.spacing or pre.get("spacing"),
+        )
+    data = preprocess.apply(transforms, preprocess.to_meta(volume.array, volume.affine))
+    image = data["image"]
+    timings["preprocess_s"] = time.perf_counter() - t0
+    roi = effective_roi(image.shape[1:], opts.roi_size or info.roi_size, info.size_divisor)
+    overlap = opts.overlap if opts.overlap is not None else (info.overlap if info.overlap is not None else 0.25)
+    if not 0.0 <= overlap < 1.0:
+        raise OptionError(f"Overlap {overlap} is outside [0, 1)", "e.g. --overlap 0.25")
+    sw_batch = int(opts.sw_batch_size or info.sw_batch_size or 1)
+    mode = opts.blend_mode or info.blend_mode or "gaussian"
+    step("inference", 0.0, f"roi {roi}, overlap {overlap}, batch {sw_batch}, {mode} blending on {choice.device}")
+    t1 = time.perf_counter()
+    try:
+        logits, plan = run_sliding_window(model.network, image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None],
+                                          roi, sw_batch_size=sw_batch, overlap=overlap, mode=mode, device=choice.device,
+                                          amp=opts.amp, progress=progress, should_cancel=should_cancel, log=say, fault=opts.fault)
+    except torch.cuda.OutOfMemoryError:
+        raise InputError("Out of memory even on the CPU", "Reduce --roi-size / --sw-batch-size, crop or downsample the volume.") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if "channels" in text or "size mismatch" in text.lower() or "shape" in text:
+            raise InputError(f"The network cannot process this input: {text.splitlines()[0][:200]}",
+                             "Check the model's input channels and the roi size (must fit the network's depth).") from None
+        raise
+    timings["inference_s"] = time.perf_counter() - t1
+    if plan not in ("CUDA", choice.device.upper()):
+        warnings.append(f"Ran with fallback: {plan}")
+    t2 = time.perf_counter()
+    step("postprocess", 0.0, "activation")
+    logits = logits[0]
+    n_out = int(logits.shape[0])
+    if opts.activation == "auto" and info.format == "torchscript":
+        activation = "sigmoid" if n_out == 1 else "softmax"
+    if activation == "softmax" and n_out < 2:
+        raise OptionError("Softmax needs at least 2 output channels; this network has 1", "Use activation sigmoid for a 1-channel model.")
+    if activation == "none":
+        warnings += activation_warnings(logits, "none")
+    probs = activate(logits, activation)
+    if activation == "sigmoid":
+        warnings += activation_warnings(probs, "sigmoid")
+    del logits
+    step("postprocess", 0.3, "inverting preprocessing")
+    probs = preprocess.invert(transforms, data, probs)
+    probs_np = np.asarray(probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else probs, dtype=np.float32)
+    if tuple(probs_np.shape[1:]) != volume.spatial_shape:
+        raise RuntimeError(f"internal: inverted output {probs_np.shape[1:]} is not on the input grid {volume.spatial_shape}")
+    n_seg = n_out - 1 if activation == "softmax" else n_out
+    thresholds = check_thresholds(opts.threshold if opts.threshold is not None else
+                                  (info.threshold if info.threshold is not None else (0.0 if activation == "softmax" else 0.5)), n_seg)
+    step("postprocess", 0.6, "threshold and clean-up")
+    pm = make_probability_map(probs_np, "softmax" if activation == "softmax" else "sigmoid")
+    masks = threshold_float(probs_np, thresholds, activation)
+    del probs_np, probs
+    if opts.cleanup.active:
+        masks = np.stack([clean_mask(m, volume.spacing, opts.cleanup) for m in masks])
+    names = segment_names(opts.labels or info.labels, n_seg, warnings)
+    timings["postprocess_s"] = time.perf_counter() - t2
+    step("postprocess", 1.0, "done")
+    for w in warnings:
+        say("warning: " + w)
+    return SegmentResult(pm, masks, names, [PALETTE[i % len(PALETTE)] for i in range(n_seg)], thresholds, activation,
+                         np.asarray(volume.affine, dtype=float), volume.spacing, choice, plan, opts.cleanup, timings, warnings)
+
+
+def segment_names(labels: Sequence[str], n: int, warnings: List[str]) -> List[str]:
+    labels = [str(x) for x in labels]
+    if labels and len(labels) == n + 1 and labels[0].lower() in ("background", "bg", "0"):
+        labels = labels[1:]
+    if labels and len(labels) != n:
+        warnings.append(f"{len(labels)} label name(s) for {n} segment(s): using default names")
+        labels = []
+    return labels or ([f"Segment_{i + 1}" for i in range(n)] if n > 1 else ["Segment_1"])

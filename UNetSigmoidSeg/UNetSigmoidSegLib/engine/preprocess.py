@@ -1,0 +1,81 @@
+"""Preprocessing as invertible MONAI dictionary transforms on key ``"image"``, and its inversion.
+
+Plain checkpoints get orientation / spacing / intensity options; bundles bring their own
+``preprocessing`` (minus image loading, which the caller already did in MONAI's convention).
+Every spatial step is undone with MONAI's ``Invertd`` so outputs land on the input grid.
+"""
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import OptionError
+
+NORMALIZATIONS = ("none", "zscore", "zscore-nonzero", "ct", "range-sigmoid")
+
+
+def build_transforms(normalization: str = "none", ct_window: Optional[Sequence[float]] = None,
+                     orientation: str = "keep", spacing: Optional[Sequence[float]] = None):
+    """MONAI ``Compose`` for a plain checkpoint.
+
+    normalization: ``none`` | ``zscore`` (per channel) | ``zscore-nonzero`` | ``ct`` (clip
+    ``ct_window`` = [low, high] HU to 0–1) | ``range-sigmoid`` (MONAIAuto3DSeg's CT mode:
+    ``ct_window`` → [-1, 1], then sigmoid). orientation: ``keep`` | ``RAS``. spacing: mm or None.
+    """
+    from monai.transforms import Compose, Lambdad, NormalizeIntensityd, Orientationd, ScaleIntensityRanged, Spacingd
+
+    if normalization not in NORMALIZATIONS:
+        raise OptionError(f"Unknown normalization {normalization!r}", f"Use one of: {', '.join(NORMALIZATIONS)}.")
+    orientation = (orientation or "keep").upper() if orientation and orientation.lower() != "keep" else "keep"
+    if orientation not in ("keep", "RAS"):
+        raise OptionError(f"Unknown orientation {orientation!r}", "Use keep or RAS.")
+    transforms: List[Any] = []
+    if orientation == "RAS":
+        transforms.append(Orientationd(keys="image", axcodes="RAS"))
+    if spacing is not None:
+        transforms.append(Spacingd(keys="image", pixdim=list(spacing), mode="bilinear"))
+    if normalization in ("ct", "range-sigmoid"):
+        if not ct_window or len(ct_window) != 2 or ct_window[0] >= ct_window[1]:
+            raise OptionError(f"Normalization {normalization} needs a window [low, high], got {ct_window}", "e.g. --ct-window -160 240")
+        lo, hi = float(ct_window[0]), float(ct_window[1])
+        if normalization == "ct":
+            transforms.append(ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
+        else:
+            transforms.append(ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=-1.0, b_max=1.0, clip=False))
+            transforms.append(Lambdad(keys="image", func=torch.sigmoid))
+    elif normalization == "zscore":
+        transforms.append(NormalizeIntensityd(keys="image", channel_wise=True))
+    elif normalization == "zscore-nonzero":
+        transforms.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
+    return Compose(transforms)
+
+
+def to_meta(array: np.ndarray, affine: np.ndarray):
+    """``(C, I, J, K)`` array + affine → float32 ``MetaTensor`` as ``LoadImage`` would give it."""
+    from monai.data import MetaTensor
+
+    spatial = np.asarray(array.shape[1:])
+    meta = {"original_affine": np.asarray(affine, dtype=np.float64), "spatial_shape": spatial,
+            "original_channel_dim": 0, "space": "RAS"}
+    return MetaTensor(torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32),
+                      affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def apply(transforms, image) -> Dict[str, Any]:
+    """Run the Compose on ``{"image": image}``; returns the data dict."""
+    return transforms({"image": image})
+
+
+def invert(transforms, data: Dict[str, Any], pred: torch.Tensor) -> torch.Tensor:
+    """Undo the spatial preprocessing on ``pred`` ``(C, ...)`` (bilinear: it holds probabilities)."""
+    from monai.data import MetaTensor
+    from monai.transforms import Invertd
+
+    if not getattr(transforms, "transforms", None):
+        return pred
+    image = data["image"]
+    pred_meta = MetaTensor(pred, affine=image.affine, meta=dict(image.meta))
+    inverted = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=False)(
+        {"pred": pred_meta, "image": image})
+    return inverted["pred"]
