@@ -2,9 +2,9 @@
 
 A bundle config may contain ``$`` Python expressions and ``_target_`` of any importable class;
 MONAI's ``ConfigParser`` would run them. Untrusted (the default), only the parts this product
-needs (``network_def``, ``preprocessing``, ``inferer``, ``postprocessing`` and what they
-reference with ``@``) are copied into a fresh parser, after checking that they hold no ``$`` / ``%``
-strings and only MONAI targets. ``trust=True`` parses the whole config as MONAI would.
+needs (``network_def``, ``preprocessing``, ``inferer`` and what they reference with ``@``) are copied into a fresh parser, after checking that they hold no ``$`` / ``%``
+strings and only MONAI targets; ``postprocessing`` is only read as data (activation, threshold).
+``trust=True`` parses the whole config as MONAI would.
 """
 
 import json
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Set
 
 from ..errors import ModelError
 
-NEEDED = ("network_def", "preprocessing", "inferer", "postprocessing")
+NEEDED = ("network_def", "preprocessing", "inferer")  # postprocessing is only read as data, never instantiated
 TRUST_HINT = "Inspect the config; if you trust its author, pass --trust-bundle (panel: Advanced → Trust bundle code)."
 
 

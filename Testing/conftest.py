@@ -1,0 +1,104 @@
+"""Shared fixtures: tiny real MONAI UNets, oblique anisotropic volumes, the shared real data."""
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "UNetSigmoidSeg"))  # also works without `pip install -e .`
+
+
+def shared_data(*parts: str) -> Path:
+    """A file in ../shared/data; a missing file fails loudly (never a silent skip)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"Test data missing: {path}. The real data lives in ../shared/data beside the checkout (see its README).")
+    return path
+
+
+def tiny_unet(in_channels=1, out_channels=1, channels=(4, 8, 16), res_units=1, seed=0, norm="batch", act="prelu"):
+    """A real MONAI UNet with deterministic random weights (batch norm stats randomised so outputs vary)."""
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(seed)
+    net = UNet(3, in_channels, out_channels, channels, [2] * (len(channels) - 1), num_res_units=res_units, norm=norm, act=act)
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            if name.endswith("running_mean"):
+                buf.uniform_(-0.2, 0.2)
+            elif name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def oblique_direction(angle_deg: float = 20.0, flip: bool = False):
+    a = math.radians(angle_deg)
+    c, s = math.cos(a), math.sin(a)
+    rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(a / 2), -math.sin(a / 2)], [0, math.sin(a / 2), math.cos(a / 2)]])
+    d = rz @ rx
+    if flip:
+        d = d @ np.diag([1, 1, -1])  # left-handed
+    return d
+
+
+def write_volume(path, array_ijk, spacing=(1.5, 0.8, 2.5), origin=(12.0, -30.0, 5.5), direction=None, components=False):
+    """Write ``(I, J, K)`` (or ``(I, J, K, C)`` with components=True) with an oblique, anisotropic geometry."""
+    arr = np.asarray(array_ijk)
+    if components:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0, 3)), isVector=True)
+    else:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(tuple((oblique_direction() if direction is None else np.asarray(direction)).ravel()))
+    sitk.WriteImage(image, str(path))
+    return str(path)
+
+
+def blob_volume(shape=(40, 36, 24), seed=0):
+    """A smooth float32 volume with a bright ellipsoid, so networks produce spatially varying outputs."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    r = sum((g / w) ** 2 for g, w in zip(grid, (0.6, 0.5, 0.7)))
+    return (100.0 * (r < 1) + rng.normal(0, 10, shape)).astype(np.float32)
+
+
+@pytest.fixture
+def unet_ckpt(tmp_path):
+    """Factory: save a tiny UNet's state_dict (optionally wrapped) and return (path, net)."""
+
+    def make(name="unet.pt", wrap=None, **kwargs):
+        net = tiny_unet(**kwargs)
+        state = net.state_dict()
+        if wrap == "module":
+            state = {"module." + k: v for k, v in state.items()}
+        elif wrap:
+            state = {wrap: state, "epoch": 3}
+        path = tmp_path / name
+        torch.save(state, path)
+        return str(path), net
+
+    return make
+
+
+@pytest.fixture
+def volume_file(tmp_path):
+    def make(name="vol.nii.gz", shape=(40, 36, 24), **kwargs):
+        return write_volume(tmp_path / name, blob_volume(shape), **kwargs)
+
+    return make
+
+
+def write_json(path, data):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1))
+    return str(path)
