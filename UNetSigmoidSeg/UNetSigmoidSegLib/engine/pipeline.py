@@ -92,6 +92,10 @@ def available_memory_bytes() -> Optional[int]:
         return None
 
 
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Optional[int]) -> None:
     """Clear errors for inputs the network cannot segment meaningfully."""
     arr = volume.array
@@ -117,7 +121,7 @@ def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Op
     avail = available_memory_bytes()
     if avail is not None and need > 0.9 * avail:
         raise InputError(
-            f"The volume {arr.shape[1:]} needs about {need / 2**30:.1f} GiB to segment; {avail / 2**30:.1f} GiB is free",
+            f"The volume {arr.shape[1:]} needs about {_size(need)} of memory to segment; {_size(avail)} is free",
             "Crop the volume, downsample it (--spacing), or free memory.",
         )
 
