@@ -58,7 +58,8 @@ def to_meta(array: np.ndarray, affine: np.ndarray):
     spatial = np.asarray(array.shape[1:])
     meta = {"original_affine": np.asarray(affine, dtype=np.float64), "spatial_shape": spatial,
             "original_channel_dim": 0, "space": "RAS"}
-    return MetaTensor(torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32),
+    # torch.tensor always copies: nothing downstream (even an in-place op on a view) can touch the caller's array
+    return MetaTensor(torch.tensor(np.ascontiguousarray(array), dtype=torch.float32),
                       affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
 
