@@ -115,24 +115,28 @@ def make_probability_map(probabilities: np.ndarray, mode: str) -> ProbabilityMap
     return ProbabilityMap(mode, quantize(probabilities))
 
 
-def threshold_map(pm: ProbabilityMap, thresholds: Sequence[float], segment: Optional[int] = None) -> np.ndarray:
+def threshold_map(pm: ProbabilityMap, thresholds: Sequence[float], segment: Optional[int] = None,
+                  out: Optional[np.ndarray] = None) -> np.ndarray:
     """Pure, fast re-threshold of the cache: ``(S, I, J, K)`` bool masks (or one ``(I, J, K)`` for ``segment``).
 
     sigmoid/none: segment s = ``q_s ≥ level(t_s)``. softmax: segment s = argmax is s + 1 and the
-    winning confidence ≥ t_s (minimum confidence; 0 gives the plain argmax).
+    winning confidence ≥ t_s (minimum confidence; 0 gives the plain argmax). ``out`` (bool, the
+    result's shape) is reused when given, so live updates allocate nothing.
     """
-    segments = range(pm.n_segments) if segment is None else [segment]
-    masks = []
-    for s in segments:
+    segments = list(range(pm.n_segments)) if segment is None else [segment]
+    shape = pm.values.shape[1:]
+    if out is None:
+        out = np.empty((len(segments),) + shape, dtype=bool)
+    masks = out.reshape((len(segments),) + shape)
+    for i, s in enumerate(segments):
         t = thresholds[s]
         if pm.mode == "softmax":
-            m = pm.labels == s + 1
+            np.equal(pm.labels, s + 1, out=masks[i])
             if t > 0:
-                m &= pm.values[0] >= level(t)
+                masks[i] &= pm.values[0] >= level(t)
         else:
-            m = pm.values[s] >= level(t)
-        masks.append(m)
-    return masks[0] if segment is not None else np.stack(masks)
+            np.greater_equal(pm.values[s], level(t), out=masks[i])
+    return masks[0] if segment is not None else masks
 
 
 def threshold_float(probabilities: np.ndarray, thresholds: Sequence[float], mode: str) -> np.ndarray:
