@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.spatial.transform import Rotation
+import SimpleITK as sitk
 
 from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
 from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
@@ -20,7 +20,7 @@ def _affine(spacing, origin, quat, flip):
     q = np.array(quat)
     if np.linalg.norm(q) < 1e-3:
         q = np.array([0, 0, 0, 1.0])
-    rot = Rotation.from_quat(q / np.linalg.norm(q)).as_matrix()
+    rot = np.array(sitk.VersorTransform(tuple(float(v) for v in q / np.linalg.norm(q))).GetMatrix()).reshape(3, 3)
     if flip:
         rot = rot @ np.diag([1, 1, -1])
     a = np.eye(4)
