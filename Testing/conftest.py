@@ -102,3 +102,24 @@ def write_json(path, data):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=1))
     return str(path)
+
+
+# ---------------------------------------------------------------- Slicer core (mrml layer)
+
+@pytest.fixture
+def scene():
+    from UNetSigmoidSegLib.mrml.scene import create_headless_scene
+
+    return create_headless_scene()
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    def make(out_channels=1, seed=0, name="model.pt", **kwargs):
+        path = tmp_path / name
+        torch.save(tiny_unet(out_channels=out_channels, seed=seed, **kwargs).state_dict(), path)
+        return str(path)
+
+    return make
+
+

@@ -42,6 +42,24 @@ class SegmentOptions:
     labels: Optional[List[str]] = None
     fault: Optional[str] = None  # test hook: "cuda_oom"
 
+    def to_dict(self) -> Dict[str, object]:
+        """JSON-able form (for the worker protocol and the parameter node)."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, object]) -> "SegmentOptions":
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise OptionError(f"Unknown segment option(s): {', '.join(unknown)}", f"Known options: {', '.join(sorted(known))}.")
+        values = dict(data)
+        if isinstance(values.get("cleanup"), dict):
+            values["cleanup"] = Cleanup(**values["cleanup"])  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
+
 
 @dataclass
 class SegmentResult:

@@ -1,0 +1,288 @@
+"""The Slicer logic on a real slicer-core scene: geometry, segments, live threshold, edits, safety, parameters."""
+
+import numpy as np
+import pytest
+import slicer
+import slicerio
+import vtk
+from conftest import blob_volume
+from mrml_helpers import add_volume, export_segment, volume_hash
+
+from UNetSigmoidSegLib.engine.model import load_model
+from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
+from UNetSigmoidSegLib.mrml.parameters import Parameters, get_parameter_node, read_parameters, set_reference, write_parameters
+from UNetSigmoidSegLib.mrml.volumes import volume_to_engine
+from UNetSigmoidSegLib.errors import CancelledError, InputError, UserError
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_geometry_round_trip_matches_engine_voxel_for_voxel(scene, model_file, flip):
+    vol = add_volume(scene, blob_volume((37, 29, 19)), spacing=(0.7, 1.3, 3.1), angle=28, flip=flip)
+    path = model_file(out_channels=2, seed=3)
+    logic = UNetSigmoidSegLogic(scene)
+    seg = logic.segment(vol, path, activation="sigmoid", threshold=0.5, device="cpu")
+    engine = segment(volume_to_engine(vol), load_model(path), SegmentOptions(activation="sigmoid", threshold=0.5, device="cpu"))
+    ids = list(seg.GetSegmentation().GetSegmentIDs())
+    assert len(ids) == 2
+    for channel, sid in enumerate(ids):
+        exported = export_segment(scene, seg, sid, vol)
+        assert exported.shape == (19, 29, 37)
+        np.testing.assert_array_equal(exported > 0, engine.masks[channel].T)
+        assert 0 < exported.sum() < exported.size
+
+
+def test_seg_nrrd_saved_by_slicer_loads_in_slicerio(scene, model_file, tmp_path):
+    vol = add_volume(scene, blob_volume((30, 26, 16)), angle=15)
+    logic = UNetSigmoidSegLogic(scene)
+    path = model_file(out_channels=2, seed=1)
+    import json
+
+    (tmp_path / "model.json").write_text(json.dumps({"labels": ["liver", "spleen"]}))
+    seg = logic.segment(vol, path, device="cpu", activation="sigmoid")
+    storage = seg.CreateDefaultStorageNode()
+    out = str(tmp_path / "result.seg.nrrd")
+    storage.SetFileName(out)
+    assert storage.WriteData(seg)
+    data = slicerio.read_segmentation(out)
+    names = [s["name"] for s in data["segments"]]
+    assert names == ["liver", "spleen"]
+    colors = {s["name"]: s["color"] for s in data["segments"]}
+    segmentation = seg.GetSegmentation()
+    for sid in segmentation.GetSegmentIDs():
+        s = segmentation.GetSegment(sid)
+        np.testing.assert_allclose(colors[s.GetName()], s.GetColor(), atol=1e-3)
+    liver = [s for s in data["segments"] if s["name"] == "liver"][0]
+    assert liver["terminology"]["type"] == ["SCT", "10200004", "Liver"]
+    assert liver["terminology"]["category"] == ["SCT", "123037004", "Anatomical Structure"]
+    m = vtk.vtkMatrix4x4()
+    vol.GetIJKToRASMatrix(m)
+    ras = np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+    np.testing.assert_allclose(data["ijkToLPS"], np.diag([-1, -1, 1, 1]) @ ras, atol=1e-4)
+    stats = {s["segment"]: s["voxels"] for s in logic.statistics(seg)}
+    for s in data["segments"]:
+        assert slicerio.segment_mask(data, s).sum() == stats[s["name"]]
+
+
+def test_threshold_moves_update_segments_in_place(scene, model_file):
+    vol = add_volume(scene, blob_volume((32, 28, 16)))
+    logic = UNetSigmoidSegLogic(scene)
+    seg = logic.segment(vol, model_file(out_channels=2, seed=5), activation="sigmoid", device="cpu")
+    ids = list(seg.GetSegmentation().GetSegmentIDs())
+    image_before = seg.GetSegmentation().GetSegment(ids[0]).GetRepresentation("Binary labelmap")
+    counts = {}
+    for t in (0.0, 0.3, 0.5, 0.7, 1.0):
+        logic.setThreshold(seg, t)
+        counts[t] = [s["voxels"] for s in logic.statistics(seg)]
+        exported = export_segment(scene, seg, ids[0], vol)
+        assert exported.sum() == counts[t][0]
+    n = 32 * 28 * 16
+    assert counts[0.0] == [n, n]
+    assert counts[0.0][0] >= counts[0.3][0] >= counts[0.5][0] >= counts[0.7][0] >= counts[1.0][0]
+    assert counts[0.3][0] > counts[0.7][0]
+    logic.setThreshold(seg, [0.0, 1.0])  # per segment
+    per = [s["voxels"] for s in logic.statistics(seg)]
+    assert per[0] == n and per[1] == counts[1.0][1]
+    assert seg.GetSegmentation().GetSegment(ids[0]).GetRepresentation("Binary labelmap") is image_before  # in place
+    with pytest.raises(UserError, match="outside"):
+        logic.setThreshold(seg, 1.2)
+
+
+def test_softmax_segments_and_minimum_confidence(scene, model_file):
+    vol = add_volume(scene, blob_volume((30, 24, 16)))
+    logic = UNetSigmoidSegLogic(scene)
+    seg = logic.segment(vol, model_file(out_channels=3, seed=2), activation="softmax", device="cpu")
+    stats = logic.statistics(seg)
+    assert len(stats) == 2
+    a = export_segment(scene, seg, stats[0]["segmentID"], vol)
+    b = export_segment(scene, seg, stats[1]["segmentID"], vol)
+    assert not np.logical_and(a, b).any()
+    total = sum(s["voxels"] for s in stats)
+    logic.setThreshold(seg, 0.7)
+    assert sum(s["voxels"] for s in logic.statistics(seg)) < total
+
+
+def test_existing_user_segments_are_preserved(scene, model_file):
+    vol = add_volume(scene, blob_volume((30, 24, 16)))
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(vol)
+    user_id = seg.GetSegmentation().AddEmptySegment("tumour", "tumour", [0.1, 0.9, 0.1])
+    mask = np.zeros((16, 24, 30), np.uint8)
+    mask[4:9, 5:15, 6:20] = 1
+    _set_labelmap(scene, seg, user_id, vol, mask)
+    before = export_segment(scene, seg, user_id, vol)
+    logic = UNetSigmoidSegLogic(scene)
+    out = logic.segment(vol, model_file(), device="cpu", outputSegmentation=seg)
+    assert out is seg
+    logic.setThreshold(seg, 0.2)
+    out = logic.segment(vol, model_file(seed=9, name="other.pt"), device="cpu", outputSegmentation=seg)  # second run replaces only ours
+    ids = list(seg.GetSegmentation().GetSegmentIDs())
+    assert user_id in ids and len(ids) == 2
+    np.testing.assert_array_equal(export_segment(scene, seg, user_id, vol), before)
+    assert seg.GetSegmentation().GetSegment(user_id).GetName() == "tumour"
+
+
+def _set_labelmap(scene, seg, segment_id, reference, mask_kji):
+    """Write a segment the way Slicer's editor effects do (SetBinaryLabelmapToSegment)."""
+    image = slicer.vtkOrientedImageData()
+    k, j, i = mask_kji.shape
+    image.SetExtent(0, i - 1, 0, j - 1, 0, k - 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    from vtk.util import numpy_support
+
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask_kji.ravel()
+    m = vtk.vtkMatrix4x4()
+    reference.GetIJKToRASMatrix(m)
+    image.SetImageToWorldMatrix(m)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        image, seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+
+
+def test_manual_edit_is_respected(scene, model_file):
+    vol = add_volume(scene, blob_volume((30, 24, 16)))
+    logic = UNetSigmoidSegLogic(scene)
+    seg = logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", device="cpu")
+    ids = list(seg.GetSegmentation().GetSegmentIDs())
+    edit = np.zeros((16, 24, 30), np.uint8)
+    edit[2:5, 2:5, 2:5] = 1
+    _set_labelmap(scene, seg, ids[0], vol, edit)
+    updated = logic.setThreshold(seg, 0.1)
+    assert updated == [ids[1]]
+    np.testing.assert_array_equal(export_segment(scene, seg, ids[0], vol), edit)
+    notes = {s["segmentID"]: s["note"] for s in logic.statistics(seg)}
+    assert notes[ids[0]] == "edited by the user" and notes[ids[1]] == ""
+    seg.GetSegmentation().RemoveSegment(ids[1])
+    assert logic.setThreshold(seg, 0.5) == []
+
+
+def test_input_volume_never_modified_and_no_temporary_nodes(scene, model_file):
+    vol = add_volume(scene, (blob_volume((30, 24, 16)) * 10).astype(np.int16))
+    digest = volume_hash(vol)
+    logic = UNetSigmoidSegLogic(scene)
+    before = scene.GetNumberOfNodes()
+    seg = logic.segment(vol, model_file(), device="cpu", probabilityVolume=True, largestComponent=True, fillHoles=True)
+    logic.setThreshold(seg, 0.3)
+    assert volume_hash(vol) == digest
+    classes = sorted(scene.GetNthNode(i).GetClassName() for i in range(before, scene.GetNumberOfNodes()))
+    assert "vtkMRMLLabelMapVolumeNode" not in classes
+    assert classes.count("vtkMRMLSegmentationNode") == 1 and classes.count("vtkMRMLScalarVolumeNode") == 1
+
+
+def test_probability_volume(scene, model_file):
+    vol = add_volume(scene, blob_volume((30, 24, 16)))
+    logic = UNetSigmoidSegLogic(scene)
+    seg = logic.segment(vol, model_file(), device="cpu", probabilityVolume=True)
+    prob = seg.GetNodeReference("UNetSigmoidSeg.Probabilities")
+    from vtk.util import numpy_support
+
+    arr = numpy_support.vtk_to_numpy(prob.GetImageData().GetPointData().GetScalars())
+    assert arr.min() >= 0 and arr.max() <= 1 and arr.dtype == np.float32
+    assert prob.GetImageData().GetDimensions() == (30, 24, 16)
+    assert prob.GetDisplayNode().GetColorNodeID() in ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLPETProceduralColorNodePET-Heat")
+    mask = export_segment(scene, seg, list(seg.GetSegmentation().GetSegmentIDs())[0], vol)
+    np.testing.assert_array_equal(mask.ravel() > 0, arr >= 0.5)
+
+
+def test_review_table_and_histogram_follow_the_threshold(scene, model_file):
+    vol = add_volume(scene, blob_volume((30, 24, 16)))
+    logic = UNetSigmoidSegLogic(scene)
+    seg = logic.segment(vol, model_file(), device="cpu")
+    live = logic.liveResult(seg)
+    logic.setThreshold(seg, 0.35)
+    table = live.table.GetTable()
+    assert table.GetValueByName(0, "Threshold").ToDouble() == pytest.approx(0.35)
+    assert table.GetValueByName(0, "Voxels").ToDouble() == logic.statistics(seg)[0]["voxels"]
+    chart, hist_table = live.plot[0], live.plot[1].GetTable()
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    assert hist_table.GetValueByName(0, "threshold_x").ToDouble() == pytest.approx(0.35)
+    assert sum(hist_table.GetValueByName(r, "voxels").ToDouble() for r in range(hist_table.GetNumberOfRows())) >= 30 * 24 * 16
+
+
+@pytest.mark.parametrize("case,match", [
+    ("vector", "not a scalar volume"), ("transform", "not hardened"), ("empty", "no voxels"), ("none", "No input volume")])
+def test_bad_volume_nodes(scene, model_file, case, match):
+    logic = UNetSigmoidSegLogic(scene)
+    if case == "vector":
+        node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    elif case == "transform":
+        node = add_volume(scene, blob_volume((20, 20, 10)))
+        tr = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "t")
+        node.SetAndObserveTransformNodeID(tr.GetID())
+    elif case == "empty":
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    else:
+        node = None
+    with pytest.raises(InputError, match=match):
+        logic.segment(node, model_file(), device="cpu")
+
+
+def test_scene_close_mid_run_cancels_cleanly(scene, model_file):
+    vol = add_volume(scene, blob_volume((64, 64, 32)))
+    logic = UNetSigmoidSegLogic(scene)
+
+    def close_on_inference(stage, fraction, message):
+        if stage == "inference" and fraction > 0:
+            scene.Clear(0)
+
+    handle = logic.segmentAsync(vol, model_file(), device="cpu", roiSize=[16, 16, 16], onProgress=close_on_inference)
+    with pytest.raises(CancelledError, match="scene was closed"):
+        handle.wait()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+    assert not logic.isRunning
+    vol2 = add_volume(scene, blob_volume((20, 20, 10)))
+    assert logic.segment(vol2, model_file(), device="cpu") is not None  # the next run works
+
+
+def test_input_removed_mid_run_cancels(scene, model_file):
+    vol = add_volume(scene, blob_volume((64, 64, 32)))
+    logic = UNetSigmoidSegLogic(scene)
+    handle = logic.segmentAsync(vol, model_file(), device="cpu", roiSize=[16, 16, 16],
+                                onProgress=lambda s, f, m: scene.RemoveNode(vol) if s == "inference" and scene.IsNodePresent(vol) else None)
+    with pytest.raises(CancelledError, match="input volume was removed"):
+        handle.wait()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_double_segment_is_refused_while_running(scene, model_file):
+    vol = add_volume(scene, blob_volume((20, 20, 10)))
+    logic = UNetSigmoidSegLogic(scene)
+    handle = logic.segmentAsync(vol, model_file(), device="cpu")
+    with pytest.raises(UserError, match="already running"):
+        logic.segmentAsync(vol, model_file(), device="cpu")
+    finished = []
+    handle.on_finished = finished.append
+    while not logic.poll():
+        pass
+    assert finished and finished[0].IsA("vtkMRMLSegmentationNode")
+
+
+def test_parameter_node_survives_save_and_load(scene, tmp_path, model_file):
+    vol = add_volume(scene, blob_volume((20, 20, 10)))
+    node = get_parameter_node(scene)
+    write_parameters(node, Parameters(modelPath=model_file(), activation="softmax", threshold=0.35, segmentThresholds=[0.2, 0.4],
+                                      largestComponent=True, minIslandMm3=12.5, roiSize=[64, 64, 32], trustBundle=False))
+    set_reference(node, "InputVolume", vol)
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    from UNetSigmoidSegLib.mrml.scene import create_headless_scene
+
+    other = create_headless_scene()
+    other.SetURL(str(tmp_path / "scene.mrml"))
+    assert other.Import()
+    restored = get_parameter_node(other, create=False)
+    assert restored is not None
+    values = read_parameters(restored)
+    assert (values.activation, values.threshold, values.segmentThresholds, values.largestComponent, values.minIslandMm3,
+            values.roiSize) == ("softmax", 0.35, [0.2, 0.4], True, 12.5, [64, 64, 32])
+    assert restored.GetNodeReference("InputVolume").GetName() == "CT"
+
+
+def test_console_api_errors(scene, model_file, tmp_path):
+    vol = add_volume(scene, blob_volume((20, 20, 10)))
+    logic = UNetSigmoidSegLogic(scene)
+    with pytest.raises(UserError, match="Model not found"):
+        logic.segment(vol, str(tmp_path / "missing.pt"))
+    with pytest.raises(UserError, match="Unknown activation"):
+        logic.segment(vol, model_file(), activation="tanh")
+    with pytest.raises(UserError, match="No cached probabilities"):
+        logic.setThreshold(scene.AddNewNodeByClass("vtkMRMLSegmentationNode"), 0.5)
