@@ -286,3 +286,17 @@ def test_console_api_errors(scene, model_file, tmp_path):
         logic.segment(vol, model_file(), activation="tanh")
     with pytest.raises(UserError, match="No cached probabilities"):
         logic.setThreshold(scene.AddNewNodeByClass("vtkMRMLSegmentationNode"), 0.5)
+
+
+def test_apply_engine_result_from_the_console(scene, model_file):
+    """A result computed with the engine API (or the CLI's) can be shown as live segments."""
+    vol = add_volume(scene, blob_volume((24, 20, 12)))
+    result = segment(volume_to_engine(vol), load_model(model_file(out_channels=2)), SegmentOptions(activation="sigmoid", device="cpu"))
+    logic = UNetSigmoidSegLogic(scene)
+    seg = logic.applyResult(vol, result)
+    assert [s["voxels"] for s in logic.statistics(seg)] == [int(m.sum()) for m in result.masks]
+    logic.setThreshold(seg, 0.0)
+    assert [s["voxels"] for s in logic.statistics(seg)] == [24 * 20 * 12] * 2
+    other = add_volume(scene, blob_volume((10, 10, 10)), name="other")
+    with pytest.raises(InputError, match="not on this volume's grid"):
+        logic.applyResult(other, result)

@@ -189,6 +189,19 @@ class UNetSigmoidSegLogic:
         seg_node = self.scene.GetNodeByID(request["outputID"]) if request["outputID"] else None
         if request["outputID"] and seg_node is None:
             raise CancelledError("cancelled: the output segmentation was removed")
+        return self.applyResult(volume_node, result, seg_node, request["model"], request["probabilityVolume"], request["cleanup"])
+
+    def applyResult(self, volumeNode: Any, result: SegmentResult, outputSegmentation: Optional[Any] = None, model: str = "model",
+                    probabilityVolume: bool = False, cleanup: Optional[Cleanup] = None) -> Any:
+        """Show an engine ``SegmentResult`` computed on ``volumeNode``'s grid (e.g. by the CLI or the engine API)
+        as live segments; returns the segmentation node. Only segments this module produced are replaced."""
+        volume_node, seg_node = volumeNode, outputSegmentation
+        shape_kji = tuple(reversed(result.masks.shape[1:]))
+        image = volume_node.GetImageData()
+        if image is None or tuple(reversed(image.GetDimensions())) != shape_kji:
+            raise InputError("The result is not on this volume's grid", "Apply it to the volume it was computed from.")
+        request = {"model": model, "affine": result.affine, "shape_kji": shape_kji, "probabilityVolume": probabilityVolume,
+                   "cleanup": cleanup if cleanup is not None else result.cleanup}
         if seg_node is None:
             name = f"{volume_node.GetName()} {os.path.splitext(os.path.basename(request['model'].rstrip('/')))[0]}"
             seg_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(name))

@@ -39,7 +39,11 @@ def create_headless_scene() -> Any:
     app_logic.SetMRMLScene(scene)
     app_logic.GetColorLogic().SetMRMLScene(scene)
     app_logic.GetColorLogic().AddDefaultColorNodes()
-    logics = {"app": app_logic}
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLApplicationLogic(app_logic)
+    colors.SetMRMLScene(scene)
+    app_logic.SetModuleLogic("Colors", colors)
+    logics = {"app": app_logic, "Colors": colors}
     for name, cls in (("Volumes", slicer.vtkSlicerVolumesLogic), ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
                       ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic)):
         logic = cls()
