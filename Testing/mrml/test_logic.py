@@ -300,3 +300,27 @@ def test_apply_engine_result_from_the_console(scene, model_file):
     other = add_volume(scene, blob_volume((10, 10, 10)), name="other")
     with pytest.raises(InputError, match="not on this volume's grid"):
         logic.applyResult(other, result)
+
+
+def test_result_is_placed_in_the_input_study(scene, model_file):
+    from UNetSigmoidSegLib.mrml.scene import subject_hierarchy
+
+    vol = add_volume(scene, blob_volume((20, 20, 10)))
+    sh = subject_hierarchy(scene)
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient 1")
+    study = sh.CreateStudyItem(patient, "CT study")
+    sh.CreateItem(study, vol)
+    seg = UNetSigmoidSegLogic(scene).segment(vol, model_file(), device="cpu", probabilityVolume=True)
+    assert sh.GetItemParent(sh.GetItemByDataNode(seg)) == study
+    assert sh.GetItemParent(sh.GetItemByDataNode(seg.GetNodeReference("UNetSigmoidSeg.Probabilities"))) == study
+
+
+def test_output_removed_mid_run_cancels(scene, model_file):
+    vol = add_volume(scene, blob_volume((64, 64, 32)))
+    out = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "target")
+    logic = UNetSigmoidSegLogic(scene)
+    handle = logic.segmentAsync(vol, model_file(), device="cpu", roiSize=[16, 16, 16], outputSegmentation=out,
+                                onProgress=lambda s, f, m: scene.RemoveNode(out) if s == "inference" and scene.IsNodePresent(out) else None)
+    with pytest.raises(CancelledError, match="output segmentation was removed"):
+        handle.wait()
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0

@@ -232,14 +232,16 @@ class UNetSigmoidSegLogic:
         return seg_node
 
     def _place_beside(self, volume_node: Any, node: Any) -> None:
+        """Put ``node`` under the input volume's parent (its study) in the subject hierarchy."""
         sh = subject_hierarchy(self.scene)
-        if sh is None:
-            return
-        volume_item, item = sh.GetItemByDataNode(volume_node), sh.GetItemByDataNode(node)
-        if not volume_item or not item:  # items exist where the application's subject hierarchy plugins made them
+        volume_item = sh.GetItemByDataNode(volume_node) if sh is not None else 0
+        if not volume_item:
             return
         parent = sh.GetItemParent(volume_item)
-        if parent:
+        item = sh.GetItemByDataNode(node)
+        if not item:  # the application's subject-hierarchy plugins create items; a bare core scene does not
+            item = sh.CreateItem(parent, node)
+        elif parent:
             sh.SetItemParent(item, parent)
 
     def liveResult(self, segmentationNode: Any) -> LiveResult:
