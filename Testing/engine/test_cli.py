@@ -149,3 +149,13 @@ def test_real_ct_end_to_end_geometry(tmp_path, model):
     np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-5)
     np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+
+
+def test_4d_image_for_a_one_channel_model(tmp_path, model):
+    arr = np.stack([blob_volume((16, 16, 8), seed=s) for s in range(3)])  # (T, I, J, K)
+    image = sitk.JoinSeries([sitk.GetImageFromArray(a.transpose(2, 1, 0)) for a in arr])
+    sitk.WriteImage(image, str(tmp_path / "four_d.nii.gz"))
+    run = _run_cli("segment", str(tmp_path / "four_d.nii.gz"), "--model", model, "-o", str(tmp_path / "o.seg.nrrd"))
+    assert run.returncode == 2
+    assert "expects 1 input channel" in run.stderr and "multi-component / 4-D image with 3" in run.stderr
+    assert not (tmp_path / "o.seg.nrrd").exists()

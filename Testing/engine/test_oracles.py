@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 from conftest import blob_volume, oblique_direction, tiny_unet, write_json, write_volume
 
-from UNetSigmoidSegLib.engine.model import load_model
+from UNetSigmoidSegLib.engine.model import LoadedModel, load_model
 from UNetSigmoidSegLib.engine.outputs import write_segmentation
 from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
 from UNetSigmoidSegLib.engine.volume import read_volume
@@ -171,3 +171,17 @@ def test_bundle_with_non_monai_target_refused(tmp_path):
     write_json(root / "configs" / "inference.json", inference)
     with pytest.raises(ModelError, match="not a MONAI class"):
         load_model(str(root))
+
+
+def test_bundle_with_torchscript_weights_only(tmp_path):
+    root = tmp_path / "b"
+    net = tiny_unet(seed=8)
+    _bundle(root, net)
+    (root / "models" / "model.pt").unlink()
+    torch.jit.save(torch.jit.script(net), str(root / "models" / "model.ts"))
+    model = load_model(str(root))
+    assert model.info.format == "bundle (TorchScript)" and model.info.labels == ["blob"]
+    img = read_volume(write_volume(tmp_path / "x.nii.gz", blob_volume((24, 24, 16))))
+    reference = segment(img, LoadedModel(net, model.info, model.bundle_preprocessing), SegmentOptions(device="cpu"))
+    got = segment(img, model, SegmentOptions(device="cpu"))
+    np.testing.assert_array_equal(got.probabilities.values, reference.probabilities.values)
