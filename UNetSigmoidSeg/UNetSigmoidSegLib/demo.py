@@ -92,7 +92,8 @@ def ras_view(arrays: List[np.ndarray], affine: np.ndarray) -> Tuple[List[np.ndar
 
 
 def write_overview(path: str, image: np.ndarray, pred: np.ndarray, reference: np.ndarray, probabilities: np.ndarray,
-                   affine: np.ndarray, threshold: float, title: str, color: Tuple[float, float, float] = (0.9, 0.35, 0.25)) -> None:
+                   affine: np.ndarray, threshold: float, title: str,
+                   color: Tuple[float, float, float] = (0.9, 0.35, 0.25)) -> None:
     """PNG: axial, coronal, sagittal slices through the predicted segment's centre (image ``(I, J, K)``,
     prediction filled, reference outlined) and a histogram of the ``(I, J, K)`` probabilities."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is only needed here
@@ -113,7 +114,8 @@ def write_overview(path: str, image: np.ndarray, pred: np.ndarray, reference: np
         aspect = sp[ya] / sp[xa]
         ax.imshow(cut(img).T, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect, interpolation="nearest")
         overlay = np.ma.masked_where(~cut(prd).T, np.ones(cut(prd).T.shape))
-        ax.imshow(overlay, cmap=ListedColormap([color]), alpha=0.45, origin="lower", aspect=aspect, interpolation="nearest", vmin=0, vmax=1)
+        ax.imshow(overlay, cmap=ListedColormap([color]), alpha=0.45, origin="lower", aspect=aspect,
+                  interpolation="nearest", vmin=0, vmax=1)
         if cut(ref).any():
             ax.contour(cut(ref).T.astype(float), levels=[0.5], colors="yellow", linewidths=0.9)
         if invert:
@@ -143,17 +145,20 @@ def write_overview(path: str, image: np.ndarray, pred: np.ndarray, reference: np
 def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: Optional[str] = None) -> DemoResult:
     """Segment the demo image and write the three outputs into ``output_dir`` (created if needed)."""
     from .cli import Progress
+    from .engine.inference import select_device
     from .engine.model import load_model
     from .engine.outputs import write_probabilities, write_seg_nrrd
     from .engine.pipeline import SegmentOptions, segment
     from .engine.volume import read_volume, same_geometry
 
     paths = demo_paths(resources)
+    select_device(device)  # an unusable --device fails before anything is written
     out = os.path.abspath(os.path.expanduser(output_dir))
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"Cannot create the output folder {out}: {exc.strerror}", "Choose a folder you can write to with --output-dir.") from None
+        raise OutputError(f"Cannot create the output folder {out}: {exc.strerror}",
+                          "Choose a folder you can write to with --output-dir.") from None
     files = {k: os.path.join(out, "T1_head" + s) for k, s in
              (("seg", ".seg.nrrd"), ("prob", "_probabilities.nrrd"), ("png", "_overview.png"))}
     log = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr))

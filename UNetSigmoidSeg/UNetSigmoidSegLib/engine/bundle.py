@@ -128,6 +128,18 @@ def parse_bundle(folder: str, trust: bool = False) -> Dict[str, Any]:
     return out
 
 
+LOADERS = ("LoadImaged", "LoadImage", "EnsureChannelFirstd", "EnsureChannelFirst")
+
+
+def without_loaders(preprocessing: Any) -> Any:
+    """The bundle's preprocessing ``Compose`` minus image loading / channel-first steps (the caller
+    already holds the image in MONAI's convention). Runs on the data key ``"image"``."""
+    from monai.transforms import Compose
+
+    steps = getattr(preprocessing, "transforms", [preprocessing])
+    return Compose([t for t in steps if type(t).__name__ not in LOADERS])
+
+
 def _targets(node: Any) -> List[dict]:
     """All dicts with a ``_target_`` below ``node`` (depth first)."""
     found: List[dict] = []

@@ -177,8 +177,6 @@ def _load_torchscript(path: str) -> LoadedModel:
 
 
 def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
-    from monai.transforms import Compose
-
     parsed = bundle_mod.parse_bundle(folder, trust=trust)
     net = parsed["network"]
     pt, ts = os.path.join(folder, "models", "model.pt"), os.path.join(folder, "models", "model.ts")
@@ -197,10 +195,7 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
     nd = parsed["inference"]["network_def"]
     out_ch = nd.get("out_channels") if isinstance(nd.get("out_channels"), int) else None
     pre = parsed["preprocessing"]
-    kept = None
-    if pre is not None:
-        transforms = [t for t in getattr(pre, "transforms", [pre]) if type(t).__name__ not in ("LoadImaged", "LoadImage", "EnsureChannelFirstd", "EnsureChannelFirst")]
-        kept = Compose(transforms)
+    kept = bundle_mod.without_loaders(pre) if pre is not None else None
     inferer = parsed["inferer"]
     info = ModelInfo(
         path=folder, format=fmt, architecture=type(net).__name__,

@@ -32,7 +32,7 @@ def build_transforms(normalization: str = "none", ct_window: Optional[Sequence[f
         raise OptionError(f"Unknown orientation {orientation!r}", "Use keep or RAS.")
     transforms: List[Any] = []
     if orientation == "RAS":
-        transforms.append(Orientationd(keys="image", axcodes="RAS"))
+        transforms.append(Orientationd(keys="image", axcodes="RAS", labels=None))  # labels from the tensor's space
     if spacing is not None:
         transforms.append(Spacingd(keys="image", pixdim=list(spacing), mode="bilinear"))
     if normalization in ("ct", "range-sigmoid"):
@@ -76,7 +76,8 @@ def invert(transforms, data: Dict[str, Any], pred: torch.Tensor) -> torch.Tensor
     if not getattr(transforms, "transforms", None):
         return pred
     image = data["image"]
-    pred_meta = MetaTensor(pred, affine=image.affine, meta=dict(image.meta))
+    meta = {k: v for k, v in image.meta.items() if k != "affine"}  # the affine is passed once, explicitly
+    pred_meta = MetaTensor(pred, affine=image.affine, meta=meta)
     inverted = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=False)(
         {"pred": pred_meta, "image": image})
     return inverted["pred"]
