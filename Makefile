@@ -29,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	mkdir -p Testing/benchmarks/results
 	$(PY) Testing/benchmarks/bench_engine.py --json Testing/benchmarks/results/engine.json
+	$(PY) Testing/benchmarks/bench_mrml.py --json Testing/benchmarks/results/mrml.json
 
 clean:
 	rm -rf $(VENV) unetsigmoidseg-demo
