@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import OutputError
 from .pipeline import SegmentResult
-from .volume import LPS_TO_RAS, check_writable, write_image
+from .volume import LPS_TO_RAS, atomic_output, check_writable, write_image
 
 SEG_EXTENSIONS = (".seg.nrrd",)
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -29,15 +29,12 @@ def write_seg_nrrd(result: SegmentResult, path: str) -> None:
     """Slicer segmentation file: one segment per output, overlapping segments in extra layers."""
     import slicerio
 
-    check_writable(path)
     seg = slicerio.create_segmentation(result.masks.shape[1:], LPS_TO_RAS @ result.affine)
     for i, (name, color, mask) in enumerate(zip(result.names, result.colors, result.masks)):
         slicerio.add_segment(seg, mask, {"id": f"Segment_{i + 1}", "name": name, "color": list(color)})
     seg["containedRepresentationNames"] = ["Binary labelmap"]
-    try:
-        slicerio.write_segmentation(path, seg)
-    except OSError as exc:
-        raise OutputError(f"Cannot write {path}: {exc}", "Check free disk space and permissions.") from None
+    with atomic_output(path) as tmp:
+        slicerio.write_segmentation(tmp, seg)
 
 
 def labelmap(result: SegmentResult) -> np.ndarray:

@@ -5,9 +5,10 @@ shape ``(C, I, J, K)`` in voxel index order, and ``affine`` maps (i, j, k, 1) to
 SimpleITK images are LPS; ``LPS_TO_RAS`` converts.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -131,17 +132,31 @@ def check_writable(path: str) -> None:
         raise OutputError(f"Cannot write to {path} (permission denied)", "Choose a folder you can write to with --output.")
 
 
-def write_image(array_ijk: np.ndarray, affine: np.ndarray, path: str, compress: bool = True) -> None:
-    """Write an ``(I, J, K)`` array with the given geometry (any SimpleITK format by extension)."""
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """Yield a temporary name beside ``path`` (same extension); it replaces ``path`` only when the
+    write succeeded, so a failed write (disk full, killed process) never leaves a half-written file."""
     check_writable(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.getpid()}.partial.{name}")
     try:
-        sitk.WriteImage(array_to_sitk(array_ijk, affine), path, compress)
-    except RuntimeError as exc:
-        raise OutputError(f"Cannot write {path}: {str(exc).strip().splitlines()[-1]}", "Check free disk space and the file extension.") from exc
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}", "Check free disk space and permissions.") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
-def same_geometry(a: np.ndarray, b: np.ndarray, atol: float = 1e-4) -> bool:
-    return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), atol=atol))
+def write_image(array_ijk: np.ndarray, affine: np.ndarray, path: str, compress: bool = True) -> None:
+    """Write an ``(I, J, K)`` array with the given geometry (any SimpleITK format by extension), atomically."""
+    with atomic_output(path) as tmp:
+        try:
+            sitk.WriteImage(array_to_sitk(array_ijk, affine), tmp, compress)
+        except RuntimeError as exc:
+            raise OutputError(f"Cannot write {path}: {str(exc).strip().splitlines()[-1]}",
+                              "Check free disk space and the file extension.") from None
 
 
 def spacing_tuple(values: Optional[Sequence[float]]) -> Optional[Tuple[float, float, float]]:
@@ -155,3 +170,8 @@ def spacing_tuple(values: Optional[Sequence[float]]) -> Optional[Tuple[float, fl
 
         raise OptionError(f"Invalid spacing {values}", "Give one or three positive numbers in mm, e.g. --spacing 1.5 1.5 2.")
     return (vals[0], vals[1], vals[2])
+
+
+def same_geometry(a: np.ndarray, b: np.ndarray, atol: float = 1e-4) -> bool:
+    """True when two voxel→RAS affines agree within ``atol``."""
+    return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), atol=atol))
