@@ -7,6 +7,7 @@ a pickle that references code is refused, and nothing in it runs.
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -40,7 +41,9 @@ def safe_torch_load(path: str) -> Any:
     if os.path.getsize(path) == 0:
         raise ModelError(f"Model file is empty (0 bytes): {path}", "The download or copy failed; fetch the file again.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol N" on non-checkpoints
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         match = re.search(r"GLOBAL ([\w\.]+)", text)
@@ -61,7 +64,7 @@ def safe_torch_load(path: str) -> Any:
             f"{os.path.basename(path)} is not a readable PyTorch checkpoint ({_first_line(text)}).",
             "The file is corrupt, truncated or not a checkpoint; download or export it again.",
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - garbage bytes surface as IndexError, KeyError, EOFError, RuntimeError...
         raise ModelError(
             f"{os.path.basename(path)} is not a readable PyTorch checkpoint ({_first_line(str(exc)) or type(exc).__name__}).",
             "The file is corrupt, truncated or not a checkpoint; download or export it again.",
