@@ -114,12 +114,42 @@ def _options(args: argparse.Namespace):
     )
 
 
+class _Runner:
+    """Runs cases in this process, or with ``--worker`` in one warm background worker for the whole batch."""
+
+    def __init__(self, args: argparse.Namespace, options) -> None:
+        from .engine.model import ModelInfo, load_model
+
+        self.options, self.client, self.model, self.worker_info = options, None, None, None
+        self.model_options = {"trust_bundle": args.trust_bundle, "network_config": args.network_config,
+                              "network_overrides": {"strides": args.strides} if args.strides else None}
+        self.model_path = args.model
+        if args.worker:
+            from .worker.client import WorkerClient
+
+            self.client = WorkerClient(python_executable=args.worker_python or sys.executable)
+            self.info = ModelInfo(**self.client.inspect(args.model, **self.model_options))
+        else:
+            self.model = load_model(args.model, **self.model_options)
+            self.info = self.model.info
+
+    def segment(self, volume, progress, log):
+        if self.client is None:
+            from .engine.pipeline import segment
+
+            return segment(volume, self.model, self.options, progress=progress, log=log)
+        job = self.client.submit(volume.array, volume.affine, self.model_path, self.model_options, self.options)
+        result = job.wait(progress=progress, log=log)
+        self.worker_info = {k: job.worker_info.get(k) for k in ("pid", "cache_hit", "load_count", "peak_rss_bytes")}
+        return result
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .engine.model import load_model
-    from .engine.outputs import write_probabilities, write_segmentation
-    from .engine.pipeline import segment
     from .engine.probabilities import check_activation, check_thresholds
-    from .engine.volume import read_volume
 
     check_activation(args.activation)
     if args.threshold is not None:
@@ -130,21 +160,30 @@ def cmd_segment(args: argparse.Namespace) -> int:
     plans = _output_paths(inputs, args.output, args.probabilities)
     options = _options(args)
     t0 = time.perf_counter()
-    model = load_model(args.model, trust_bundle=args.trust_bundle, network_config=args.network_config,
-                       network_overrides={"strides": args.strides} if args.strides else None)
-    load_s = time.perf_counter() - t0
+    runner = _Runner(args, options)
+    try:
+        return _segment_cases(args, plans, runner, time.perf_counter() - t0)
+    finally:
+        runner.close()
+
+
+def _segment_cases(args: argparse.Namespace, plans: List[Dict[str, Optional[str]]], runner: _Runner, load_s: float) -> int:
+    from .engine.outputs import write_probabilities, write_segmentation
+    from .engine.volume import read_volume
+
+    info = runner.info
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    log(f"model: {model.info.summary()}")
-    for note in model.info.notes:
+    log(f"model: {info.summary()}")
+    for note in info.notes:
         log(f"note: {note}")
     progress = Progress(len(plans), quiet=args.quiet)
-    summary: Dict[str, Any] = {"model": model.info.to_dict(), "load_s": round(load_s, 3), "cases": []}
+    summary: Dict[str, Any] = {"model": info.to_dict(), "load_s": round(load_s, 3), "cases": []}
     for i, plan in enumerate(plans):
         progress.start_case(i, _stem(plan["input"] or ""))
         t1 = time.perf_counter()
         volume = read_volume(plan["input"])
         read_s = time.perf_counter() - t1
-        result = segment(volume, model, options, progress=progress, log=log)
+        result = runner.segment(volume, progress, log)
         t2 = time.perf_counter()
         warning = write_segmentation(result, plan["segmentation"])
         if warning:
@@ -160,6 +199,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 "device": result.device.device, "device_reason": result.device.reason, "plan": result.plan,
                 "activation": result.activation, "thresholds": result.thresholds, "segments": stats,
                 "timings_s": {k: round(v, 3) for k, v in timings.items()}, "warnings": result.warnings}
+        if runner.worker_info is not None:
+            case["worker"] = runner.worker_info
         summary["cases"].append(case)
         if not args.json and not args.quiet:
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
@@ -230,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--largest-component", action="store_true", help="keep the largest connected component of each segment")
     c.add_argument("--fill-holes", action="store_true", help="fill holes in each segment")
     c.add_argument("--min-island-mm3", type=float, help="remove islands smaller than this volume (mm³)")
+    w = s.add_argument_group("background worker")
+    w.add_argument("--worker", action="store_true", help="run inference in a background worker process (one warm worker for the batch)")
+    w.add_argument("--worker-python", help="interpreter for the worker, with torch + MONAI (default: this Python)")
     _model_args(s)
     i = sub.add_parser("inspect", help="print what was detected in a model")
     i.add_argument("model")

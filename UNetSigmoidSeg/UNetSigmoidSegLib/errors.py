@@ -4,7 +4,7 @@ Every error says what went wrong and what to do about it. The CLI prints it with
 traceback (exit 2); the Slicer panel shows it with Slicer's error display.
 """
 
-from typing import Optional
+from typing import List, Optional
 
 
 class UserError(Exception):
@@ -43,6 +43,26 @@ class OutputError(UserError):
     """An output cannot be written."""
 
     kind = "output"
+
+
+class WorkerError(UserError):
+    """The background worker could not run the job: it did not start, crashed, hung, was busy,
+    or broke the protocol. ``reason`` says which; ``log_tail`` holds its last log lines."""
+
+    kind = "worker"
+
+    def __init__(self, message: str, hint: str = "", reason: str = "crashed", log_tail: Optional[List[str]] = None) -> None:
+        super().__init__(message, hint)
+        self.reason = reason
+        self.log_tail = list(log_tail or [])
+
+
+class WorkerInternalError(RuntimeError):
+    """An unexpected exception inside the worker (a bug); the message holds the worker's traceback."""
+
+    def __init__(self, message: str, log_tail: Optional[List[str]] = None) -> None:
+        super().__init__(message)
+        self.log_tail = list(log_tail or [])
 
 
 class CancelledError(Exception):

@@ -1,0 +1,167 @@
+"""A job submitted to the worker: non-blocking ``poll`` for a Qt timer, blocking ``wait`` for scripts.
+
+Background threads of the client put the job's messages into its inbox (the terminal one only
+after its hand-off folder is gone); ``poll`` and ``wait`` run in the caller's thread, so callbacks
+and the rebuilt ``SegmentResult`` never cross threads. No Qt import.
+"""
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from ..errors import (CancelledError, InputError, ModelError, OptionError, OutputError, UserError, WorkerError,
+                      WorkerInternalError)
+from .handoff import remove_dir, unpack_masks
+from .protocol import TERMINAL_TYPES, log_tail_text
+
+USER_ERRORS = {"input": InputError, "model": ModelError, "option": OptionError, "output": OutputError, "error": UserError}
+
+
+def exception_from_message(message: Dict[str, Any]) -> BaseException:
+    """The exception an ``error`` / ``cancelled`` / ``busy`` message stands for, carrying ``log_tail``."""
+    tail = [str(x) for x in message.get("log_tail") or []]
+    kind = message.get("type")
+    if kind == "cancelled":
+        return CancelledError(message.get("message") or "cancelled")
+    if kind == "busy":
+        return WorkerError(f"The worker is busy with another run (job {message.get('current')}): one run at a time",
+                           "Wait for the running job to finish, or cancel it first.", reason="busy")
+    error_kind, text, hint = message.get("kind", "error"), str(message.get("message", "")), str(message.get("hint", ""))
+    if error_kind in ("worker", "protocol"):
+        return WorkerError(text, hint, reason=str(message.get("reason", error_kind)), log_tail=tail)
+    if error_kind == "internal":
+        return WorkerInternalError(f"{text}\nWorker log:\n{log_tail_text(tail, 40)}", log_tail=tail)
+    exc = USER_ERRORS.get(error_kind, UserError)(text, hint)
+    exc.log_tail = tail  # type: ignore[attr-defined]
+    return exc
+
+
+def build_result(message: Dict[str, Any], arrays: Dict[str, np.ndarray]):
+    """A ``result`` message + its arrays → the engine's ``SegmentResult`` (as an in-process ``segment`` gives it).
+
+    arrays: ``values`` ``(S, I, J, K)`` / softmax ``(1, I, J, K)`` uint8, ``labels`` ``(I, J, K)`` uint8 or absent,
+    ``masks`` packed bits of the ``(S, I, J, K)`` bool masks.
+    """
+    from ..engine.inference import DeviceChoice
+    from ..engine.pipeline import SegmentResult
+    from ..engine.postprocess import Cleanup
+    from ..engine.probabilities import ProbabilityMap
+
+    pm = ProbabilityMap(message["mode"], arrays["values"], arrays.get("labels"), n_classes=int(message["n_classes"]))
+    masks = unpack_masks(arrays["masks"], message["outputs"]["masks"]["unpacked_shape"])
+    return SegmentResult(pm, masks, list(message["names"]), [tuple(c) for c in message["colors"]],
+                         [float(t) for t in message["thresholds"]], message["activation"],
+                         np.asarray(message["affine"], dtype=float), np.asarray(message["spacing"], dtype=float),
+                         DeviceChoice(**message["device"]), message["plan"], Cleanup(**message["cleanup"]),
+                         dict(message["timings"]), list(message["warnings"]))
+
+
+class Job:
+    """One ``run`` (or ``load``) in the worker. Create with ``WorkerClient.submit`` / ``submit_load``."""
+
+    def __init__(self, client: Any, proc: Any, job_id: str, kind: str, folder: Optional[str], command: Dict[str, Any]) -> None:
+        self.client, self.proc, self.id, self.kind, self.folder = client, proc, job_id, kind, folder
+        self.command = command
+        self.cancel_requested_at: Optional[float] = None
+        self.resent = 0
+        self.worker_info: Dict[str, Any] = {}  # load_count, cache_hit, pid, peak_rss_bytes, timings of the hand-off
+        self._inbox: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        self._done = threading.Event()
+        self._finish_lock = threading.Lock()
+        self._settled = False
+        self._result: Any = None
+        self._error: Optional[BaseException] = None
+
+    @property
+    def done(self) -> bool:
+        """True once the job ended (result, error or cancelled) and its temp files are gone."""
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop (acknowledged between sliding-window steps); a worker that does not
+        acknowledge within ``cancel_timeout_s`` is killed with its whole process tree."""
+        self.client._cancel(self)
+
+    def poll(self) -> List[Dict[str, Any]]:
+        """New messages (progress, log, warning, then the terminal one) without blocking."""
+        return self._drain(0.0)
+
+    def wait(self, timeout: Optional[float] = None, progress: Optional[Callable[[str, float, str], None]] = None,
+             log: Optional[Callable[[str], None]] = None) -> Any:
+        """Block until the job ends; return its ``SegmentResult`` (``load``: the ``ModelInfo`` dict).
+
+        Raises the matching ``UserError`` subclass (with ``log_tail``), ``WorkerError`` for worker
+        faults, ``CancelledError``, or ``TimeoutError`` when ``timeout`` passes (the job goes on).
+        ``progress(stage, fraction, message)`` and ``log(text)`` are called from this thread.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                for message in self._drain(0.25 if remaining is None else max(0.0, min(0.25, remaining))):
+                    if message["type"] == "progress" and progress is not None:
+                        progress(message["stage"], float(message["fraction"]), str(message.get("message", "")))
+                    elif message["type"] in ("log", "warning") and log is not None:
+                        log(("warning: " if message["type"] == "warning" else "") + str(message["message"]))
+                if self._settled:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"worker job {self.id} still running after {timeout} s")
+        except KeyboardInterrupt:
+            self.cancel()
+            self._done.wait(self.client.cancel_timeout_s + 5.0)
+            raise
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    # -- called by the client's threads -------------------------------------------------------------
+    def _deliver(self, message: Dict[str, Any]) -> None:
+        self._inbox.put(message)
+
+    def _finish(self, message: Dict[str, Any]) -> None:
+        """Deliver the terminal message once, after removing the job's hand-off folder."""
+        with self._finish_lock:
+            if self._done.is_set():
+                return
+            remove_dir(self.folder)
+            self._inbox.put(message)
+            self._done.set()
+
+    def _drain(self, block_s: float) -> List[Dict[str, Any]]:
+        out: List[Dict[str, Any]] = []
+        try:
+            first = self._inbox.get(timeout=block_s) if block_s > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return out
+        pending = [first]
+        while True:
+            try:
+                pending.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        for message in pending:
+            arrays = message.pop("_arrays", None)
+            if message["type"] in TERMINAL_TYPES and not self._settled:
+                self._settle(message, arrays)
+            out.append(message)
+        return out
+
+    def _settle(self, message: Dict[str, Any], arrays: Optional[Dict[str, np.ndarray]]) -> None:
+        self._settled = True
+        info = {k: message[k] for k in ("load_count", "cache_hit", "pid", "peak_rss_bytes", "worker_timings", "load_s")
+                if k in message}
+        self.worker_info.update(info)
+        if message["type"] != "result":
+            self._error = exception_from_message(message)
+        elif self.kind == "load":
+            self._result = message["info"]
+        else:
+            try:
+                self._result = build_result(message, arrays or {})
+            except Exception as exc:  # noqa: BLE001 - a result we cannot rebuild is a worker fault
+                self._error = WorkerError(f"Cannot rebuild the worker's result: {type(exc).__name__}: {exc}",
+                                          "This is a bug: please report it.", reason="handoff")
