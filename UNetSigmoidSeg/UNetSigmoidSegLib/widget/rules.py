@@ -1,0 +1,193 @@
+"""What the panel shows and allows, as plain functions of plain values (no Qt, no Slicer, no torch).
+
+The module file calls these and copies the answers into widgets; the CI tests them directly.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import CancelledError, OptionError, UserError, WorkerError
+
+# (value, tooltip) — the values are the engine's (engine.inference.DEVICES, engine.model.ACTIVATIONS)
+DEVICES: Tuple[Tuple[str, str], ...] = (
+    ("auto", "CUDA if this Python sees an NVIDIA GPU, else Apple MPS, else CPU; the log says which and why."),
+    ("cuda", "NVIDIA GPU. An error (never a silent fallback) if the worker's torch has no CUDA or sees no GPU."),
+    ("cpu", "Processor only: always available, slower for large volumes."),
+    ("mps", "Apple GPU (Metal) on Apple-silicon Macs."),
+)
+ACTIVATIONS: Tuple[Tuple[str, str], ...] = (
+    ("auto", "The model's own choice (bundle / checkpoint config), else 1 output channel → sigmoid, more → softmax."),
+    ("sigmoid", "Binary / multi-label: one segment per output channel, each with its own threshold; segments may overlap."),
+    ("softmax", "Multi-class: channel 0 is background, every voxel gets its most probable class; the threshold is a minimum confidence."),
+    ("none", "The network already outputs probabilities (it ends in a Sigmoid/Softmax layer): use them as they are."),
+)
+BLEND_MODES: Tuple[Tuple[str, str], ...] = (
+    ("gaussian", "Weight each window's centre more than its border (MONAI default): smoother seams."),
+    ("constant", "Average overlapping windows equally: faster, may show seams."),
+)
+RECENT_MODELS = 10
+WARM_IDLE_S, COLD_IDLE_S = 600.0, 5.0
+
+
+@dataclass
+class PanelState:
+    """Everything the Segment button depends on."""
+
+    volume: bool = False
+    model_path: str = ""
+    model_exists: bool = False
+    model_error: str = ""  # the model summary failed with this (actionable) message
+    inspecting: bool = False  # the worker is reading the model for its summary
+    running: bool = False
+    cancelling: bool = False
+    dependencies_ok: bool = True
+
+
+@dataclass
+class ButtonState:
+    enabled: bool
+    text: str
+    tooltip: str
+
+
+def segment_button(state: PanelState) -> ButtonState:
+    """Segment while idle, Cancel while running; disabled with the reason as tooltip when inputs are not valid."""
+    if state.running:
+        if state.cancelling:
+            return ButtonState(False, "Cancelling…", "Waiting for the worker to stop (it is killed if it does not answer).")
+        return ButtonState(True, "Cancel", "Stop the running segmentation; nothing partial is kept.")
+    reason = ""
+    if not state.volume:
+        reason = "Select an input volume."
+    elif not state.model_path:
+        reason = "Select a model: a checkpoint (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder."
+    elif not state.model_exists:
+        reason = f"Model not found: {state.model_path}"
+    elif state.model_error:
+        reason = state.model_error
+    elif state.inspecting:
+        reason = "Reading the model…"
+    if reason:
+        return ButtonState(False, "Segment", reason)
+    if not state.dependencies_ok:
+        return ButtonState(True, "Segment", "PyTorch and MONAI are missing: you will be asked before anything is installed.")
+    return ButtonState(True, "Segment", "Run the network on the input volume (in the background worker).")
+
+
+def effective_activation(choice: str, info: Optional[Dict[str, Any]]) -> str:
+    """The activation a run will use: the explicit choice, else the model's default."""
+    if choice != "auto" or not info:
+        return choice
+    return str(info.get("activation") or "auto")
+
+
+def threshold_label(activation: str) -> Tuple[str, str]:
+    """(label, tooltip) of the threshold slider for this activation."""
+    if activation == "softmax":
+        return ("Minimum confidence:", "A voxel keeps its most probable class only if that probability reaches this value (0: always).")
+    return ("Threshold:", "Probability at or above which a voxel belongs to the segment. Moving it re-thresholds the cached "
+            "probabilities live; no network run.")
+
+
+def default_threshold(info: Optional[Dict[str, Any]], activation: str) -> float:
+    """The model's threshold, else 0 (softmax: minimum confidence) or 0.5 — as the engine decides."""
+    if info and info.get("threshold") is not None:
+        return float(info["threshold"])
+    return 0.0 if activation == "softmax" else 0.5
+
+
+def model_defaults(info: Dict[str, Any], activation_choice: str) -> Dict[str, Any]:
+    """Panel values a newly picked model brings (Parameters field → value); absent ones keep the panel's."""
+    out: Dict[str, Any] = {"threshold": default_threshold(info, effective_activation(activation_choice, info)),
+                           "segmentThresholds": [], "roiSize": list(info.get("roi_size") or [])}
+    for key, field in (("overlap", "overlap"), ("sw_batch_size", "swBatchSize"), ("blend_mode", "blendMode")):
+        if info.get(key) is not None:
+            out[field] = info[key]
+    return out
+
+
+def parse_roi_size(text: str) -> Optional[List[int]]:
+    """``"96, 96, 64"`` / ``"96"`` → list of ints; empty → None (the model's default). Raises OptionError."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.replace(";", ",").replace("x", ",").replace("×", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3) or min(values) < 1:
+        raise OptionError(f"ROI size '{text}' is not understood", "Give one or three positive integers, e.g. 96,96,96 — or leave it empty for the model's default.")
+    return values * 3 if len(values) == 1 else values
+
+
+def format_roi_size(values: Sequence[int]) -> str:
+    return ",".join(str(int(v)) for v in values or [])
+
+
+def remember(recent: Sequence[str], path: str, cap: int = RECENT_MODELS) -> List[str]:
+    """Most recent first, no duplicates, at most ``cap``."""
+    if not path:
+        return list(recent)[:cap]
+    return [path] + [p for p in recent if p != path][: cap - 1]
+
+
+def worker_idle_timeout(keep_warm: bool) -> float:
+    """Seconds an idle worker waits for the next run: warm keeps the model loaded between runs."""
+    return WARM_IDLE_S if keep_warm else COLD_IDLE_S
+
+
+def progress_text(stage: str, fraction: float, message: str = "") -> str:
+    pct = int(round(100 * min(max(fraction, 0.0), 1.0)))
+    return f"{stage} {pct}%" + (f": {message}" if message else "")
+
+
+def segment_kwargs(params: Any, roi_text: Optional[str] = None) -> Dict[str, Any]:
+    """``Parameters`` (+ the raw ROI text, validated here) → keyword arguments of ``logic.segmentAsync``."""
+    roi = parse_roi_size(roi_text) if roi_text is not None else (list(params.roiSize) or None)
+    thresholds = list(params.segmentThresholds)
+    return {"activation": params.activation, "device": params.device,
+            "threshold": thresholds if len(thresholds) > 1 else float(params.threshold),
+            "probabilityVolume": bool(params.createProbabilityVolume), "largestComponent": bool(params.largestComponent),
+            "fillHoles": bool(params.fillHoles), "minIslandMm3": float(params.minIslandMm3), "roiSize": roi,
+            "overlap": float(params.overlap), "swBatchSize": int(params.swBatchSize), "blendMode": params.blendMode,
+            "amp": bool(params.amp), "trustBundle": bool(params.trustBundle)}
+
+
+def model_key(path: str, trust_bundle: bool, stat: Callable[[str], Any] = os.stat) -> Optional[Tuple[str, int, bool]]:
+    """Cache key of a model summary: changes when the file / folder is replaced. None when it does not exist."""
+    try:
+        return (os.path.abspath(path), int(stat(path).st_mtime_ns), bool(trust_bundle))
+    except OSError:
+        return None
+
+
+def summary_text(info: Dict[str, Any]) -> str:
+    """The engine's one-line ``ModelInfo.summary()`` of an info dict (as the worker's ``inspect`` returns it)."""
+    from dataclasses import fields
+
+    from ..engine.model import ModelInfo
+
+    names = {f.name for f in fields(ModelInfo)}
+    return ModelInfo(**{k: v for k, v in info.items() if k in names}).summary()
+
+
+def error_text(exc: BaseException) -> Tuple[str, str]:
+    """(message for the error dialog, details) — the actionable ``what — what to do`` of a UserError, the
+    worker's last log lines as details; anything else is named as a bug with its text."""
+    tail = "\n".join(getattr(exc, "log_tail", []) or [])
+    if isinstance(exc, CancelledError):
+        return (str(exc) or "Cancelled.", "")
+    if isinstance(exc, WorkerError):
+        return (str(exc), f"Worker log (last lines):\n{tail}" if tail else "")
+    if isinstance(exc, UserError):
+        return (str(exc), tail)
+    return (f"Unexpected error: {type(exc).__name__}: {exc}. This is a bug — please report it with the log below.", str(exc) + ("\n" + tail if tail else ""))
+
+
+def run_summary(stats: List[Dict[str, Any]], seconds: float, device: Optional[str]) -> str:
+    """One status line after a run: time, device (``"cpu: why"`` as the segmentation's attribute has it), segment volumes."""
+    name, _, why = (device or "unknown device").partition(": ")
+    parts = ", ".join(f"{s['segment']} {s['volume_ml']:g} mL" for s in stats)
+    return f"Done in {seconds:.1f} s on {name}{f' ({why})' if why else ''}: {parts or 'no segments'}."
+
