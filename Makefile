@@ -27,9 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	mkdir -p Testing/benchmarks/results
-	$(PY) Testing/benchmarks/bench_engine.py --json Testing/benchmarks/results/engine.json
-	$(PY) Testing/benchmarks/bench_mrml.py --json Testing/benchmarks/results/mrml.json
+	$(PY) Testing/benchmarks/run_all.py --out Testing/benchmarks/results
 
 clean:
 	rm -rf $(VENV) unetsigmoidseg-demo

@@ -324,3 +324,48 @@ def test_output_removed_mid_run_cancels(scene, model_file):
     with pytest.raises(CancelledError, match="output segmentation was removed"):
         handle.wait()
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_logic_through_the_background_worker(scene, model_file):
+    """The panel's path: the logic drives a real worker process, polled like a Qt timer would."""
+    import sys
+    import time
+
+    from UNetSigmoidSegLib.worker.client import WorkerClient
+
+    vol = add_volume(scene, blob_volume((40, 36, 20)))
+    path = model_file(out_channels=2, seed=6)
+    client = WorkerClient(python_executable=sys.executable)
+    logic = UNetSigmoidSegLogic(scene, runner=client)
+    try:
+        stages, logs = [], []
+        handle = logic.segmentAsync(vol, path, activation="sigmoid", device="cpu", onProgress=lambda s, f, m: stages.append(s),
+                                    onLog=logs.append)
+        deadline = time.time() + 180
+        while not handle.poll():
+            assert time.time() < deadline, "worker run did not finish"
+            time.sleep(0.05)
+        seg = handle.wait()
+        assert "inference" in stages and any("device: cpu" in m for m in logs)
+        engine = segment(volume_to_engine(vol), load_model(path), SegmentOptions(activation="sigmoid", device="cpu"))
+        for channel, sid in enumerate(seg.GetSegmentation().GetSegmentIDs()):
+            np.testing.assert_array_equal(export_segment(scene, seg, sid, vol) > 0, engine.masks[channel].T)
+        logic.setThreshold(seg, 0.9)
+        assert [s["voxels"] for s in logic.statistics(seg)] == [int((engine.probabilities.values[c] >= 230).sum()) for c in range(2)]
+        # cancel mid-run: acknowledged, nothing created, the next run works
+        big = add_volume(scene, blob_volume((96, 96, 48)), name="big")
+        before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+        stages.clear()
+        handle = logic.segmentAsync(big, path, device="cpu", roiSize=[16, 16, 16], onProgress=lambda s, f, m: stages.append(s))
+        deadline = time.time() + 120
+        while "inference" not in stages:
+            assert not handle.poll() and time.time() < deadline, "run ended or stalled before inference"
+            time.sleep(0.02)
+        handle.cancel()
+        with pytest.raises(CancelledError):
+            handle.wait()
+        assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before
+        assert logic.segment(vol, path, device="cpu") is not None
+    finally:
+        logic.cleanup()
+    assert client.pid is None or not __import__("psutil").pid_exists(client.pid)

@@ -48,9 +48,10 @@ class LiveResult:
 class RunHandle:
     """A running segmentation: ``poll()`` from a timer, ``cancel()``, or ``wait()`` to block."""
 
-    def __init__(self, logic: "UNetSigmoidSegLogic", job: Any, request: Dict[str, Any], on_progress, on_finished, on_error) -> None:
+    def __init__(self, logic: "UNetSigmoidSegLogic", job: Any, request: Dict[str, Any], on_progress, on_finished, on_error,
+                 on_log=None) -> None:
         self.logic, self.job, self.request = logic, job, request
-        self.on_progress, self.on_finished, self.on_error = on_progress, on_finished, on_error
+        self.on_progress, self.on_finished, self.on_error, self.on_log = on_progress, on_finished, on_error, on_log
         self.cancel_reason: Optional[str] = None
         self.output: Optional[Any] = None
         self.error: Optional[BaseException] = None
@@ -66,8 +67,11 @@ class RunHandle:
         if self.done:
             return True
         for msg in self.job.poll():
-            if msg.get("type") == "progress" and self.on_progress is not None:
+            kind = msg.get("type")
+            if kind == "progress" and self.on_progress is not None:
                 self.on_progress(msg.get("stage", ""), float(msg.get("fraction", 0.0)), msg.get("message", ""))
+            elif kind in ("log", "warning") and self.on_log is not None:
+                self.on_log(("warning: " if kind == "warning" else "") + str(msg.get("message", "")))
         if self.job.done:
             self._finish(lambda: self.job.wait(timeout=0))
         return self.done
@@ -75,7 +79,7 @@ class RunHandle:
     def wait(self) -> Any:
         """Block until finished; returns the segmentation node or raises."""
         if not self.done:
-            self._finish(lambda: self.job.wait(progress=self.on_progress))
+            self._finish(lambda: self.job.wait(progress=self.on_progress, log=self.on_log))
         if self.error is not None:
             raise self.error
         return self.output
@@ -136,7 +140,8 @@ class UNetSigmoidSegLogic:
                      onFinished: Optional[Callable] = None, onError: Optional[Callable] = None, probabilityVolume: bool = False,
                      largestComponent: bool = False, fillHoles: bool = False, minIslandMm3: float = 0.0, roiSize: Optional[List[int]] = None,
                      overlap: Optional[float] = None, swBatchSize: Optional[int] = None, blendMode: Optional[str] = None,
-                     amp: bool = True, trustBundle: bool = False, fault: Optional[str] = None) -> RunHandle:
+                     amp: bool = True, trustBundle: bool = False, fault: Optional[str] = None,
+                     onLog: Optional[Callable[[str], None]] = None) -> RunHandle:
         """Non-blocking: start a run and return its handle (call ``handle.poll()`` from a timer)."""
         if self.isRunning:
             raise UserError("A segmentation is already running", "Wait for it to finish or press Cancel.")
@@ -155,7 +160,7 @@ class UNetSigmoidSegLogic:
                    "model": str(model), "probabilityVolume": probabilityVolume, "affine": volume.affine,
                    "shape_kji": tuple(reversed(volume.spatial_shape)), "cleanup": cleanup}
         job = self.runner.submit(volume.array, volume.affine, str(model), {"trust_bundle": bool(trustBundle)}, seg_options.to_dict())
-        self._active = RunHandle(self, job, request, onProgress, onFinished, onError)
+        self._active = RunHandle(self, job, request, onProgress, onFinished, onError, onLog)
         return self._active
 
     def poll(self) -> bool:
@@ -306,6 +311,8 @@ class UNetSigmoidSegLogic:
         for tag in self._observers:
             self.scene.RemoveObserver(tag)
         self._observers = []
-        shutdown = getattr(self.runner, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        for name in ("close", "shutdown"):  # WorkerClient.close / InProcessRunner.shutdown
+            stop = getattr(self.runner, name, None)
+            if stop is not None:
+                stop()
+                break

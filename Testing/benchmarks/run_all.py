@@ -1,0 +1,165 @@
+"""One command for every benchmark: JSON results plus a markdown report with a scaling plot.
+
+    python Testing/benchmarks/run_all.py [--quick] [--out Testing/benchmarks/results]
+
+P1 threshold step → segment updated (256³, 512×512×300) vs the labelmap-import route   bench_mrml.py
+P2 warm re-run through the worker vs bare in-process sliding_window_inference            bench_worker.py W1
+P3 cold first run vs ``python -c "import torch, monai"``                                 bench_worker.py W2
+P4 array hand-off 512×512×300 vs uncompressed NRRD write+read                            bench_worker.py W3
+P5 memory: cached probabilities bytes/voxel; worker peak RSS at 512×512×300              bench_mrml.py / W4
+P6 GPU: AMP vs fp32, engine vs bare MONAI with AMP (only where CUDA is available)        bench_gpu.py
+E1/E2 engine overhead at 128³ and re-threshold 256³                                       bench_engine.py
+S  scaling with volume size (three sizes, plotted): engine vs bare inference; threshold step
+Every figure is measured side by side with its baseline in the same run (medians).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "UNetSigmoidSeg"))
+
+
+def _run_script(name, out_dir, *args):
+    path = os.path.join(out_dir, name.replace(".py", ".json"))
+    cmd = [sys.executable, os.path.join(HERE, name), "--json", path, *args]
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, text=True, capture_output=True)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-1500:]}
+    if not os.path.exists(path):  # e.g. bench_gpu without CUDA prints a skip line only
+        return {"skipped": proc.stdout.strip()}
+    with open(path) as f:
+        return json.load(f)
+
+
+def scaling(sizes, repeats):
+    """Engine end to end vs bare sliding window (same network) and one threshold step, per size."""
+    import torch
+    from bench_mrml import bench as threshold_bench
+    from monai.inferers import sliding_window_inference
+    from monai.networks.nets import UNet
+
+    from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
+    from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+    from UNetSigmoidSegLib.engine.volume import Volume
+
+    torch.manual_seed(0)
+    net = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2), num_res_units=2).eval()
+    model = LoadedModel(net, ModelInfo(path="bench", format="checkpoint", architecture="UNet", in_channels=1, out_channels=1,
+                                       activation="sigmoid", activation_source="bench", size_divisor=8))
+    rows = []
+    for s in sizes:
+        arr = np.random.default_rng(0).normal(0, 1, (1, s, s, s)).astype(np.float32)
+        x = torch.from_numpy(arr)[None]
+        opts = SegmentOptions(device="cpu", roi_size=[64, 64, 64], overlap=0.25, blend_mode="gaussian")
+        bare_t, eng_t = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            with torch.inference_mode():
+                sliding_window_inference(x, [64, 64, 64], 1, net, overlap=0.25, mode="gaussian")
+            bare_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            segment(Volume(arr, np.eye(4)), model, opts)
+            eng_t.append(time.perf_counter() - t)
+        thr = threshold_bench((2 * s, 2 * s, 2 * s), 7)
+        rows.append({"size": s, "voxels": s ** 3, "bare_s": round(statistics.median(bare_t), 3),
+                     "engine_s": round(statistics.median(eng_t), 3),
+                     "ratio": round(statistics.median(eng_t) / statistics.median(bare_t), 3),
+                     "threshold_size": 2 * s, "threshold_ms": thr["live_ms"], "import_route_ms": thr["import_route_ms"]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    v = [r["voxels"] / 1e6 for r in rows]
+    axes[0].plot(v, [r["bare_s"] for r in rows], "o-", label="bare sliding_window_inference")
+    axes[0].plot(v, [r["engine_s"] for r in rows], "s-", label="engine segment()")
+    axes[0].set(xlabel="inference volume (Mvoxels)", ylabel="seconds (CPU)", title="end to end vs bare inference")
+    axes[0].legend()
+    tv = [r["threshold_size"] ** 3 / 1e6 for r in rows]
+    axes[1].plot(tv, [r["threshold_ms"] for r in rows], "o-", label="live threshold step")
+    axes[1].plot(tv, [r["import_route_ms"] for r in rows], "s-", label="labelmap-import route")
+    axes[1].set(xlabel="segment volume (Mvoxels)", ylabel="ms", yscale="log", title="threshold step → segment updated")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _fmt(results, name):
+    return next((r for r in results.get("results", []) if r.get("name", "").startswith(name)), {})
+
+
+def report(all_results, rows, out_dir):
+    mrml, worker, engine, gpu = (all_results.get(k, {}) for k in ("mrml", "worker", "engine", "gpu"))
+    p1 = [r for r in mrml.get("results", [])]
+    lines = ["# Benchmark report", "", f"Machine: {all_results['environment']}", "",
+             "| id | what | measured | baseline | ratio | goal |", "|---|---|---|---|---|---|"]
+    for r in p1:
+        lines.append(f"| P1 | threshold step → segment, {r['size']} | {r['live_ms']} ms | import route {r['import_route_ms']} ms | "
+                     f"{r['ratio']} | {r['goal']} |")
+    for key, label in (("W1", "P2"), ("W2", "P3"), ("W3", "P4"), ("W4", "P5"), ("W5", "cancel")):
+        r = _fmt(worker, key)
+        if r:
+            lines.append(f"| {label} | {r.get('name', key)} | {json.dumps({k: v for k, v in r.items() if k not in ('name', 'goal')})} | | "
+                         f"{r.get('ratio', '')} | {r.get('goal', '')} |")
+    for r in p1[:1]:
+        lines.append(f"| P5 | cached probabilities | {r['cache_bytes_per_voxel']} byte/voxel/segment | | | ≤ 1 |")
+    for r in engine.get("results", []):
+        lines.append(f"| E | {r['name']} | {json.dumps({k: v for k, v in r.items() if k not in ('name', 'goal')})} | | {r.get('ratio', '')} | {r['goal']} |")
+    if gpu.get("results"):
+        for r in gpu["results"]:
+            lines.append(f"| P6 | {r['name']} | {json.dumps(r)} | | {r.get('ratio', '')} | |")
+    else:
+        lines.append(f"| P6 | GPU | not measured: {gpu.get('skipped') or gpu.get('error', 'no CUDA')} | | | |")
+    lines += ["", "## Scaling with volume size", "", "![scaling](scaling.png)", "",
+              "| size | bare inference s | engine s | ratio | threshold-step size | step ms | import route ms |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['size']}³ | {r['bare_s']} | {r['engine_s']} | {r['ratio']} | {r['threshold_size']}³ | {r['threshold_ms']} | {r['import_route_ms']} |")
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, small scaling sizes")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    import torch
+
+    results = {"environment": {"python": platform.python_version(), "torch": torch.__version__, "cores": os.cpu_count(),
+                               "cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.is_available()}}
+    rep = ["--repeats", "3"] if args.quick else []
+    results["engine"] = _run_script("bench_engine.py", args.out, *rep)
+    results["mrml"] = _run_script("bench_mrml.py", args.out, *(["--repeats", "7"] if args.quick else []))
+    results["worker"] = _run_script("bench_worker.py", args.out, *(["--repeats", "3", "--cold", "2"] if args.quick else []))
+    results["gpu"] = _run_script("bench_gpu.py", args.out)
+    rows = scaling([32, 48, 64] if args.quick else [64, 96, 128], 3)
+    results["scaling"] = rows
+    with open(os.path.join(args.out, "all.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    plot(rows, os.path.join(args.out, "scaling.png"))
+    report(results, rows, args.out)
+    print(f"report: {os.path.join(args.out, 'report.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
