@@ -316,6 +316,102 @@ def _(env):
     return message
 
 
+# ------------------------------------------------------------------ background worker (driven through the Slicer logic)
+
+def _worker_run(env, fault=None, on_stage=None, stage="inference", **client):
+    """Run the logic through a real worker; ``on_stage(handle, client)`` fires at the first progress of ``stage``."""
+    logic, c = env.worker_logic(fault=fault, **client)
+    try:
+        fired = []
+
+        def progress(s, f, m):
+            if on_stage is not None and s == stage and not fired:
+                fired.append(1)
+                on_stage(handle, c)
+
+        try:
+            handle = logic.segmentAsync(env.volume_node, env.model, device="cpu", roiSize=[8, 8, 8],
+                                        outputSegmentation=env.user_seg, onProgress=progress)
+        except Exception as exc:  # noqa: BLE001 - e.g. no interpreter: refused at once, before any job exists
+            return str(exc)
+        return env.poll_until_error(handle)
+    finally:
+        logic.cleanup()
+
+
+@case("W1", "worker", "worker killed (SIGKILL) mid-run", r"SIGKILL.*next run starts a fresh worker")
+def _(env):
+    import signal as sig
+
+    return _worker_run(env, on_stage=lambda h, c: os.kill(c.pid, sig.SIGKILL))
+
+
+@case("W2", "worker", "worker hangs (no heartbeat)", r"stopped responding.*no heartbeat")
+def _(env):
+    return _worker_run(env, fault="hang@inference", heartbeat_timeout_s=2.0)
+
+
+@case("W3", "worker", "worker crashes on start (segfault)", r"could not start.*SIGSEGV")
+def _(env):
+    return _worker_run(env, fault="segfault@start")
+
+
+@case("W4", "worker", "worker interpreter without torch / MONAI", r"torch, monai.*pip install")
+def _(env):
+    import subprocess
+
+    bare = env.tmp / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    return _worker_run(env, python_executable=str(bare / "bin" / "python"))
+
+
+@case("W5", "worker", "worker interpreter missing", r"not found.*torch and MONAI")
+def _(env):
+    return _worker_run(env, python_executable=str(env.tmp / "no" / "python3"))
+
+
+@case("W6", "worker", "disk full for the worker's temp data (size-limited writes)", r"Cannot write the input for the worker")
+def _(env):
+    code = ("import resource, signal, sys, numpy as np; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "from UNetSigmoidSegLib.worker.client import WorkerClient\n"
+            "from UNetSigmoidSegLib.engine.pipeline import SegmentOptions\n"
+            "c = WorkerClient()\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))\n"
+            "try:\n"
+            "    c.submit(np.ones((1, 64, 64, 64), np.float32), np.eye(4), sys.argv[1], {}, SegmentOptions(device='cpu').to_dict()).wait(60)\n"
+            "except Exception as e:\n"
+            "    print(e)\n"
+            "finally:\n"
+            "    c.close()\n")
+    return env.python_output(code, env.model)
+
+
+@case("W7", "worker", "cancel before the worker has started (load stage)", r"cancelled by the user")
+def _(env):
+    logic, c = env.worker_logic()
+    try:
+        handle = logic.segmentAsync(env.volume_node, env.model, device="cpu", outputSegmentation=env.user_seg)
+        handle.cancel()
+        return env.poll_until_error(handle)
+    finally:
+        logic.cleanup()
+
+
+@case("W8", "worker", "cancel during inference in the worker", r"cancelled by the user")
+def _(env):
+    return _worker_run(env, on_stage=lambda h, c: h.cancel())
+
+
+@case("W9", "worker", "cancel during post-processing in the worker", r"cancelled by the user")
+def _(env):
+    return _worker_run(env, on_stage=lambda h, c: h.cancel(), stage="postprocess")
+
+
+@case("W10", "worker", "unexpected exception inside the worker's engine", r"injected fault")
+def _(env):
+    return _worker_run(env, fault="raise@inference")
+
+
 def markdown() -> str:
     rows = ["| id | layer | fault or bad input | what the user is told (pattern) |", "|---|---|---|---|"]
     for c in CASES:

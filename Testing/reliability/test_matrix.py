@@ -152,6 +152,34 @@ class Env:
         scene = create_headless_scene()
         return scene, UNetSigmoidSegLogic(scene), self._add_volume(scene, blob_volume((32, 32, 16)))
 
+    def worker_logic(self, fault=None, **client_kwargs):
+        from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
+        from UNetSigmoidSegLib.worker.client import WorkerClient
+
+        env = {"UNETSEG_WORKER_FAULT": fault} if fault else {}
+        client = WorkerClient(env=env, **client_kwargs)
+        return UNetSigmoidSegLogic(self.scene, runner=client), client
+
+    @staticmethod
+    def poll_until_error(handle, timeout: float = 240.0) -> str:
+        import time
+
+        deadline = time.time() + timeout
+        try:
+            while not handle.poll():
+                assert time.time() < deadline, "run did not end"
+                time.sleep(0.05)
+        except Exception as exc:  # noqa: BLE001 - a start failure surfaces at poll
+            return str(exc)
+        assert handle.error is not None, "the run succeeded"
+        return str(handle.error) + " " + " ".join(getattr(handle.error, "log_tail", []))
+
+    def python_output(self, code: str, *args: str) -> str:
+        run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                             cwd=str(REPO / "UNetSigmoidSeg"))
+        assert run.returncode == 0, run.stderr[-2000:]
+        return run.stdout
+
     @staticmethod
     def expect_cancel(handle) -> str:
         with pytest.raises(CancelledError) as err:
