@@ -9,7 +9,6 @@ Usage: python Testing/benchmarks/bench_gpu.py [--repeats 3] [--size 512 512 300]
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -18,6 +17,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "UNetSigmoidSeg"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_common import emit, environment  # noqa: E402
 
 
 def _timed(fn, repeats):
@@ -71,21 +73,13 @@ def main(argv=None) -> int:
     torch.cuda.reset_peak_memory_stats()
     engine()
     peak = torch.cuda.max_memory_allocated() / 2**30
-    env = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "python": platform.python_version(), "size": args.size}
+    env = environment(device=torch.cuda.get_device_name(0), cuda=torch.version.cuda, size=args.size)
     results = [
         {"name": "P6a AMP vs fp32 sliding window", "fp32_s": round(fp32, 3), "amp_s": round(amp, 3), "ratio": round(amp / fp32, 3)},
         {"name": "P6b engine end-to-end (AMP) vs bare MONAI (AMP)", "bare_s": round(amp, 3), "engine_s": round(end_to_end, 3),
          "ratio": round(end_to_end / amp, 3), "engine_peak_gpu_gib": round(peak, 2)},
     ]
-    print("environment:", json.dumps(env))
-    for r in results:
-        print(json.dumps(r))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "results": results}, f, indent=2)
-    return 0
-
+    return emit(env, results, args.json)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
 
 from UNetSigmoidSegLib.engine.inference import DeviceChoice  # noqa: E402
 from UNetSigmoidSegLib.engine.pipeline import SegmentResult  # noqa: E402

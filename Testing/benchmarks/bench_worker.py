@@ -228,7 +228,7 @@ def main(argv=None):
     env["load_avg_end"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": env, "results": results}, f, indent=2)
+            json.dump({"environment": env, "results": results}, f, indent=2, default=str)
     return 0
 
 

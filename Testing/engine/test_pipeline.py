@@ -1,6 +1,5 @@
 """The segmentation run: activations, thresholds, cache, clean-up, device, fallback, cancel, bad volumes."""
 
-import math
 
 import numpy as np
 import pytest
@@ -9,10 +8,10 @@ from conftest import blob_volume, oblique_direction, tiny_unet, write_volume
 
 from UNetSigmoidSegLib.engine import probabilities as P
 from UNetSigmoidSegLib.engine.inference import effective_roi, select_device
-from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo, load_model
+from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
 from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
 from UNetSigmoidSegLib.engine.postprocess import Cleanup, clean_mask
-from UNetSigmoidSegLib.engine.volume import Volume, affine_from_sitk, read_volume
+from UNetSigmoidSegLib.engine.volume import Volume, read_volume
 from UNetSigmoidSegLib.errors import CancelledError, InputError, OptionError
 
 

@@ -3,12 +3,10 @@
 import hashlib
 
 import numpy as np
-import pytest
-import torch
 import vtk
 from vtk.util import numpy_support
 
-from conftest import oblique_direction, tiny_unet
+from conftest import oblique_direction
 
 
 def add_volume(scene, array_ijk, spacing=(1.2, 0.8, 2.5), angle=20.0, flip=False, origin=(5.0, -6.0, 7.0), name="CT"):

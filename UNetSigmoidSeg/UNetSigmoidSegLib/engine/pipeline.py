@@ -1,6 +1,5 @@
 """One segmentation run: validate → preprocess → sliding window → activation → invert → cache → threshold → clean-up."""
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union

@@ -10,7 +10,6 @@ voxel and segment) and re-thresholds them into the segments in place.
 """
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 

@@ -3,7 +3,6 @@
 from typing import Any, Optional
 
 import numpy as np
-import slicer
 import vtk
 from vtk.util import numpy_support
 

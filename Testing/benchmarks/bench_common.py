@@ -1,0 +1,41 @@
+"""Shared by the benchmark scripts: environment description, paired timing, printing and saving results."""
+
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+
+def environment(**extra: Any) -> Dict[str, Any]:
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    env.update(extra)
+    return env
+
+
+def paired(baseline: Callable[[], Any], candidate: Callable[[], Any], repeats: int) -> Tuple[float, float, float]:
+    """Median seconds of each, and the median of per-pair ratios (adjacent runs share the machine's load)."""
+    b, c = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        baseline()
+        b.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        candidate()
+        c.append(time.perf_counter() - t)
+    return statistics.median(b), statistics.median(c), statistics.median(ci / bi for bi, ci in zip(b, c))
+
+
+def emit(env: Dict[str, Any], results: List[Dict[str, Any]], json_path: Optional[str]) -> int:
+    """Print the environment and one JSON line per result; save both when ``json_path`` is given."""
+    print("environment:", json.dumps(env, default=str))
+    for r in results:
+        print(json.dumps(r))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"environment": env, "results": results}, f, indent=2, default=str)
+    return 0
