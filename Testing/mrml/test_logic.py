@@ -369,3 +369,42 @@ def test_logic_through_the_background_worker(scene, model_file):
     finally:
         logic.cleanup()
     assert client.pid is None or not __import__("psutil").pid_exists(client.pid)
+
+
+def test_corrupt_parameter_values_keep_their_defaults(scene):
+    node = get_parameter_node(scene)
+    for name, raw in (("threshold", "null"), ("overlap", '"abc"'), ("swBatchSize", "[1]"), ("minIslandMm3", "NaN"), ("amp", "0")):
+        node.SetParameter(name, raw)
+    values = read_parameters(node)
+    assert (values.threshold, values.overlap, values.swBatchSize, values.minIslandMm3, values.amp) == (0.5, 0.25, 1, 0.0, False)
+
+
+def test_rerun_keeps_segments_the_user_edited(scene, model_file):
+    vol = add_volume(scene, blob_volume((30, 24, 16)))
+    logic = UNetSigmoidSegLogic(scene)
+    seg = logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", device="cpu")
+    ids = list(seg.GetSegmentation().GetSegmentIDs())
+    edit = np.zeros((16, 24, 30), np.uint8)
+    edit[3:6, 3:6, 3:6] = 1
+    _set_labelmap(scene, seg, ids[0], vol, edit)  # edited, then Segment again without touching the slider
+    logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", device="cpu", outputSegmentation=seg)
+    now = list(seg.GetSegmentation().GetSegmentIDs())
+    assert ids[0] in now and len(now) == 3  # the edited one kept, two fresh ones added
+    np.testing.assert_array_equal(export_segment(scene, seg, ids[0], vol), edit)
+
+
+def test_preprocessing_and_strides_reach_the_engine(scene, model_file, tmp_path):
+    from monai.networks.nets import UNet
+
+    vol = add_volume(scene, blob_volume((24, 20, 12)) * 50 + 1000)
+    torch_net = UNet(3, 1, 1, (4, 8, 16), (2, 1), num_res_units=1).eval()
+    import torch
+
+    torch.save(torch_net.state_dict(), tmp_path / "s.pt")
+    logic = UNetSigmoidSegLogic(scene)
+    with pytest.raises(UserError):
+        logic.segment(vol, str(tmp_path / "s.pt"), device="cpu", roiSize=[15, 15, 15])  # strides 2,2 assumed: the weights fit, the shapes do not
+    seg = logic.segment(vol, str(tmp_path / "s.pt"), device="cpu", strides=[2, 1], normalization="zscore", orientation="RAS")
+    expected = segment(volume_to_engine(vol), load_model(str(tmp_path / "s.pt"), network_overrides={"strides": [2, 1]}),
+                       SegmentOptions(device="cpu", normalization="zscore", orientation="RAS"))
+    assert logic.statistics(seg)[0]["voxels"] == int(expected.masks[0].sum())

@@ -55,13 +55,20 @@ def _expand_inputs(inputs: Sequence[str]) -> List[str]:
     out: List[str] = []
     for item in inputs:
         if os.path.isdir(item) and not sitk.ImageSeriesReader.GetGDCMSeriesIDs(item):
-            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_SUFFIXES))
+            found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                           if f.lower().endswith(IMAGE_SUFFIXES) and not _is_our_output(f))
             if not found:
                 raise UserError(f"No images (NIfTI/NRRD/MHA) or DICOM series in folder {item}", "Point to image files or a DICOM folder.")
             out.extend(found)
         else:
             out.append(item)
     return out
+
+
+def _is_our_output(name: str) -> bool:
+    """Results of an earlier run in a batch folder are not inputs."""
+    low = name.lower()
+    return low.endswith(".seg.nrrd") or _stem(low).endswith("_probabilities")
 
 
 def _stem(path: str) -> str:
@@ -92,10 +99,17 @@ def _output_paths(inputs: List[str], output: Optional[str], probabilities: Optio
             if os.path.isdir(seg):
                 seg = os.path.join(seg, stem + ".seg.nrrd")
             prob = probabilities
+            if prob and os.path.isdir(prob):
+                prob = os.path.join(prob, stem + "_probabilities.nrrd")
         check_output_path(seg, "segmentation")
         if prob:
             check_output_path(prob, "probabilities")
         plans.append({"input": path, "segmentation": seg, "probabilities": prob})
+    targets = [p[k] for p in plans for k in ("segmentation", "probabilities") if p[k]]
+    clash = sorted({t for t in targets if targets.count(t) > 1})
+    if clash:
+        raise UserError(f"Several inputs would write the same output file: {', '.join(clash)}",
+                        "Inputs in a batch need distinct file names; run them into separate --output folders.")
     return plans
 
 
@@ -176,6 +190,13 @@ def _segment_cases(args: argparse.Namespace, plans: List[Dict[str, Optional[str]
     log(f"model: {info.summary()}")
     for note in info.notes:
         log(f"note: {note}")
+    if not info.format.startswith("checkpoint") or not info.architecture.startswith("UNet("):
+        ignored = [f for f, v in (("--normalization", args.normalization), ("--ct-window", args.ct_window), ("--orientation", args.orientation),
+                                  ("--spacing", args.spacing), ("--strides", args.strides)) if v]
+        if ignored and info.format.startswith("bundle"):
+            print(f"warning: {', '.join(ignored)} ignored: the bundle brings its own preprocessing and network", file=sys.stderr)
+        elif args.strides and info.format != "checkpoint":
+            print("warning: --strides ignored: it applies to plain UNet state_dicts only", file=sys.stderr)
     progress = Progress(len(plans), quiet=args.quiet)
     summary: Dict[str, Any] = {"model": info.to_dict(), "load_s": round(load_s, 3), "cases": []}
     for i, plan in enumerate(plans):

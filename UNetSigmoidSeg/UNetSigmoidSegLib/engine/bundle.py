@@ -173,8 +173,12 @@ def bundle_activation(postprocessing: Any) -> Dict[str, Any]:
                 result["threshold"] = float(node["threshold"])
             if node.get("argmax") is True:
                 result["argmax"] = True
-    if result["activation"] is None and result["argmax"]:
-        result["activation"] = "softmax"
+    if result["argmax"]:
+        result["threshold"] = None  # after argmax a threshold binarises labels; it is not a confidence
+        if result["activation"] is None:
+            result["activation"] = "softmax"
+    elif result["activation"] is None and result["threshold"] is not None:
+        result["activation"] = "none"  # thresholded without an activation: the network outputs probabilities
     return result
 
 

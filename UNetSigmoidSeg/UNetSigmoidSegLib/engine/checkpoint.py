@@ -106,6 +106,8 @@ def extract_state_dict(obj: Any, path: str = "") -> Tuple[Dict[str, torch.Tensor
     for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
+    if all(k.startswith("model.model.") for k in state):  # Lightning: self.model = UNet(...)
+        state = {k[len("model."):]: v for k, v in state.items()}
     return dict(state), config
 
 

@@ -9,14 +9,15 @@ import os
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, OptionError
 from . import bundle as bundle_mod
 from .checkpoint import build_unet, detect_unet, extract_state_dict, is_torchscript, load_strict, safe_torch_load
+from .probabilities import check_activation, check_thresholds
 
 ACTIVATIONS = ("auto", "sigmoid", "softmax", "none")
 
@@ -123,6 +124,12 @@ def _load_checkpoint(path: str, network_config: Optional[str], overrides: Option
         arch = "UNet(channels={channels}, strides={strides}, res_units={num_res_units}, norm={norm})".format(**args)
     out_channels = int(args.get("out_channels", 0)) or None
     activation = sidecar.get("activation") or info_extra.pop("activation", None)
+    try:
+        activation = check_activation(activation) if activation else None
+        if sidecar.get("threshold") is not None:
+            check_thresholds(sidecar["threshold"], 1 if isinstance(sidecar["threshold"], (int, float)) else len(sidecar["threshold"]))
+    except OptionError as exc:
+        raise ModelError(f"The JSON next to the checkpoint is invalid: {exc.message}", exc.hint) from None
     info = ModelInfo(
         path=path, format="checkpoint", architecture=arch,
         in_channels=args.get("in_channels"), out_channels=out_channels,
@@ -169,9 +176,11 @@ def _load_torchscript(path: str) -> LoadedModel:
                          "Export it again with torch.jit.script/trace and torch.jit.save.") from None
     conv = _first_conv(net)
     in_ch = int(conv.shape[1]) if conv is not None else None
+    divisor = _divisor(net)
     info = ModelInfo(path=path, format="torchscript", architecture=f"TorchScript {getattr(net, 'original_name', 'module')}",
                      in_channels=in_ch, out_channels=None, activation="sigmoid", activation_source="TorchScript default",
                      spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
+                     size_divisor=divisor if divisor > 1 else 32,  # unknown depth: pad windows to multiples of 32
                      notes=["output channels are known after the first run; activation 'auto' means sigmoid for 1 channel, softmax for more"])
     return LoadedModel(net.eval(), info)
 
@@ -219,6 +228,17 @@ def _scalar(value: Any) -> Optional[float]:
     if isinstance(value, (list, tuple)):
         return float(value[0])
     return float(value)
+
+
+def model_cache_key(path: str, options: Dict[str, Any]) -> Tuple[str, int, str]:
+    """Key for caching a loaded model: absolute path, newest modification time (the file and the JSON next
+    to it, or any file in a bundle folder) and the load options. Editing any of them means a reload."""
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    candidates = [path, os.path.splitext(path)[0] + ".json", str(options.get("network_config") or "")]
+    if os.path.isdir(path):
+        candidates = [os.path.join(root, name) for root, _dirs, files in os.walk(path) for name in files]
+    mtime = max([os.stat(c).st_mtime_ns for c in candidates if c and os.path.isfile(c)] or [0])
+    return path, mtime, json.dumps(options, sort_keys=True, default=str)
 
 
 def load_model(path: str, trust_bundle: bool = False, network_config: Optional[str] = None,

@@ -10,7 +10,7 @@ from .pipeline import SegmentResult
 from .volume import LPS_TO_RAS, atomic_output, check_writable, write_image
 
 SEG_EXTENSIONS = (".seg.nrrd",)
-IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".mha")  # single-file formats: written atomically
 
 
 def _has_ext(path: str, exts) -> bool:

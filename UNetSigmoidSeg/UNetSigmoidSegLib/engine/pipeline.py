@@ -198,7 +198,9 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
         raise InputError("Out of memory even on the CPU", "Reduce --roi-size / --sw-batch-size, crop or downsample the volume.") from None
     except RuntimeError as exc:
         text = str(exc)
-        if "channels" in text or "size mismatch" in text.lower() or "shape" in text:
+        if "can't allocate memory" in text or "not enough memory" in text.lower():
+            raise InputError("Out of memory on the CPU", "Reduce --roi-size / --sw-batch-size, crop or downsample the volume.") from None
+        if any(k in text for k in ("channels", "Sizes of tensors must match", "shape")) or "size mismatch" in text.lower():
             raise InputError(f"The network cannot process this input: {text.splitlines()[0][:200]}",
                              "Check the model's input channels and the roi size (must fit the network's depth).") from None
         raise
@@ -209,7 +211,7 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
     step("postprocess", 0.0, "activation")
     logits = logits[0]
     n_out = int(logits.shape[0])
-    if opts.activation == "auto" and info.format == "torchscript":
+    if check_activation(opts.activation) == "auto" and info.format == "torchscript":
         activation = "sigmoid" if n_out == 1 else "softmax"
     if activation == "softmax" and n_out < 2:
         raise OptionError("Softmax needs at least 2 output channels; this network has 1", "Use activation sigmoid for a 1-channel model.")
@@ -233,7 +235,7 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
     del probs_np, probs
     if opts.cleanup.active:
         masks = np.stack([clean_mask(m, volume.spacing, opts.cleanup) for m in masks])
-    names = segment_names(opts.labels or info.labels, n_seg, warnings)
+    names = segment_names(opts.labels or info.labels, n_seg, warnings, softmax=activation == "softmax")
     timings["postprocess_s"] = time.perf_counter() - t2
     step("postprocess", 1.0, "done")
     for w in warnings:
@@ -242,10 +244,10 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
                          np.asarray(volume.affine, dtype=float), volume.spacing, choice, plan, opts.cleanup, timings, warnings)
 
 
-def segment_names(labels: Sequence[str], n: int, warnings: List[str]) -> List[str]:
+def segment_names(labels: Sequence[str], n: int, warnings: List[str], softmax: bool = False) -> List[str]:
     labels = [str(x) for x in labels]
-    if labels and len(labels) == n + 1 and labels[0].lower() in ("background", "bg", "0"):
-        labels = labels[1:]
+    if labels and len(labels) == n + 1 and (softmax or labels[0].lower() in ("background", "bg", "0")):
+        labels = labels[1:]  # softmax: channel 0 is the background
     if labels and len(labels) != n:
         warnings.append(f"{len(labels)} label name(s) for {n} segment(s): using default names")
         labels = []

@@ -140,7 +140,10 @@ class UNetSigmoidSegLogic:
                      largestComponent: bool = False, fillHoles: bool = False, minIslandMm3: float = 0.0, roiSize: Optional[List[int]] = None,
                      overlap: Optional[float] = None, swBatchSize: Optional[int] = None, blendMode: Optional[str] = None,
                      amp: bool = True, trustBundle: bool = False, fault: Optional[str] = None,
-                     onLog: Optional[Callable[[str], None]] = None) -> RunHandle:
+                     onLog: Optional[Callable[[str], None]] = None, normalization: Optional[str] = None,
+                     ctWindow: Optional[List[float]] = None, orientation: Optional[str] = None,
+                     spacing: Optional[List[float]] = None, labels: Optional[List[str]] = None,
+                     networkConfig: Optional[str] = None, strides: Optional[List[int]] = None) -> RunHandle:
         """Non-blocking: start a run and return its handle (call ``handle.poll()`` from a timer)."""
         if self.isRunning:
             raise UserError("A segmentation is already running", "Wait for it to finish or press Cancel.")
@@ -154,11 +157,18 @@ class UNetSigmoidSegLogic:
             raise OptionError(f"'{outputSegmentation.GetName()}' is not a segmentation node", "Pick a segmentation or 'Create new'.")
         cleanup = Cleanup(bool(largestComponent), bool(fillHoles), float(minIslandMm3 or 0.0))
         seg_options = SegmentOptions(activation=activation, threshold=threshold, device=device, amp=amp, roi_size=roiSize,
-                                     sw_batch_size=swBatchSize, overlap=overlap, blend_mode=blendMode, cleanup=cleanup, fault=fault)
+                                     sw_batch_size=swBatchSize, overlap=overlap, blend_mode=blendMode, cleanup=cleanup, fault=fault,
+                                     normalization=normalization, ct_window=ctWindow, orientation=orientation, spacing=spacing,
+                                     labels=labels)
+        model_options: Dict[str, Any] = {"trust_bundle": bool(trustBundle)}
+        if networkConfig:
+            model_options["network_config"] = str(networkConfig)
+        if strides:
+            model_options["network_overrides"] = {"strides": [int(v) for v in strides]}
         request = {"volumeID": volumeNode.GetID(), "outputID": outputSegmentation.GetID() if outputSegmentation is not None else None,
                    "model": str(model), "probabilityVolume": probabilityVolume, "affine": volume.affine,
                    "shape_kji": tuple(reversed(volume.spatial_shape)), "cleanup": cleanup}
-        job = self.runner.submit(volume.array, volume.affine, str(model), {"trust_bundle": bool(trustBundle)}, seg_options.to_dict())
+        job = self.runner.submit(volume.array, volume.affine, str(model), model_options, seg_options.to_dict())
         self._active = RunHandle(self, job, request, onProgress, onFinished, onError, onLog)
         return self._active
 
@@ -212,6 +222,8 @@ class UNetSigmoidSegLogic:
             seg_node.CreateDefaultDisplayNodes()
         seg_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         old = self._live.pop(seg_node.GetID(), None)
+        if old is not None:
+            old.writer.check_edits()  # tags segments the user edited since: a re-run keeps them
         writer = SegmentWriter(seg_node, request["affine"], request["shape_kji"], os.path.basename(request["model"].rstrip("/")))
         writer.create(result.names, result.colors)
         writer.write(lambda ch, out: np.copyto(out, result.masks[ch].T))

@@ -71,7 +71,9 @@ def read_parameters(node: Any) -> Parameters:
         default = getattr(params, f.name)
         if isinstance(default, bool):
             value = bool(value)
-        elif isinstance(default, (int, float)) and isinstance(value, (int, float)):
+        elif isinstance(default, (int, float)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:  # wrong type or NaN
+                continue
             value = type(default)(value)
         elif isinstance(default, list) and not isinstance(value, list):
             continue

@@ -4,12 +4,11 @@ Used by tests (driven synchronously) and by console users who opt out of the wor
 panel the worker client (``UNetSigmoidSegLib.worker.client.WorkerClient``) is used instead.
 """
 
-import os
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..engine.model import LoadedModel, load_model
+from ..engine.model import LoadedModel, load_model, model_cache_key
 from ..engine.pipeline import SegmentOptions, SegmentResult, segment
 from ..engine.volume import Volume
 from ..errors import CancelledError
@@ -81,7 +80,7 @@ class InProcessRunner:
         self.load_count = 0
 
     def model(self, path: str, options: Dict[str, Any]) -> LoadedModel:
-        key = (os.path.abspath(path), os.path.getmtime(path) if os.path.exists(path) else 0, repr(sorted(options.items())))
+        key = model_cache_key(path, options)
         if key not in self._models:
             self._models = {key: load_model(path, **options)}
             self.load_count += 1

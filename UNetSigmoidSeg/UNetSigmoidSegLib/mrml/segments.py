@@ -18,6 +18,7 @@ from .volumes import _vtk_matrix
 
 TAG_SOURCE = "UNetSigmoidSeg.Source"
 TAG_CHANNEL = "UNetSigmoidSeg.Channel"
+TAG_EDITED = "UNetSigmoidSeg.Edited"
 BINARY = "Binary labelmap"
 
 # Slicer terminology for common labels (category: Anatomical Structure): SNOMED CT code and meaning.
@@ -63,11 +64,13 @@ class SegmentWriter:
 
     def create(self, names: Sequence[str], colors: Sequence[Sequence[float]], replace_produced: bool = True) -> List[str]:
         """Create one segment per output (own layer, full grid). Previously produced segments are removed
-        only when ``replace_produced``; segments the module did not produce are never touched."""
+        only when ``replace_produced`` and not edited by the user; segments the module did not produce are
+        never touched."""
         seg = self.node.GetSegmentation()
         if replace_produced:
             for sid in self.produced_segments():
-                seg.RemoveSegment(sid)
+                if not seg.GetSegment(sid).HasTag(TAG_EDITED):  # the user's edits are never overwritten unasked
+                    seg.RemoveSegment(sid)
         self.segment_ids = []
         for channel, (name, color) in enumerate(zip(names, colors)):
             segment = slicer.vtkSegment()
@@ -135,7 +138,7 @@ class SegmentWriter:
             stamp = self._written.get(sid)
             if stamp is not None and (image is None or (image.GetAddressAsString(""), image.GetMTime()) != stamp):
                 self.edited[sid] = "edited by the user"
-                segment.SetTag("UNetSigmoidSeg.Edited", "1")
+                segment.SetTag(TAG_EDITED, "1")
         return self.edited
 
     def write(self, fill) -> List[str]:

@@ -41,21 +41,10 @@ def peak_rss_bytes() -> Optional[int]:
 
 
 def model_key(path: str, options: Dict[str, Any]) -> Tuple[str, int, str]:
-    """Cache key: absolute path, newest mtime (of the file, or of any file in a bundle folder), load options."""
-    import json
+    """Cache key of a loaded model (see ``engine.model.model_cache_key``)."""
+    from ..engine.model import model_cache_key
 
-    path = os.path.abspath(os.path.expanduser(path))
-    mtime = 0
-    if os.path.isdir(path):
-        for root, _dirs, files in os.walk(path):
-            for name in files:
-                try:
-                    mtime = max(mtime, os.stat(os.path.join(root, name)).st_mtime_ns)
-                except OSError:
-                    pass
-    elif os.path.exists(path):
-        mtime = os.stat(path).st_mtime_ns
-    return path, mtime, json.dumps(options, sort_keys=True, default=str)
+    return model_cache_key(path, options)
 
 
 class Server:
