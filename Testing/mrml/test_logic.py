@@ -138,7 +138,8 @@ def _set_labelmap(scene, seg, segment_id, reference, mask_kji):
         image, seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
 
 
-def test_manual_edit_is_respected(scene, model_file):
+def _segment_then_edit_first(scene, model_file):
+    """Segment (2 sigmoid outputs), then edit the first produced segment the way Slicer's editor does."""
     vol = add_volume(scene, blob_volume((30, 24, 16)))
     logic = UNetSigmoidSegLogic(scene)
     seg = logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", device="cpu")
@@ -146,6 +147,11 @@ def test_manual_edit_is_respected(scene, model_file):
     edit = np.zeros((16, 24, 30), np.uint8)
     edit[2:5, 2:5, 2:5] = 1
     _set_labelmap(scene, seg, ids[0], vol, edit)
+    return logic, vol, seg, ids, edit
+
+
+def test_manual_edit_is_respected(scene, model_file):
+    logic, vol, seg, ids, edit = _segment_then_edit_first(scene, model_file)
     updated = logic.setThreshold(seg, 0.1)
     assert updated == [ids[1]]
     np.testing.assert_array_equal(export_segment(scene, seg, ids[0], vol), edit)
@@ -233,14 +239,19 @@ def test_scene_close_mid_run_cancels_cleanly(scene, model_file):
     assert logic.segment(vol2, model_file(), device="cpu") is not None  # the next run works
 
 
-def test_input_removed_mid_run_cancels(scene, model_file):
+@pytest.mark.parametrize("removed", ["input volume", "output segmentation"])
+def test_node_removed_mid_run_cancels(scene, model_file, removed):
     vol = add_volume(scene, blob_volume((64, 64, 32)))
+    out = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "target")
+    doomed = vol if removed == "input volume" else out
     logic = UNetSigmoidSegLogic(scene)
-    handle = logic.segmentAsync(vol, model_file(), device="cpu", roiSize=[16, 16, 16],
-                                onProgress=lambda s, f, m: scene.RemoveNode(vol) if s == "inference" and scene.IsNodePresent(vol) else None)
-    with pytest.raises(CancelledError, match="input volume was removed"):
+    handle = logic.segmentAsync(vol, model_file(), device="cpu", roiSize=[16, 16, 16], outputSegmentation=out,
+                                onProgress=lambda s, f, m: scene.RemoveNode(doomed) if s == "inference" and scene.IsNodePresent(doomed) else None)
+    with pytest.raises(CancelledError, match=f"{removed} was removed"):
         handle.wait()
-    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+    assert not logic.isRunning
+    assert all(scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode").GetSegmentation().GetNumberOfSegments() == 0
+               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")))
 
 
 def test_double_segment_is_refused_while_running(scene, model_file):
@@ -315,17 +326,6 @@ def test_result_is_placed_in_the_input_study(scene, model_file):
     assert sh.GetItemParent(sh.GetItemByDataNode(seg.GetNodeReference("UNetSigmoidSeg.Probabilities"))) == study
 
 
-def test_output_removed_mid_run_cancels(scene, model_file):
-    vol = add_volume(scene, blob_volume((64, 64, 32)))
-    out = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "target")
-    logic = UNetSigmoidSegLogic(scene)
-    handle = logic.segmentAsync(vol, model_file(), device="cpu", roiSize=[16, 16, 16], outputSegmentation=out,
-                                onProgress=lambda s, f, m: scene.RemoveNode(out) if s == "inference" and scene.IsNodePresent(out) else None)
-    with pytest.raises(CancelledError, match="output segmentation was removed"):
-        handle.wait()
-    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
-
-
 def test_logic_through_the_background_worker(scene, model_file):
     """The panel's path: the logic drives a real worker process, polled like a Qt timer would."""
     import sys
@@ -380,13 +380,7 @@ def test_corrupt_parameter_values_keep_their_defaults(scene):
 
 
 def test_rerun_keeps_segments_the_user_edited(scene, model_file):
-    vol = add_volume(scene, blob_volume((30, 24, 16)))
-    logic = UNetSigmoidSegLogic(scene)
-    seg = logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", device="cpu")
-    ids = list(seg.GetSegmentation().GetSegmentIDs())
-    edit = np.zeros((16, 24, 30), np.uint8)
-    edit[3:6, 3:6, 3:6] = 1
-    _set_labelmap(scene, seg, ids[0], vol, edit)  # edited, then Segment again without touching the slider
+    logic, vol, seg, ids, edit = _segment_then_edit_first(scene, model_file)  # then Segment again, slider untouched
     logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", device="cpu", outputSegmentation=seg)
     now = list(seg.GetSegmentation().GetSegmentIDs())
     assert ids[0] in now and len(now) == 3  # the edited one kept, two fresh ones added
