@@ -98,3 +98,13 @@ def test_softmax_labels_drop_the_background_name(tmp_path):
     result = segment(vol, load_model(str(tmp_path / "m.pt")), SegmentOptions(activation="softmax", device="cpu"))
     assert result.names == ["liver", "spleen"]
     assert np.all(result.masks.sum(axis=0) <= 1)
+
+
+def test_wrong_number_of_thresholds_fails_before_inference(tmp_path):
+    torch.save(tiny_unet(out_channels=3).state_dict(), tmp_path / "m.pt")
+    vol = read_volume(write_volume(tmp_path / "v.nii.gz", blob_volume((20, 20, 12))))
+    stages = []
+    with pytest.raises(UserError, match="2 thresholds given for 3 segments"):
+        segment(vol, load_model(str(tmp_path / "m.pt")), SegmentOptions(activation="sigmoid", threshold=[0.3, 0.4], device="cpu"),
+                progress=lambda s, f, m: stages.append(s))
+    assert stages == []

@@ -163,7 +163,9 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
     if activation == "auto":
         activation = info.activation
     if opts.threshold is not None:
-        check_thresholds(opts.threshold, 1 if isinstance(opts.threshold, (int, float)) else len(opts.threshold))
+        n_known = None if info.out_channels is None else info.out_channels - (1 if activation == "softmax" else 0)
+        single = isinstance(opts.threshold, (int, float)) or len(opts.threshold) == 1
+        check_thresholds(opts.threshold, 1 if single or n_known is None else n_known)  # wrong counts fail before inference
     choice = select_device(opts.device)
     say(f"device: {choice.device} ({choice.reason})")
     validate_volume(volume, info.in_channels, info.out_channels)
