@@ -174,11 +174,14 @@ class Server:
                     self._skipped.discard(item["job"])
                     continue
                 self._started = True
+            message = None
             try:
-                self.send(self._handle(item))
+                message = self._handle(item)
             finally:
-                with self._state:
+                with self._state:  # free before the terminal message: a client may submit the next job at once
                     self._current = None
+            if message is not None:
+                self.send(message)
         return 0
 
     def _handle(self, item: Dict[str, Any]) -> Dict[str, Any]:
