@@ -9,13 +9,14 @@ import os
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from ..errors import ModelError, OptionError
 from . import bundle as bundle_mod
+from .modelkey import model_cache_key  # noqa: F401 (re-exported: callers import it from here)
 from .checkpoint import build_unet, detect_unet, extract_state_dict, is_torchscript, load_strict, safe_torch_load
 from .probabilities import check_activation, check_thresholds
 
@@ -228,17 +229,6 @@ def _scalar(value: Any) -> Optional[float]:
     if isinstance(value, (list, tuple)):
         return float(value[0])
     return float(value)
-
-
-def model_cache_key(path: str, options: Dict[str, Any]) -> Tuple[str, int, str]:
-    """Key for caching a loaded model: absolute path, newest modification time (the file and the JSON next
-    to it, or any file in a bundle folder) and the load options. Editing any of them means a reload."""
-    path = os.path.abspath(os.path.expanduser(str(path)))
-    candidates = [path, os.path.splitext(path)[0] + ".json", str(options.get("network_config") or "")]
-    if os.path.isdir(path):
-        candidates = [os.path.join(root, name) for root, _dirs, files in os.walk(path) for name in files]
-    mtime = max([os.stat(c).st_mtime_ns for c in candidates if c and os.path.isfile(c)] or [0])
-    return path, mtime, json.dumps(options, sort_keys=True, default=str)
 
 
 def load_model(path: str, trust_bundle: bool = False, network_config: Optional[str] = None,

@@ -109,6 +109,9 @@ def available_memory_bytes() -> Optional[int]:
         return None
 
 
+MEMORY_HINT = "Reduce --roi-size / --sw-batch-size, crop or downsample the volume."
+
+
 def _size(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
@@ -159,7 +162,7 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
         if progress is not None:
             progress(stage, fraction, message)
 
-    activation = check_activation(opts.activation)
+    requested = activation = check_activation(opts.activation)
     if activation == "auto":
         activation = info.activation
     if opts.threshold is not None:
@@ -197,11 +200,11 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
                                           roi, sw_batch_size=sw_batch, overlap=overlap, mode=mode, device=choice.device,
                                           amp=opts.amp, progress=progress, should_cancel=should_cancel, log=say, fault=opts.fault)
     except torch.cuda.OutOfMemoryError:
-        raise InputError("Out of memory even on the CPU", "Reduce --roi-size / --sw-batch-size, crop or downsample the volume.") from None
+        raise InputError("Out of memory even on the CPU", MEMORY_HINT) from None
     except RuntimeError as exc:
         text = str(exc)
         if "can't allocate memory" in text or "not enough memory" in text.lower():
-            raise InputError("Out of memory on the CPU", "Reduce --roi-size / --sw-batch-size, crop or downsample the volume.") from None
+            raise InputError("Out of memory on the CPU", MEMORY_HINT) from None
         if any(k in text for k in ("channels", "Sizes of tensors must match", "shape")) or "size mismatch" in text.lower():
             raise InputError(f"The network cannot process this input: {text.splitlines()[0][:200]}",
                              "Check the model's input channels and the roi size (must fit the network's depth).") from None
@@ -213,7 +216,7 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
     step("postprocess", 0.0, "activation")
     logits = logits[0]
     n_out = int(logits.shape[0])
-    if check_activation(opts.activation) == "auto" and info.format == "torchscript":
+    if requested == "auto" and info.format == "torchscript":
         activation = "sigmoid" if n_out == 1 else "softmax"
     if activation == "softmax" and n_out < 2:
         raise OptionError("Softmax needs at least 2 output channels; this network has 1", "Use activation sigmoid for a 1-channel model.")

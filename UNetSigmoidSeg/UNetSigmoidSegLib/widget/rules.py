@@ -5,7 +5,7 @@ The module file calls these and copies the answers into widgets; the CI tests th
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import CancelledError, OptionError, UserError, WorkerError
 
@@ -154,12 +154,14 @@ def segment_kwargs(params: Any, roi_text: Optional[str] = None) -> Dict[str, Any
             "amp": bool(params.amp), "trustBundle": bool(params.trustBundle)}
 
 
-def model_key(path: str, trust_bundle: bool, stat: Callable[[str], Any] = os.stat) -> Optional[Tuple[str, int, bool]]:
-    """Cache key of a model summary: changes when the file / folder is replaced. None when it does not exist."""
-    try:
-        return (os.path.abspath(path), int(stat(path).st_mtime_ns), bool(trust_bundle))
-    except OSError:
+def model_key(path: str, trust_bundle: bool) -> Optional[Tuple[str, int, str]]:
+    """Cache key of a model summary (the engine's model cache key: changes when the file, the JSON next to it
+    or any file of a bundle is replaced, or the trust flag changes). None when the path does not exist."""
+    from ..engine.modelkey import model_cache_key
+
+    if not os.path.exists(path):
         return None
+    return model_cache_key(path, {"trust_bundle": bool(trust_bundle)})
 
 
 def summary_text(info: Dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ import traceback
 from collections import OrderedDict, deque
 from typing import Any, BinaryIO, Deque, Dict, Optional, Tuple
 
+from ..engine.modelkey import model_cache_key
 from . import faults
 from .protocol import CLIENT_TYPES, ProtocolError, clip_text, encode, error_message, make, read_messages
 
@@ -38,13 +39,6 @@ def peak_rss_bytes() -> Optional[int]:
             return int(getattr(info, "peak_wset", info.rss))
         except Exception:  # noqa: BLE001
             return None
-
-
-def model_key(path: str, options: Dict[str, Any]) -> Tuple[str, int, str]:
-    """Cache key of a loaded model (see ``engine.model.model_cache_key``)."""
-    from ..engine.model import model_cache_key
-
-    return model_cache_key(path, options)
 
 
 class Server:
@@ -238,7 +232,7 @@ class Server:
         unknown = sorted(set(options) - set(MODEL_OPTION_KEYS))
         if unknown:
             raise OptionError(f"Unknown model option(s): {', '.join(unknown)}", f"Use: {', '.join(MODEL_OPTION_KEYS)}.")
-        key = model_key(path, options)
+        key = model_cache_key(path, options)
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key], True, 0.0
