@@ -1,5 +1,6 @@
 """Shared fixtures: tiny real MONAI UNets, oblique anisotropic volumes, the shared real data."""
 
+import contextlib
 import json
 import math
 import sys
@@ -19,7 +20,9 @@ def shared_data(*parts: str) -> Path:
     """A file in ../shared/data; a missing file fails loudly (never a silent skip)."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"Test data missing: {path}. The real data lives in ../shared/data beside the checkout (see its README).")
+        pytest.fail(
+            f"Test data missing: {path}. The real data lives in ../shared/data beside the checkout (see its README)."
+        )
     return path
 
 
@@ -28,7 +31,9 @@ def tiny_unet(in_channels=1, out_channels=1, channels=(4, 8, 16), res_units=1, s
     from monai.networks.nets import UNet
 
     torch.manual_seed(seed)
-    net = UNet(3, in_channels, out_channels, channels, [2] * (len(channels) - 1), num_res_units=res_units, norm=norm, act=act)
+    net = UNet(
+        3, in_channels, out_channels, channels, [2] * (len(channels) - 1), num_res_units=res_units, norm=norm, act=act
+    )
     with torch.no_grad():
         for name, buf in net.named_buffers():
             if name.endswith("running_mean"):
@@ -36,6 +41,35 @@ def tiny_unet(in_channels=1, out_channels=1, channels=(4, 8, 16), res_units=1, s
             elif name.endswith("running_var"):
                 buf.uniform_(0.5, 1.5)
     return net.eval()
+
+
+class OutOfMemoryOnce(torch.nn.Module):
+    """Wraps a network: its first call raises CUDA's out-of-memory error, later calls run the network."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network, self.calls = network, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected by the test)")
+        return self.network(x)
+
+
+@contextlib.contextmanager
+def injected_out_of_memory(model):
+    """A fault injected from outside the product: ``model``'s network runs out of memory once, and the placement
+    chain gets a retry on this device (as CUDA has one), so the fallback path runs without a GPU."""
+    from UNetSigmoidSegLib.engine import inference
+
+    network, chain = model.network, inference.placements
+    model.network = OutOfMemoryOnce(network)
+    inference.placements = lambda device: [(device, device, "first try"), (device, device, "retry")]
+    try:
+        yield
+    finally:
+        model.network, inference.placements = network, chain
 
 
 def oblique_direction(angle_deg: float = 20.0, flip: bool = False):
@@ -105,6 +139,7 @@ def write_json(path, data):
 
 # ---------------------------------------------------------------- Slicer core (mrml layer)
 
+
 @pytest.fixture
 def scene():
     from UNetSigmoidSegLib.mrml.scene import create_headless_scene
@@ -120,5 +155,3 @@ def model_file(tmp_path):
         return str(path)
 
     return make
-
-

@@ -52,9 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--output", default=BUNDLE, help="bundle folder to write (default: the shipped bundle)")
-    p.add_argument("--eval", choices=("all", "train", "none"), default="all",
-                   help="evaluate through the product's engine: training image and unseen MNI152 (all), "
-                        "training image only, or none")
+    p.add_argument(
+        "--eval",
+        choices=("all", "train", "none"),
+        default="all",
+        help="evaluate through the product's engine: training image and unseen MNI152 (all), "
+        "training image only, or none",
+    )
     return p.parse_args(argv)
 
 
@@ -98,19 +102,36 @@ def preprocessed_pair(pre, image: Volume, mask: Volume) -> Tuple[torch.Tensor, t
 
 def augmentation():
     """Random 64³ patches: rotation ±15°, scale ±15 %, left-right flip, intensity scale/shift/gamma, noise."""
-    from monai.transforms import (Compose, RandAdjustContrastd, RandAffined, RandFlipd, RandGaussianNoised,
-                                  RandScaleIntensityd, RandShiftIntensityd)
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
 
     keys = ("image", "label")
-    return Compose([
-        RandAffined(keys, prob=1.0, spatial_size=PATCH, rotate_range=(0.26, 0.26, 0.26), scale_range=(0.15, 0.15, 0.15),
-                    translate_range=(36, 28, 36), mode=("bilinear", "nearest"), padding_mode="border"),
-        RandFlipd(keys, prob=0.5, spatial_axis=0),
-        RandScaleIntensityd("image", factors=0.25, prob=0.8),
-        RandShiftIntensityd("image", offsets=0.5, prob=0.8),
-        RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
-        RandGaussianNoised("image", prob=0.2, std=0.05),
-    ])
+    return Compose(
+        [
+            RandAffined(
+                keys,
+                prob=1.0,
+                spatial_size=PATCH,
+                rotate_range=(0.26, 0.26, 0.26),
+                scale_range=(0.15, 0.15, 0.15),
+                translate_range=(36, 28, 36),
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            ),
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandScaleIntensityd("image", factors=0.25, prob=0.8),
+            RandShiftIntensityd("image", offsets=0.5, prob=0.8),
+            RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
+            RandGaussianNoised("image", prob=0.2, std=0.05),
+        ]
+    )
 
 
 def batches(image: torch.Tensor, label: torch.Tensor, batch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -118,11 +139,15 @@ def batches(image: torch.Tensor, label: torch.Tensor, batch: int) -> Iterator[Tu
     aug = augmentation()
     while True:
         items = [aug({"image": image, "label": label}) for _ in range(batch)]
-        yield (torch.stack([torch.as_tensor(d["image"]) for d in items]).float(),
-               torch.stack([torch.as_tensor(d["label"]) for d in items]).float())
+        yield (
+            torch.stack([torch.as_tensor(d["image"]) for d in items]).float(),
+            torch.stack([torch.as_tensor(d["label"]) for d in items]).float(),
+        )
 
 
-def train(net: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, steps: int, batch: int, lr: float) -> Dict[str, Any]:
+def train(
+    net: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, steps: int, batch: int, lr: float
+) -> Dict[str, Any]:
     """Adam + cosine decay on BCE-with-logits + Dice (the network outputs logits)."""
     from monai.losses import DiceLoss
 
@@ -143,10 +168,15 @@ def train(net: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, steps:
         sched.step()
         losses.append(loss.item())
         if step == 1 or step % 50 == 0 or step == steps:
-            print(f"step {step:4d}/{steps}  loss {np.mean(losses[-50:]):.4f}  {time.perf_counter() - t0:6.1f} s", flush=True)
+            print(
+                f"step {step:4d}/{steps}  loss {np.mean(losses[-50:]):.4f}  {time.perf_counter() - t0:6.1f} s",
+                flush=True,
+            )
     net.eval()
-    return {"train_seconds": round(time.perf_counter() - t0, 1),
-            "final_loss_mean_last_50": round(float(np.mean(losses[-50:])), 4)}
+    return {
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "final_loss_mean_last_50": round(float(np.mean(losses[-50:])), 4),
+    }
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -168,11 +198,14 @@ def evaluate(bundle: str, image_path: str, mask: np.ndarray) -> Dict[str, Any]:
     result = segment(volume, model, SegmentOptions(device="cpu"))
     pred = result.masks[0]
     image = volume.array[0]
-    return {"dice": round(dice(pred, mask), 4), "predicted_ml": round(float(pred.sum()) * volume.voxel_volume_ml, 1),
-            "reference_ml": round(float(mask.astype(bool).sum()) * volume.voxel_volume_ml, 1),
-            "segment_seconds": round(time.perf_counter() - t0, 1),
-            # context: what a trivial "every non-background voxel" mask scores on the same image
-            "baseline_nonbackground_dice": round(dice(image > 1e-3 * float(image.max()), mask), 4)}
+    return {
+        "dice": round(dice(pred, mask), 4),
+        "predicted_ml": round(float(pred.sum()) * volume.voxel_volume_ml, 1),
+        "reference_ml": round(float(mask.astype(bool).sum()) * volume.voxel_volume_ml, 1),
+        "segment_seconds": round(time.perf_counter() - t0, 1),
+        # context: what a trivial "every non-background voxel" mask scores on the same image
+        "baseline_nonbackground_dice": round(dice(image > 1e-3 * float(image.max()), mask), 4),
+    }
 
 
 def unseen_mni152(bundle: str) -> Optional[Dict[str, Any]]:
@@ -189,7 +222,9 @@ def unseen_mni152(bundle: str) -> Optional[Dict[str, Any]]:
         path = os.path.join(tmp, "mni152_t1_2mm.nii.gz")
         nib.save(nib.Nifti1Image(np.asarray(template.get_fdata(), dtype=np.float32), template.affine), path)
         out = evaluate(bundle, path, np.asarray(brain.get_fdata()) > 0.5)
-    out["source"] = f"nilearn {nilearn_version} load_mni152_template(resolution=2) / load_mni152_brain_mask(resolution=2)"
+    out["source"] = (
+        f"nilearn {nilearn_version} load_mni152_template(resolution=2) / load_mni152_brain_mask(resolution=2)"
+    )
     return out
 
 
@@ -215,11 +250,23 @@ def main(argv=None) -> int:
     image_path = os.path.join(DATA, "T1_head.nii.gz")
     mask_vol = read_volume(os.path.join(DATA, "T1_head_brainmask.nii.gz"))
     image, label = preprocessed_pair(pre, read_volume(image_path), mask_vol)
-    print(f"training image {tuple(image.shape[1:])} voxels after preprocessing, brain fraction {float(label.mean()):.3f}; "
-          f"{args.steps} steps × {args.batch} patches {PATCH}, {args.threads} thread(s)")
-    log: Dict[str, Any] = {"steps": args.steps, "batch": args.batch, "patch": list(PATCH), "lr": args.lr, "seed": args.seed,
-                           "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
-                           "cpu": cpu_name(), "cpu_count": os.cpu_count()}
+    print(
+        f"training image {tuple(image.shape[1:])} voxels after preprocessing, "
+        f"brain fraction {float(label.mean()):.3f}; "
+        f"{args.steps} steps × {args.batch} patches {PATCH}, {args.threads} thread(s)"
+    )
+    log: Dict[str, Any] = {
+        "steps": args.steps,
+        "batch": args.batch,
+        "patch": list(PATCH),
+        "lr": args.lr,
+        "seed": args.seed,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+    }
     import monai
 
     log["monai"] = monai.__version__

@@ -11,8 +11,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 def environment(**extra: Any) -> Dict[str, Any]:
     import torch
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
     env.update(extra)
     return env
 

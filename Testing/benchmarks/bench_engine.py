@@ -19,8 +19,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "UNetSigm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import emit, environment, paired  # noqa: E402
+from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo  # noqa: E402
-from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment  # noqa: E402
+from UNetSigmoidSegLib.engine.pipeline import segment  # noqa: E402
 from UNetSigmoidSegLib.engine.probabilities import make_probability_map, threshold_map  # noqa: E402
 from UNetSigmoidSegLib.engine.volume import Volume  # noqa: E402
 
@@ -43,8 +44,19 @@ def bench_overhead(repeats: int, size: int = 128):
     rng = np.random.default_rng(0)
     arr = rng.normal(0, 1, (1, size, size, size)).astype(np.float32)
     vol = Volume(arr, np.diag([1.0, 1.0, 1.0, 1.0]))
-    model = LoadedModel(net, ModelInfo(path="bench", format="checkpoint", architecture="UNet", in_channels=1, out_channels=1,
-                                       activation="sigmoid", activation_source="bench", size_divisor=8))
+    model = LoadedModel(
+        net,
+        ModelInfo(
+            path="bench",
+            format="checkpoint",
+            architecture="UNet",
+            in_channels=1,
+            out_channels=1,
+            activation="sigmoid",
+            activation_source="bench",
+            size_divisor=8,
+        ),
+    )
     opts = SegmentOptions(device="cpu", roi_size=[96, 96, 96], overlap=0.25, sw_batch_size=1, blend_mode="gaussian")
     x = torch.from_numpy(arr)[None]
 
@@ -60,11 +72,20 @@ def bench_overhead(repeats: int, size: int = 128):
     mb, me, ratio = paired(bare, engine, repeats)
     # the engine's own fixed cost, without network noise: the same run with a 1x1x1 convolution as the network
     tiny = LoadedModel(torch.nn.Conv3d(1, 1, 1).eval(), model.info)
-    tb, te, _ = paired(lambda: sliding_window_inference(x, [96, 96, 96], 1, tiny.network, overlap=0.25, mode="gaussian"),
-                       lambda: segment(vol, tiny, opts), repeats)
-    return {"name": "B1 engine vs bare sliding_window_inference", "size": f"{size}^3", "bare_ms": round(mb * 1000, 1),
-            "engine_ms": round(me * 1000, 1), "ratio": round(ratio, 3), "fixed_overhead_ms": round((te - tb) * 1000, 1),
-            "goal": "<= 1.05"}
+    tb, te, _ = paired(
+        lambda: sliding_window_inference(x, [96, 96, 96], 1, tiny.network, overlap=0.25, mode="gaussian"),
+        lambda: segment(vol, tiny, opts),
+        repeats,
+    )
+    return {
+        "name": "B1 engine vs bare sliding_window_inference",
+        "size": f"{size}^3",
+        "bare_ms": round(mb * 1000, 1),
+        "engine_ms": round(me * 1000, 1),
+        "ratio": round(ratio, 3),
+        "fixed_overhead_ms": round((te - tb) * 1000, 1),
+        "goal": "<= 1.05",
+    }
 
 
 def bench_rethreshold(repeats: int, size: int = 256):
@@ -73,9 +94,15 @@ def bench_rethreshold(repeats: int, size: int = 256):
     pm = make_probability_map(p, "sigmoid")
     cached = _median_ms(lambda: threshold_map(pm, [0.37]), repeats)
     numpy_float = _median_ms(lambda: p[0] >= 0.37, repeats)
-    return {"name": "B2 re-threshold cached probabilities", "size": f"{size}^3", "cached_uint8_ms": round(cached, 2),
-            "numpy_float32_ms": round(numpy_float, 2), "ratio": round(cached / numpy_float, 3), "goal": "<= 5 ms median",
-            "cache_bytes_per_voxel": pm.nbytes / p[0].size}
+    return {
+        "name": "B2 re-threshold cached probabilities",
+        "size": f"{size}^3",
+        "cached_uint8_ms": round(cached, 2),
+        "numpy_float32_ms": round(numpy_float, 2),
+        "ratio": round(cached / numpy_float, 3),
+        "goal": "<= 5 ms median",
+        "cache_bytes_per_voxel": pm.nbytes / p[0].size,
+    }
 
 
 def main(argv=None):
@@ -87,6 +114,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)  # 1 thread on both sides is far steadier on a shared machine
     results = [bench_rethreshold(max(20, args.repeats * 10)), bench_overhead(args.repeats)]
     return emit(environment(), results, args.json)
+
 
 if __name__ == "__main__":
     sys.exit(main())

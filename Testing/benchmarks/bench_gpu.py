@@ -45,8 +45,9 @@ def main(argv=None) -> int:
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import UNet
 
+    from UNetSigmoidSegLib.contract.options import SegmentOptions
     from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
-    from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+    from UNetSigmoidSegLib.engine.pipeline import segment
     from UNetSigmoidSegLib.engine.volume import Volume
 
     torch.manual_seed(0)
@@ -59,10 +60,23 @@ def main(argv=None) -> int:
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
             sliding_window_inference(x, roi, batch, net, overlap=0.25, mode="gaussian")
 
-    model = LoadedModel(net, ModelInfo(path="bench", format="checkpoint", architecture="UNet", in_channels=1, out_channels=1,
-                                       activation="sigmoid", activation_source="bench", size_divisor=16))
+    model = LoadedModel(
+        net,
+        ModelInfo(
+            path="bench",
+            format="checkpoint",
+            architecture="UNet",
+            in_channels=1,
+            out_channels=1,
+            activation="sigmoid",
+            activation_source="bench",
+            size_divisor=16,
+        ),
+    )
     vol = Volume(arr, np.eye(4))
-    opts = SegmentOptions(device="cuda", amp=True, roi_size=roi, sw_batch_size=batch, overlap=0.25, blend_mode="gaussian")
+    opts = SegmentOptions(
+        device="cuda", amp=True, roi_size=roi, sw_batch_size=batch, overlap=0.25, blend_mode="gaussian"
+    )
 
     def engine():
         segment(vol, model, opts)
@@ -75,11 +89,22 @@ def main(argv=None) -> int:
     peak = torch.cuda.max_memory_allocated() / 2**30
     env = environment(device=torch.cuda.get_device_name(0), cuda=torch.version.cuda, size=args.size)
     results = [
-        {"name": "P6a AMP vs fp32 sliding window", "fp32_s": round(fp32, 3), "amp_s": round(amp, 3), "ratio": round(amp / fp32, 3)},
-        {"name": "P6b engine end-to-end (AMP) vs bare MONAI (AMP)", "bare_s": round(amp, 3), "engine_s": round(end_to_end, 3),
-         "ratio": round(end_to_end / amp, 3), "engine_peak_gpu_gib": round(peak, 2)},
+        {
+            "name": "P6a AMP vs fp32 sliding window",
+            "fp32_s": round(fp32, 3),
+            "amp_s": round(amp, 3),
+            "ratio": round(amp / fp32, 3),
+        },
+        {
+            "name": "P6b engine end-to-end (AMP) vs bare MONAI (AMP)",
+            "bare_s": round(amp, 3),
+            "engine_s": round(end_to_end, 3),
+            "ratio": round(end_to_end / amp, 3),
+            "engine_peak_gpu_gib": round(peak, 2),
+        },
     ]
     return emit(env, results, args.json)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,9 +33,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "UNetSigmoidSeg"))
 
-from UNetSigmoidSegLib.engine.pipeline import SegmentOptions  # noqa: E402
+from UNetSigmoidSegLib.contract import ModelSpec, Volume  # noqa: E402
+from UNetSigmoidSegLib.contract.options import SegmentOptions  # noqa: E402
 from UNetSigmoidSegLib.worker import handoff  # noqa: E402
-from UNetSigmoidSegLib.worker.client import WorkerClient  # noqa: E402
+from UNetSigmoidSegLib.worker.client import WorkerRunner  # noqa: E402
 
 LARGE = (512, 512, 300)
 
@@ -69,40 +70,63 @@ def bench_warm_and_cold(folder: str, repeats: int, cold: int, threads: int, size
         with torch.inference_mode():
             sliding_window_inference(x, [96, 96, 96], 1, net, overlap=0.25, mode="gaussian")
 
-    client = WorkerClient(env=env)
+    client = WorkerRunner(env=env)
     try:
-        client.submit(arr, affine, path, {}, opts).wait()  # cold start + model load, not timed here
+        client.submit(Volume(arr, affine), ModelSpec(path), opts).wait()  # cold start + model load, not timed here
         bare()
         b, w = [], []
         for _ in range(repeats):  # interleaved pairs: each ratio compares runs under the same machine load
             b.append(_timed(bare)[0])
-            w.append(_timed(lambda: client.submit(arr, affine, path, {}, opts).wait())[0])
+            w.append(_timed(lambda: client.submit(Volume(arr, affine), ModelSpec(path), opts).wait())[0])
         latencies = [_cancel_latency(client, arr, affine, path, opts) for _ in range(repeats)]
         assert client.hello["torch_threads"] == torch.get_num_threads() == threads
     finally:
         client.close()
-    warm = {"name": "W1 warm worker re-run vs bare sliding_window_inference", "size": f"{size}^3", "threads": threads,
-            "bare_s": round(statistics.median(b), 3), "worker_s": round(statistics.median(w), 3),
-            "ratio": round(statistics.median([wi / bi for wi, bi in zip(w, b)]), 3),
-            "runs_bare_s": [round(t, 2) for t in b], "runs_worker_s": [round(t, 2) for t in w], "goal": "<= 1.10"}
-    cancel = {"name": "W5 cancel acknowledged (CPU, roi 96, UNet(16..128)), worker kept", "median_s": round(statistics.median(latencies), 3),
-              "max_s": round(max(latencies), 3), "goal": "<= 1 s"}
+    warm = {
+        "name": "W1 warm worker re-run vs bare sliding_window_inference",
+        "size": f"{size}^3",
+        "threads": threads,
+        "bare_s": round(statistics.median(b), 3),
+        "worker_s": round(statistics.median(w), 3),
+        "ratio": round(statistics.median([wi / bi for wi, bi in zip(w, b)]), 3),
+        "runs_bare_s": [round(t, 2) for t in b],
+        "runs_worker_s": [round(t, 2) for t in w],
+        "goal": "<= 1.10",
+    }
+    cancel = {
+        "name": "W5 cancel acknowledged (CPU, roi 96, UNet(16..128)), worker kept",
+        "median_s": round(statistics.median(latencies), 3),
+        "max_s": round(max(latencies), 3),
+        "goal": "<= 1 s",
+    }
     imports, colds, bares = [], [], []
     for _ in range(cold):
-        imports.append(_timed(lambda: subprocess.run([sys.executable, "-c", "import torch, monai"], check=True,
-                                                     env=dict(os.environ, **env)))[0])
-        c = WorkerClient(env=env)
+        imports.append(
+            _timed(
+                lambda: subprocess.run(
+                    [sys.executable, "-c", "import torch, monai"], check=True, env=dict(os.environ, **env)
+                )
+            )[0]
+        )
+        c = WorkerRunner(env=env)
         try:
-            colds.append(_timed(lambda: c.submit(arr, affine, path, {}, opts).wait())[0])
+            colds.append(_timed(lambda c=c: c.submit(Volume(arr, affine), ModelSpec(path), opts).wait())[0])
         finally:
             c.close()
         bares.append(_timed(bare)[0])
     ratios = [(ci - bi) / ii for ci, bi, ii in zip(colds, bares, imports)]
-    cold_res = {"name": "W2 cold first run minus bare inference vs python -c 'import torch, monai'", "threads": threads,
-                "import_s": round(statistics.median(imports), 3), "cold_run_s": round(statistics.median(colds), 3),
-                "bare_s": round(statistics.median(bares), 3), "ratio": round(statistics.median(ratios), 3),
-                "runs_import_s": [round(t, 2) for t in imports], "runs_cold_s": [round(t, 2) for t in colds],
-                "runs_bare_s": [round(t, 2) for t in bares], "goal": "<= 1.5"}
+    cold_res = {
+        "name": "W2 cold first run minus bare inference vs python -c 'import torch, monai'",
+        "threads": threads,
+        "import_s": round(statistics.median(imports), 3),
+        "cold_run_s": round(statistics.median(colds), 3),
+        "bare_s": round(statistics.median(bares), 3),
+        "ratio": round(statistics.median(ratios), 3),
+        "runs_import_s": [round(t, 2) for t in imports],
+        "runs_cold_s": [round(t, 2) for t in colds],
+        "runs_bare_s": [round(t, 2) for t in bares],
+        "goal": "<= 1.5",
+    }
     return [warm, cancel, cold_res]
 
 
@@ -111,7 +135,7 @@ def _cancel_latency(client, arr, affine, path, opts) -> float:
     from UNetSigmoidSegLib.errors import CancelledError
 
     pid = client.pid
-    job = client.submit(arr, affine, path, {}, opts)
+    job = client.submit(Volume(arr, affine), ModelSpec(path), opts)
     while not any(m["type"] == "progress" and m["stage"] == "inference" and m["fraction"] > 0 for m in job.poll()):
         time.sleep(0.01)
     t0 = time.perf_counter()
@@ -159,8 +183,14 @@ def bench_handoff(folder: str, repeats: int, shape=LARGE):
         a.append(_timed(ours)[0])
         b.append(_timed(nrrd)[0])
     ma, mb = statistics.median(a), statistics.median(b)
-    return {"name": "W3 hand-off .npy + packed masks vs uncompressed NRRD (SimpleITK)", "size": "x".join(map(str, shape)),
-            "handoff_s": round(ma, 3), "nrrd_s": round(mb, 3), "ratio": round(ma / mb, 3), "goal": "<= 0.2"}
+    return {
+        "name": "W3 hand-off .npy + packed masks vs uncompressed NRRD (SimpleITK)",
+        "size": "x".join(map(str, shape)),
+        "handoff_s": round(ma, 3),
+        "nrrd_s": round(mb, 3),
+        "ratio": round(ma / mb, 3),
+        "goal": "<= 0.2",
+    }
 
 
 def _sample_rss(pid: int, stop: threading.Event, peak: list) -> None:
@@ -185,43 +215,68 @@ def bench_large_run(folder: str, shape=LARGE):
     grid = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in shape], indexing="ij")
     volume = (100.0 * ((grid[0] / 0.6) ** 2 + (grid[1] / 0.5) ** 2 + (grid[2] / 0.7) ** 2 < 1)).astype(np.float32)[None]
     del grid
-    client = WorkerClient()
+    client = WorkerRunner()
     try:
         pid = client.start()["pid"]
         stop, peak = threading.Event(), [0]
         sampler = threading.Thread(target=_sample_rss, args=(pid, stop, peak), daemon=True)
         sampler.start()
-        job = client.submit(volume, np.diag([0.7, 0.7, 1.5, 1.0]), path, {}, SegmentOptions(device="cpu"))
+        job = client.submit(
+            Volume(volume, np.diag([0.7, 0.7, 1.5, 1.0])), ModelSpec(path), SegmentOptions(device="cpu")
+        )
         total, result = _timed(job.wait)
         stop.set()
         sampler.join()
     finally:
         client.close()
-    info = job.worker_info
-    handoff_s = sum(info["client_timings"].values()) + info["worker_timings"]["map_input_s"] + info["worker_timings"]["write_output_s"]
-    return {"name": "W4 worker peak RSS, 512x512x300 CPU, default settings, UNet(8,16,32)", "size": "x".join(map(str, shape)),
-            "run_s": round(total, 1), "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
-            "handoff_in_run_s": round(handoff_s, 3),
-            "peak_rss_worker_getrusage_GB": round(info["peak_rss_bytes"] / 1e9, 3), "peak_rss_client_sampled_GB": round(peak[0] / 1e9, 3),
-            "goal": "<= 3 GB"}
+    info = job.info
+    handoff_s = (
+        sum(info["client_timings"].values())
+        + info["worker_timings"]["map_input_s"]
+        + info["worker_timings"]["write_output_s"]
+    )
+    return {
+        "name": "W4 worker peak RSS, 512x512x300 CPU, default settings, UNet(8,16,32)",
+        "size": "x".join(map(str, shape)),
+        "run_s": round(total, 1),
+        "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+        "handoff_in_run_s": round(handoff_s, 3),
+        "peak_rss_worker_getrusage_GB": round(info["peak_rss_bytes"] / 1e9, 3),
+        "peak_rss_client_sampled_GB": round(peak[0] / 1e9, 3),
+        "goal": "<= 3 GB",
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cold", type=int, default=3, help="cold starts to measure (each imports torch + MONAI)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for W1/W2 on both sides (1: steadiest on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for W1/W2 on both sides (1: steadiest on a shared machine)",
+    )
     parser.add_argument("--skip-large", action="store_true", help="skip W3/W4 (512x512x300)")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_avg": os.getloadavg()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+    }
     print(f"environment: {env}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="unetseg-bench-") as folder:
-        for bench in ([lambda: bench_warm_and_cold(folder, args.repeats, args.cold, args.threads)] +
-                      ([] if args.skip_large else [lambda: [bench_handoff(folder, args.repeats)], lambda: [bench_large_run(folder)]])):
+        for bench in [lambda: bench_warm_and_cold(folder, args.repeats, args.cold, args.threads)] + (
+            []
+            if args.skip_large
+            else [lambda: [bench_handoff(folder, args.repeats)], lambda: [bench_large_run(folder)]]
+        ):
             for r in bench():
                 print(json.dumps(r), flush=True)
                 results.append(r)

@@ -50,14 +50,26 @@ def scaling(sizes, repeats):
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import UNet
 
+    from UNetSigmoidSegLib.contract.options import SegmentOptions
     from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
-    from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+    from UNetSigmoidSegLib.engine.pipeline import segment
     from UNetSigmoidSegLib.engine.volume import Volume
 
     torch.manual_seed(0)
     net = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2), num_res_units=2).eval()
-    model = LoadedModel(net, ModelInfo(path="bench", format="checkpoint", architecture="UNet", in_channels=1, out_channels=1,
-                                       activation="sigmoid", activation_source="bench", size_divisor=8))
+    model = LoadedModel(
+        net,
+        ModelInfo(
+            path="bench",
+            format="checkpoint",
+            architecture="UNet",
+            in_channels=1,
+            out_channels=1,
+            activation="sigmoid",
+            activation_source="bench",
+            size_divisor=8,
+        ),
+    )
     rows = []
     for s in sizes:
         arr = np.random.default_rng(0).normal(0, 1, (1, s, s, s)).astype(np.float32)
@@ -73,10 +85,18 @@ def scaling(sizes, repeats):
             segment(Volume(arr, np.eye(4)), model, opts)
             eng_t.append(time.perf_counter() - t)
         thr = threshold_bench((2 * s, 2 * s, 2 * s), 7)
-        rows.append({"size": s, "voxels": s ** 3, "bare_s": round(statistics.median(bare_t), 3),
-                     "engine_s": round(statistics.median(eng_t), 3),
-                     "ratio": round(statistics.median(eng_t) / statistics.median(bare_t), 3),
-                     "threshold_size": 2 * s, "threshold_ms": thr["live_ms"], "import_route_ms": thr["import_route_ms"]})
+        rows.append(
+            {
+                "size": s,
+                "voxels": s**3,
+                "bare_s": round(statistics.median(bare_t), 3),
+                "engine_s": round(statistics.median(eng_t), 3),
+                "ratio": round(statistics.median(eng_t) / statistics.median(bare_t), 3),
+                "threshold_size": 2 * s,
+                "threshold_ms": thr["live_ms"],
+                "import_route_ms": thr["import_route_ms"],
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -109,29 +129,50 @@ def _fmt(results, name):
 def report(all_results, rows, out_dir):
     mrml, worker, engine, gpu = (all_results.get(k, {}) for k in ("mrml", "worker", "engine", "gpu"))
     p1 = [r for r in mrml.get("results", [])]
-    lines = ["# Benchmark report", "", f"Machine: {all_results['environment']}", "",
-             "| id | what | measured | baseline | ratio | goal |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Machine: {all_results['environment']}",
+        "",
+        "| id | what | measured | baseline | ratio | goal |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in p1:
-        lines.append(f"| P1 | threshold step → segment, {r['size']} | {r['live_ms']} ms | import route {r['import_route_ms']} ms | "
-                     f"{r['ratio']} | {r['goal']} |")
+        lines.append(
+            f"| P1 | threshold step → segment, {r['size']} | {r['live_ms']} ms | "
+            f"import route {r['import_route_ms']} ms | {r['ratio']} | {r['goal']} |"
+        )
     for key, label in (("W1", "P2"), ("W2", "P3"), ("W3", "P4"), ("W4", "P5"), ("W5", "cancel")):
         r = _fmt(worker, key)
         if r:
-            lines.append(f"| {label} | {r.get('name', key)} | {json.dumps({k: v for k, v in r.items() if k not in ('name', 'goal')})} | | "
-                         f"{r.get('ratio', '')} | {r.get('goal', '')} |")
+            figures = json.dumps({k: v for k, v in r.items() if k not in ("name", "goal")})
+            lines.append(
+                f"| {label} | {r.get('name', key)} | {figures} | | {r.get('ratio', '')} | {r.get('goal', '')} |"
+            )
     for r in p1[:1]:
         lines.append(f"| P5 | cached probabilities | {r['cache_bytes_per_voxel']} byte/voxel/segment | | | ≤ 1 |")
     for r in engine.get("results", []):
-        lines.append(f"| E | {r['name']} | {json.dumps({k: v for k, v in r.items() if k not in ('name', 'goal')})} | | {r.get('ratio', '')} | {r['goal']} |")
+        figures = json.dumps({k: v for k, v in r.items() if k not in ("name", "goal")})
+        lines.append(f"| E | {r['name']} | {figures} | | {r.get('ratio', '')} | {r['goal']} |")
     if gpu.get("results"):
         for r in gpu["results"]:
             lines.append(f"| P6 | {r['name']} | {json.dumps(r)} | | {r.get('ratio', '')} | |")
     else:
         lines.append(f"| P6 | GPU | not measured: {gpu.get('skipped') or gpu.get('error', 'no CUDA')} | | | |")
-    lines += ["", "## Scaling with volume size", "", "![scaling](scaling.png)", "",
-              "| size | bare inference s | engine s | ratio | threshold-step size | step ms | import route ms |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Scaling with volume size",
+        "",
+        "![scaling](scaling.png)",
+        "",
+        "| size | bare inference s | engine s | ratio | threshold-step size | step ms | import route ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['size']}³ | {r['bare_s']} | {r['engine_s']} | {r['ratio']} | {r['threshold_size']}³ | {r['threshold_ms']} | {r['import_route_ms']} |")
+        lines.append(
+            f"| {r['size']}³ | {r['bare_s']} | {r['engine_s']} | {r['ratio']} | {r['threshold_size']}³ | "
+            f"{r['threshold_ms']} | {r['import_route_ms']} |"
+        )
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -144,12 +185,21 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     import torch
 
-    results = {"environment": {"python": platform.python_version(), "torch": torch.__version__, "cores": os.cpu_count(),
-                               "cpu": platform.processor() or platform.machine(), "cuda": torch.cuda.is_available()}}
+    results = {
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cores": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(),
+            "cuda": torch.cuda.is_available(),
+        }
+    }
     rep = ["--repeats", "3"] if args.quick else []
     results["engine"] = _run_script("bench_engine.py", args.out, *rep)
     results["mrml"] = _run_script("bench_mrml.py", args.out, *(["--repeats", "7"] if args.quick else []))
-    results["worker"] = _run_script("bench_worker.py", args.out, *(["--repeats", "3", "--cold", "2"] if args.quick else []))
+    results["worker"] = _run_script(
+        "bench_worker.py", args.out, *(["--repeats", "3", "--cold", "2"] if args.quick else [])
+    )
     results["gpu"] = _run_script("bench_gpu.py", args.out)
     rows = scaling([32, 48, 64] if args.quick else [64, 96, 128], 3)
     results["scaling"] = rows

@@ -90,8 +90,13 @@ def test_training_script_smoke_run_writes_a_loadable_bundle(tmp_path):
     import torch
 
     out = tmp_path / "bundle"
-    proc = subprocess.run([sys.executable, TRAIN, "--steps", "3", "--output", str(out), "--eval", "none"],
-                          capture_output=True, text=True, timeout=180, cwd=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, TRAIN, "--steps", "3", "--output", str(out), "--eval", "none"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     weights = out / "models" / "model.pt"
     assert weights.is_file()

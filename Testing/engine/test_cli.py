@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 import torch
-from conftest import REPO, blob_volume, shared_data, tiny_unet, write_volume
 
+from conftest import REPO, blob_volume, shared_data, tiny_unet, write_volume
 from UNetSigmoidSegLib.cli import main
 
 
@@ -66,8 +66,13 @@ def test_batch_folder_with_progress(tmp_path, model):
         write_volume(src / f"case{i}.nrrd", blob_volume((24, 20, 16), seed=i))
     out = tmp_path / "segs"
     out.mkdir()
-    run = subprocess.run([sys.executable, "-m", "UNetSigmoidSegLib.cli", "segment", str(src), "--model", model, "-o", str(out)],
-                         capture_output=True, text=True, cwd=str(REPO / "UNetSigmoidSeg"), timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "UNetSigmoidSegLib.cli", "segment", str(src), "--model", model, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO / "UNetSigmoidSeg"),
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert sorted(os.listdir(out)) == ["case0.seg.nrrd", "case1.seg.nrrd"]
     assert "[1/2" in run.stderr and "[2/2 100%]" in run.stderr and "inference" in run.stderr
@@ -75,8 +80,22 @@ def test_batch_folder_with_progress(tmp_path, model):
 
 def test_dicom_series_folder(tmp_path, model):
     out = tmp_path / "dicom.seg.nrrd"
-    rc = main(["segment", str(shared_data("totalsegmentator", "example_ct_dicom")), "--model", model, "-o", str(out),
-               "--normalization", "ct", "--ct-window", "-200", "300", "--quiet"])
+    rc = main(
+        [
+            "segment",
+            str(shared_data("totalsegmentator", "example_ct_dicom")),
+            "--model",
+            model,
+            "-o",
+            str(out),
+            "--normalization",
+            "ct",
+            "--ct-window",
+            "-200",
+            "300",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     seg = slicerio.read_segmentation(str(out))
     assert seg["voxels"].shape[-3:] == (512, 512, 20)
@@ -91,18 +110,26 @@ def test_inspect(model, capsys):
 
 
 def _run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "UNetSigmoidSegLib.cli", *args], capture_output=True, text=True,
-                          cwd=str(REPO / "UNetSigmoidSeg"), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "UNetSigmoidSegLib.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO / "UNetSigmoidSeg"),
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("missing_input", "Input not found"),
-    ("bad_threshold", "outside [0, 1]"),
-    ("bad_activation", "Unknown activation"),
-    ("missing_model", "Model not found"),
-    ("bad_extension", "Unknown segmentation file type"),
-    ("two_d", "2-D image"),
-])
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing_input", "Input not found"),
+        ("bad_threshold", "outside [0, 1]"),
+        ("bad_activation", "Unknown activation"),
+        ("missing_model", "Model not found"),
+        ("bad_extension", "Unknown segmentation file type"),
+        ("two_d", "2-D image"),
+    ],
+)
 def test_user_errors_exit_2_without_traceback(tmp_path, model, volume_file, case, expected):
     vol = volume_file()
     args = {
@@ -115,7 +142,11 @@ def test_user_errors_exit_2_without_traceback(tmp_path, model, volume_file, case
     }[case]
     if case == "two_d":
         sitk.WriteImage(sitk.GetImageFromArray(np.random.rand(20, 20).astype(np.float32)), str(tmp_path / "flat.nrrd"))
-    run = _run_cli("segment", *args, "-o", str(tmp_path / "o.seg.nrrd")) if "-o" not in args else _run_cli("segment", *args)
+    run = (
+        _run_cli("segment", *args, "-o", str(tmp_path / "o.seg.nrrd"))
+        if "-o" not in args
+        else _run_cli("segment", *args)
+    )
     assert run.returncode == 2, run.stderr
     assert expected in run.stderr and "fix:" in run.stderr
     assert "Traceback" not in run.stderr
@@ -142,8 +173,30 @@ def test_real_ct_end_to_end_geometry(tmp_path, model):
     """The real CT from ../shared/data (direction diag(-1,-1,1), 3 mm): output on the exact input grid."""
     ct = shared_data("totalsegmentator", "example_ct_sm.nii.gz")
     out = tmp_path / "ct.nii.gz"
-    assert main(["segment", str(ct), "--model", model, "-o", str(out), "--normalization", "ct", "--ct-window", "-160", "240",
-                 "--orientation", "RAS", "--spacing", "4", "--largest-component", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(ct),
+                "--model",
+                model,
+                "-o",
+                str(out),
+                "--normalization",
+                "ct",
+                "--ct-window",
+                "-160",
+                "240",
+                "--orientation",
+                "RAS",
+                "--spacing",
+                "4",
+                "--largest-component",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     a, b = sitk.ReadImage(str(ct)), sitk.ReadImage(str(out))
     assert a.GetSize() == b.GetSize()
     np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-5)

@@ -6,12 +6,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import blob_volume, tiny_unet, write_volume
 
+from conftest import blob_volume, tiny_unet, write_volume
 from UNetSigmoidSegLib.cli import _expand_inputs, _output_paths, main
+from UNetSigmoidSegLib.contract.model import ModelSpec
+from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.engine.bundle import bundle_activation
-from UNetSigmoidSegLib.engine.model import load_model, model_cache_key
-from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+from UNetSigmoidSegLib.engine.model import load_model
+from UNetSigmoidSegLib.engine.pipeline import segment
 from UNetSigmoidSegLib.engine.volume import read_volume
 from UNetSigmoidSegLib.errors import ModelError, UserError
 
@@ -51,7 +53,9 @@ def test_probabilities_folder_for_one_input(tmp_path):
     assert plan["probabilities"] == str(folder / "ct_probabilities.nrrd")
 
 
-@pytest.mark.parametrize("sidecar,match", [({"activation": "Sigmod"}, "Unknown activation"), ({"threshold": 3}, "outside")])
+@pytest.mark.parametrize(
+    "sidecar,match", [({"activation": "Sigmod"}, "Unknown activation"), ({"threshold": 3}, "outside")]
+)
 def test_invalid_sidecar_is_a_model_error_before_inference(tmp_path, sidecar, match):
     torch.save(tiny_unet().state_dict(), tmp_path / "m.pt")
     (tmp_path / "m.json").write_text(json.dumps(sidecar))
@@ -70,16 +74,19 @@ def test_bundle_postprocessing_semantics():
     assert bundle_activation([argmax]) == {"activation": "softmax", "threshold": None, "argmax": True}
     probs_only = [{"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.4}]
     assert bundle_activation(probs_only)["activation"] == "none"
-    sig = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True}, {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.4}]
+    sig = [
+        {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+        {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.4},
+    ]
     assert bundle_activation(sig) == {"activation": "sigmoid", "threshold": 0.4, "argmax": False}
 
 
 def test_cache_key_follows_the_json_next_to_the_checkpoint(tmp_path):
     torch.save(tiny_unet().state_dict(), tmp_path / "m.pt")
-    before = model_cache_key(str(tmp_path / "m.pt"), {})
+    before = ModelSpec(str(tmp_path / "m.pt")).cache_key()
     (tmp_path / "m.json").write_text(json.dumps({"labels": ["x"]}))
     os.utime(tmp_path / "m.json", ns=(before[1] + 10**9, before[1] + 10**9))
-    assert model_cache_key(str(tmp_path / "m.pt"), {}) != before
+    assert ModelSpec(str(tmp_path / "m.pt")).cache_key() != before
 
 
 def test_lightning_prefixed_state_dict(tmp_path):
@@ -96,7 +103,7 @@ def test_softmax_labels_drop_the_background_name(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps({"labels": ["rest", "liver", "spleen"]}))
     vol = read_volume(write_volume(tmp_path / "v.nii.gz", blob_volume((20, 20, 12))))
     result = segment(vol, load_model(str(tmp_path / "m.pt")), SegmentOptions(activation="softmax", device="cpu"))
-    assert result.names == ["liver", "spleen"]
+    assert result.labels == ["liver", "spleen"]
     assert np.all(result.masks.sum(axis=0) <= 1)
 
 
@@ -105,6 +112,10 @@ def test_wrong_number_of_thresholds_fails_before_inference(tmp_path):
     vol = read_volume(write_volume(tmp_path / "v.nii.gz", blob_volume((20, 20, 12))))
     stages = []
     with pytest.raises(UserError, match="2 thresholds given for 3 segments"):
-        segment(vol, load_model(str(tmp_path / "m.pt")), SegmentOptions(activation="sigmoid", threshold=[0.3, 0.4], device="cpu"),
-                progress=lambda s, f, m: stages.append(s))
+        segment(
+            vol,
+            load_model(str(tmp_path / "m.pt")),
+            SegmentOptions(activation="sigmoid", threshold=[0.3, 0.4], device="cpu"),
+            progress=lambda s, f, m: stages.append(s),
+        )
     assert stages == []

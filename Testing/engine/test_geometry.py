@@ -1,13 +1,14 @@
 """Property tests: geometry survives every conversion and every invertible preprocessing step."""
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import SimpleITK as sitk
 
+from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
-from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+from UNetSigmoidSegLib.engine.pipeline import segment
 from UNetSigmoidSegLib.engine.volume import Volume, affine_from_sitk, array_to_sitk, read_volume, write_image
 
 spacings = st.tuples(*[st.floats(0.3, 5.0)] * 3)
@@ -67,10 +68,22 @@ def test_preprocessing_inverts_onto_input_grid(spacing, origin, quat, flip, targ
     grid = np.meshgrid(*[np.linspace(0, 1, s) for s in shape], indexing="ij")
     arr = (0.2 + 0.6 * grid[0] * grid[1]).astype(np.float32)[None]  # smooth, in (0, 1): bilinear round trips stay close
     vol = Volume(arr.copy(), affine)
-    model = LoadedModel(PassThrough(), ModelInfo(path="mem", format="checkpoint", architecture="identity", in_channels=1,
-                                                 out_channels=1, activation="none", activation_source="test"))
-    result = segment(vol, model, SegmentOptions(activation="none", orientation="RAS", spacing=[target] * 3, device="cpu"))
-    assert result.probabilities.values.shape[1:] == shape
+    model = LoadedModel(
+        PassThrough(),
+        ModelInfo(
+            path="mem",
+            format="checkpoint",
+            architecture="identity",
+            in_channels=1,
+            out_channels=1,
+            activation="none",
+            activation_source="test",
+        ),
+    )
+    result = segment(
+        vol, model, SegmentOptions(activation="none", orientation="RAS", spacing=[target] * 3, device="cpu")
+    )
+    assert result.probabilities.quantized.shape[1:] == shape
     np.testing.assert_array_equal(result.affine, affine)
     # orientation alone is a pure permutation/flip: exact up to the 1/255 quantisation
     exact = segment(vol, model, SegmentOptions(activation="none", orientation="RAS", device="cpu"))

@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 import torch
-from conftest import tiny_unet, write_json
 
+from conftest import tiny_unet, write_json
 from UNetSigmoidSegLib.engine.checkpoint import detect_unet
 from UNetSigmoidSegLib.engine.model import load_model
 from UNetSigmoidSegLib.errors import ModelError
@@ -19,12 +19,15 @@ def _same_outputs(a, b):
         return torch.allclose(a(x), b(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(channels=(4, 8), res_units=0, norm="batch"),
-    dict(channels=(4, 8, 16, 32), res_units=2, norm="instance"),
-    dict(channels=(4, 8, 16), res_units=1, norm="batch", in_channels=2, out_channels=3),
-    dict(channels=(4, 8, 16), res_units=0, norm="instance", act="relu"),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(channels=(4, 8), res_units=0, norm="batch"),
+        dict(channels=(4, 8, 16, 32), res_units=2, norm="instance"),
+        dict(channels=(4, 8, 16), res_units=1, norm="batch", in_channels=2, out_channels=3),
+        dict(channels=(4, 8, 16), res_units=0, norm="instance", act="relu"),
+    ],
+)
 def test_plain_state_dict_detected_and_equal(unet_ckpt, kwargs):
     path, net = unet_ckpt(**kwargs)
     loaded = load_model(path)
@@ -53,15 +56,33 @@ def test_auto3dseg_layout_with_config(tmp_path):
 
     torch.manual_seed(0)
     net = SegResNetDS(spatial_dims=3, init_filters=4, in_channels=1, out_channels=3, blocks_down=(1, 1)).eval()
-    config = {"network": {"_target_": "SegResNetDS", "init_filters": 4, "in_channels": 1, "out_channels": 3, "blocks_down": [1, 1]},
-              "roi_size": [32, 32, 32], "sigmoid": False, "class_names": ["liver", "spleen"], "normalize_mode": "range",
-              "intensity_bounds": [-100, 200], "resample_resolution": [2, 2, 2], "orientation_ras": True}
+    config = {
+        "network": {
+            "_target_": "SegResNetDS",
+            "init_filters": 4,
+            "in_channels": 1,
+            "out_channels": 3,
+            "blocks_down": [1, 1],
+        },
+        "roi_size": [32, 32, 32],
+        "sigmoid": False,
+        "class_names": ["liver", "spleen"],
+        "normalize_mode": "range",
+        "intensity_bounds": [-100, 200],
+        "resample_resolution": [2, 2, 2],
+        "orientation_ras": True,
+    }
     path = tmp_path / "model.pt"
     torch.save({"state_dict": net.state_dict(), "config": config, "epoch": 5, "best_metric": 0.9}, path)
     info = load_model(str(path)).info
     assert info.architecture.startswith("SegResNetDS")
     assert info.activation == "softmax" and info.labels == ["liver", "spleen"] and info.roi_size == [32, 32, 32]
-    assert info.preprocessing == {"spacing": [2, 2, 2], "orientation": "RAS", "normalization": "range-sigmoid", "ct_window": [-100, 200]}
+    assert info.preprocessing == {
+        "spacing": [2, 2, 2],
+        "orientation": "RAS",
+        "normalization": "range-sigmoid",
+        "ct_window": [-100, 200],
+    }
 
 
 def test_auto3dseg_config_with_code_is_refused(tmp_path):
@@ -81,10 +102,17 @@ def test_sidecar_json_sets_strides_labels_and_activation(tmp_path):
     net = UNet(3, 1, 2, (4, 8, 16), (2, 1), num_res_units=1).eval()
     path = tmp_path / "liver.pth"
     torch.save(net.state_dict(), path)
-    write_json(tmp_path / "liver.json", {"network": {"strides": [2, 1]}, "labels": ["liver", "tumour"], "activation": "sigmoid", "threshold": 0.4})
+    write_json(
+        tmp_path / "liver.json",
+        {"network": {"strides": [2, 1]}, "labels": ["liver", "tumour"], "activation": "sigmoid", "threshold": 0.4},
+    )
     loaded = load_model(str(path))
     assert loaded.info.network_args["strides"] == [2, 1]
-    assert loaded.info.labels == ["liver", "tumour"] and loaded.info.activation == "sigmoid" and loaded.info.threshold == 0.4
+    assert (
+        loaded.info.labels == ["liver", "tumour"]
+        and loaded.info.activation == "sigmoid"
+        and loaded.info.threshold == 0.4
+    )
     assert not any(n.startswith("strides") for n in loaded.info.notes)
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
@@ -109,6 +137,7 @@ def test_detect_reports_assumptions():
 
 
 # ----------------------------------------------------------------------------- bad checkpoints
+
 
 def test_missing_file(tmp_path):
     with pytest.raises(ModelError, match="not found"):

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import blob_volume, oblique_direction, tiny_unet, write_json, write_volume
 
+from conftest import blob_volume, oblique_direction, tiny_unet, write_json, write_volume
+from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.engine.model import LoadedModel, load_model
 from UNetSigmoidSegLib.engine.outputs import write_segmentation
-from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+from UNetSigmoidSegLib.engine.pipeline import segment
 from UNetSigmoidSegLib.engine.volume import read_volume
 
 
@@ -28,7 +29,9 @@ def test_oracle1_plain_checkpoint_equals_monai_path(tmp_path, threshold, flip):
     from monai.transforms import Activations, AsDiscrete
 
     shape = (32, 24, 16)  # divisible by 2^depth: the whole volume is one window
-    path = write_volume(tmp_path / "img.nii.gz", blob_volume(shape), spacing=(0.7, 1.3, 3.0), direction=oblique_direction(25, flip))
+    path = write_volume(
+        tmp_path / "img.nii.gz", blob_volume(shape), spacing=(0.7, 1.3, 3.0), direction=oblique_direction(25, flip)
+    )
     net = tiny_unet(channels=(4, 8, 16), res_units=1)
     torch.save(net.state_dict(), tmp_path / "m.pt")
 
@@ -49,38 +52,115 @@ def test_oracle1_plain_checkpoint_equals_monai_path(tmp_path, threshold, flip):
 
 
 def _bundle(root, net, spacing=(2.0, 2.0, 2.0)):
-    net_def = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": [4, 8, 16],
-               "strides": [2, 2], "num_res_units": 1, "norm": "batch"}
-    pre = {"_target_": "Compose", "transforms": [
-        {"_target_": "LoadImaged", "keys": "image"},
-        {"_target_": "EnsureChannelFirstd", "keys": "image"},
-        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
-        {"_target_": "Spacingd", "keys": "image", "pixdim": list(spacing), "mode": "bilinear"},
-        {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -20, "a_max": 120, "b_min": 0.0, "b_max": 1.0, "clip": True},
-        {"_target_": "EnsureTyped", "keys": "image"}]}
-    post = {"_target_": "Compose", "transforms": [
-        {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
-        {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image", "nearest_interp": False, "to_tensor": True},
-        {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
-        {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg", "resample": False,
-         "separate_folder": False, "output_dtype": "uint8"}]}
+    net_def = {
+        "_target_": "UNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [4, 8, 16],
+        "strides": [2, 2],
+        "num_res_units": 1,
+        "norm": "batch",
+    }
+    pre = {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "LoadImaged", "keys": "image"},
+            {"_target_": "EnsureChannelFirstd", "keys": "image"},
+            {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+            {"_target_": "Spacingd", "keys": "image", "pixdim": list(spacing), "mode": "bilinear"},
+            {
+                "_target_": "ScaleIntensityRanged",
+                "keys": "image",
+                "a_min": -20,
+                "a_max": 120,
+                "b_min": 0.0,
+                "b_max": 1.0,
+                "clip": True,
+            },
+            {"_target_": "EnsureTyped", "keys": "image"},
+        ],
+    }
+    post = {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "Activationsd", "keys": "pred", "sigmoid": True},
+            {
+                "_target_": "Invertd",
+                "keys": "pred",
+                "transform": "@preprocessing",
+                "orig_keys": "image",
+                "nearest_interp": False,
+                "to_tensor": True,
+            },
+            {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
+            {
+                "_target_": "SaveImaged",
+                "keys": "pred",
+                "output_dir": "@output_dir",
+                "output_postfix": "seg",
+                "resample": False,
+                "separate_folder": False,
+                "output_dtype": "uint8",
+            },
+        ],
+    }
     inference = {
         "imports": ["$import glob"],
-        "bundle_root": str(root), "output_dir": "$@bundle_root + '/eval'", "dataset_dir": "$@bundle_root + '/data'",
-        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/*.nii.gz')))", "device": "$torch.device('cpu')",
-        "network_def": net_def, "network": "$@network_def.to(@device)", "preprocessing": pre,
+        "bundle_root": str(root),
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "$@bundle_root + '/data'",
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/*.nii.gz')))",
+        "device": "$torch.device('cpu')",
+        "network_def": net_def,
+        "network": "$@network_def.to(@device)",
+        "preprocessing": pre,
         "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]", "transform": "@preprocessing"},
-        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False, "num_workers": 0},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [16, 16, 16], "sw_batch_size": 2, "overlap": 0.25, "mode": "gaussian"},
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": "@dataset",
+            "batch_size": 1,
+            "shuffle": False,
+            "num_workers": 0,
+        },
+        "inferer": {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": [16, 16, 16],
+            "sw_batch_size": 2,
+            "overlap": 0.25,
+            "mode": "gaussian",
+        },
         "postprocessing": post,
-        "handlers": [{"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'", "load_dict": {"model": "@network"}}],
-        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader", "network": "@network",
-                      "inferer": "@inferer", "postprocessing": "@postprocessing", "val_handlers": "@handlers", "amp": False},
+        "handlers": [
+            {
+                "_target_": "CheckpointLoader",
+                "load_path": "$@bundle_root + '/models/model.pt'",
+                "load_dict": {"model": "@network"},
+            }
+        ],
+        "evaluator": {
+            "_target_": "SupervisedEvaluator",
+            "device": "@device",
+            "val_data_loader": "@dataloader",
+            "network": "@network",
+            "inferer": "@inferer",
+            "postprocessing": "@postprocessing",
+            "val_handlers": "@handlers",
+            "amp": False,
+        },
         "run": ["$@evaluator.run()"],
     }
     write_json(root / "configs" / "inference.json", inference)
-    write_json(root / "configs" / "metadata.json", {"version": "0.1.0", "network_data_format": {
-        "inputs": {"image": {"num_channels": 1}}, "outputs": {"pred": {"num_channels": 1, "channel_def": {"0": "blob"}}}}})
+    write_json(
+        root / "configs" / "metadata.json",
+        {
+            "version": "0.1.0",
+            "network_data_format": {
+                "inputs": {"image": {"num_channels": 1}},
+                "outputs": {"pred": {"num_channels": 1, "channel_def": {"0": "blob"}}},
+            },
+        },
+    )
     (root / "models").mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), root / "models" / "model.pt")
     return inference
@@ -93,10 +173,27 @@ def test_oracle2_bundle_matches_monai_bundle_run(tmp_path):
     net = tiny_unet(channels=(4, 8, 16), res_units=1, seed=3)
     _bundle(root, net)
     (root / "data").mkdir()
-    image = write_volume(root / "data" / "case.nii.gz", blob_volume((45, 38, 20), seed=2), spacing=(1.1, 0.9, 3.2),
-                         direction=oblique_direction(30))
-    run = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", str(root / "configs" / "inference.json"),
-                          "--meta_file", str(root / "configs" / "metadata.json")], capture_output=True, text=True, timeout=300)
+    image = write_volume(
+        root / "data" / "case.nii.gz",
+        blob_volume((45, 38, 20), seed=2),
+        spacing=(1.1, 0.9, 3.2),
+        direction=oblique_direction(30),
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(root / "configs" / "inference.json"),
+            "--meta_file",
+            str(root / "configs" / "metadata.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     reference = sitk.ReadImage(str(root / "eval" / "case_seg.nii.gz"))
 
@@ -129,8 +226,11 @@ def test_bundle_zip_equals_folder(tmp_path):
     img = read_volume(write_volume(tmp_path / "x.nii.gz", blob_volume((30, 30, 20))))
     a = segment(img, load_model(str(root)), SegmentOptions(device="cpu"))
     b = segment(img, load_model(archive), SegmentOptions(device="cpu"))
-    np.testing.assert_array_equal(a.probabilities.values, b.probabilities.values)
-    assert not any(p.name.startswith("unetseg-bundle-") for p in __import__("pathlib").Path(__import__("tempfile").gettempdir()).iterdir())
+    np.testing.assert_array_equal(a.probabilities.quantized, b.probabilities.quantized)
+    assert not any(
+        p.name.startswith("unetseg-bundle-")
+        for p in __import__("pathlib").Path(__import__("tempfile").gettempdir()).iterdir()
+    )
 
 
 def test_untrusted_bundle_with_code_in_needed_part_is_refused(tmp_path):
@@ -139,8 +239,13 @@ def test_untrusted_bundle_with_code_in_needed_part_is_refused(tmp_path):
     root = tmp_path / "b"
     inference = _bundle(root, tiny_unet())
     marker = tmp_path / "ran"
-    inference["preprocessing"]["transforms"].append({"_target_": "Lambdad", "keys": "image",
-                                                     "func": f"$lambda x: __import__('pathlib').Path({str(marker)!r}).touch() or x"})
+    inference["preprocessing"]["transforms"].append(
+        {
+            "_target_": "Lambdad",
+            "keys": "image",
+            "func": f"$lambda x: __import__('pathlib').Path({str(marker)!r}).touch() or x",
+        }
+    )
     write_json(root / "configs" / "inference.json", inference)
     with pytest.raises(ModelError, match="would run code") as err:
         load_model(str(root))
@@ -148,7 +253,9 @@ def test_untrusted_bundle_with_code_in_needed_part_is_refused(tmp_path):
     assert not marker.exists()
     # with explicit trust MONAI's own parser runs it, as documented
     model = load_model(str(root), trust_bundle=True)
-    segment(read_volume(write_volume(tmp_path / "x.nii.gz", blob_volume((20, 20, 20)))), model, SegmentOptions(device="cpu"))
+    segment(
+        read_volume(write_volume(tmp_path / "x.nii.gz", blob_volume((20, 20, 20)))), model, SegmentOptions(device="cpu")
+    )
     assert marker.exists()
 
 
@@ -184,4 +291,4 @@ def test_bundle_with_torchscript_weights_only(tmp_path):
     img = read_volume(write_volume(tmp_path / "x.nii.gz", blob_volume((24, 24, 16))))
     reference = segment(img, LoadedModel(net, model.info, model.bundle_preprocessing), SegmentOptions(device="cpu"))
     got = segment(img, model, SegmentOptions(device="cpu"))
-    np.testing.assert_array_equal(got.probabilities.values, reference.probabilities.values)
+    np.testing.assert_array_equal(got.probabilities.quantized, reference.probabilities.quantized)

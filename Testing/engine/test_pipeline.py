@@ -1,16 +1,17 @@
 """The segmentation run: activations, thresholds, cache, clean-up, device, fallback, cancel, bad volumes."""
 
-
 import numpy as np
 import pytest
 import torch
-from conftest import blob_volume, oblique_direction, tiny_unet, write_volume
 
-from UNetSigmoidSegLib.engine import probabilities as P
+from conftest import blob_volume, injected_out_of_memory, oblique_direction, tiny_unet, write_volume
+from UNetSigmoidSegLib.contract import options as O
+from UNetSigmoidSegLib.contract import result as R
+from UNetSigmoidSegLib.contract.options import Cleanup, SegmentOptions
 from UNetSigmoidSegLib.engine.inference import effective_roi, select_device
 from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
-from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
-from UNetSigmoidSegLib.engine.postprocess import Cleanup, clean_mask
+from UNetSigmoidSegLib.engine.pipeline import segment
+from UNetSigmoidSegLib.engine.postprocess import clean_mask
 from UNetSigmoidSegLib.engine.volume import Volume, read_volume
 from UNetSigmoidSegLib.errors import CancelledError, InputError, OptionError
 
@@ -24,8 +25,16 @@ def _volume(shape=(30, 26, 18), channels=1):
 
 
 def _model(net, **info):
-    defaults = dict(path="mem", format="checkpoint", architecture="UNet", in_channels=1, out_channels=None,
-                    activation="sigmoid", activation_source="test", size_divisor=4)
+    defaults = dict(
+        path="mem",
+        format="checkpoint",
+        architecture="UNet",
+        in_channels=1,
+        out_channels=None,
+        activation="sigmoid",
+        activation_source="test",
+        size_divisor=4,
+    )
     defaults.update(info)
     return LoadedModel(net, ModelInfo(**defaults))
 
@@ -43,31 +52,31 @@ class EndsInSigmoid(torch.nn.Module):
 
 def test_quantisation_and_threshold_semantics():
     p = np.linspace(0, 1, 100001, dtype=np.float32)[None]
-    pm = P.make_probability_map(p, "sigmoid")
-    assert pm.values.dtype == np.uint8 and pm.nbytes == p.size
+    pm = R.make_probabilities(p, "sigmoid")
+    assert pm.quantized.dtype == np.uint8 and pm.nbytes == p.size
     for t in (0.0, 0.1, 0.3, 0.5, 0.77, 1.0):
-        cached = P.threshold_map(pm, [t])[0]
+        cached = R.threshold_map(pm, [t])[0]
         exact = p[0] >= t
         disagree = cached != exact
         assert np.all(np.abs(p[0][disagree] - t) <= 1 / 510 + 1e-7), t
-    np.testing.assert_array_equal(P.threshold_map(pm, [0.5])[0], p[0] >= 0.5)  # exact at 0.5
+    np.testing.assert_array_equal(R.threshold_map(pm, [0.5])[0], p[0] >= 0.5)  # exact at 0.5
 
 
 def test_thresholds_validated():
     with pytest.raises(OptionError, match="outside"):
-        P.check_thresholds(1.5, 1)
+        O.check_thresholds(1.5, 1)
     with pytest.raises(OptionError, match="outside"):
-        P.check_thresholds(-0.1, 1)
+        O.check_thresholds(-0.1, 1)
     with pytest.raises(OptionError, match="2 values"):
-        P.check_thresholds([0.1, 0.2, 0.3], 2)
+        O.check_thresholds([0.1, 0.2, 0.3], 2)
     with pytest.raises(OptionError, match="Unknown activation"):
-        P.check_activation("relu")
+        O.check_activation("relu")
 
 
 def test_multilabel_sigmoid_per_segment_thresholds_and_rethreshold():
     net = tiny_unet(out_channels=3, seed=5)
     result = segment(_volume(), _model(net, out_channels=3), SegmentOptions(threshold=[0.3, 0.5, 0.7], device="cpu"))
-    assert result.masks.shape == (3, 30, 26, 18) and result.names == ["Segment_1", "Segment_2", "Segment_3"]
+    assert result.masks.shape == (3, 30, 26, 18) and result.labels == ["Segment_1", "Segment_2", "Segment_3"]
     before = result.masks.sum(axis=(1, 2, 3))
     result.rethreshold([0.0, 1.0, 0.5])
     after = result.masks.sum(axis=(1, 2, 3))
@@ -124,7 +133,12 @@ def test_image_smaller_than_roi_and_odd_sizes():
 
 
 def test_orientation_and_spacing_are_inverted_onto_the_input_grid(tmp_path):
-    path = write_volume(tmp_path / "v.nrrd", blob_volume((33, 27, 15)), spacing=(0.9, 1.4, 3.1), direction=oblique_direction(35, flip=True))
+    path = write_volume(
+        tmp_path / "v.nrrd",
+        blob_volume((33, 27, 15)),
+        spacing=(0.9, 1.4, 3.1),
+        direction=oblique_direction(35, flip=True),
+    )
     vol = read_volume(path)
     opts = SegmentOptions(orientation="RAS", spacing=[2.0, 2.0, 2.0], normalization="zscore", device="cpu")
     result = segment(vol, _model(tiny_unet()), opts)
@@ -135,19 +149,26 @@ def test_orientation_and_spacing_are_inverted_onto_the_input_grid(tmp_path):
 def test_input_volume_not_modified():
     vol = _volume()
     before = vol.array.copy(), vol.affine.copy()
-    segment(vol, _model(tiny_unet()), SegmentOptions(orientation="RAS", spacing=[2, 2, 2], normalization="zscore", device="cpu"))
+    segment(
+        vol,
+        _model(tiny_unet()),
+        SegmentOptions(orientation="RAS", spacing=[2, 2, 2], normalization="zscore", device="cpu"),
+    )
     np.testing.assert_array_equal(vol.array, before[0])
     np.testing.assert_array_equal(vol.affine, before[1])
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda v: Volume(v.array[:, :, :, :1], v.affine), "single slice"),
-    (lambda v: Volume(np.zeros((1, 0, 4, 4), np.float32), v.affine), "empty"),
-    (lambda v: Volume(np.full_like(v.array, 7.0), v.affine), "constant"),
-    (lambda v: Volume(np.where(v.array > 50, np.nan, v.array), v.affine), "NaN/Inf"),
-    (lambda v: Volume(np.where(v.array > 50, np.inf, v.array), v.affine), "NaN/Inf"),
-    (lambda v: Volume(np.concatenate([v.array, v.array]), v.affine), "expects 1 input channel"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda v: Volume(v.array[:, :, :, :1], v.affine), "single slice"),
+        (lambda v: Volume(np.zeros((1, 0, 4, 4), np.float32), v.affine), "empty"),
+        (lambda v: Volume(np.full_like(v.array, 7.0), v.affine), "constant"),
+        (lambda v: Volume(np.where(v.array > 50, np.nan, v.array), v.affine), "NaN/Inf"),
+        (lambda v: Volume(np.where(v.array > 50, np.inf, v.array), v.affine), "NaN/Inf"),
+        (lambda v: Volume(np.concatenate([v.array, v.array]), v.affine), "expects 1 input channel"),
+    ],
+)
 def test_bad_volumes(make, match):
     with pytest.raises(InputError, match=match):
         segment(make(_volume()), _model(tiny_unet()), SegmentOptions(device="cpu"))
@@ -189,10 +210,12 @@ def test_device_selection_is_explicit():
 
 def test_out_of_memory_fallback_is_announced():
     logs = []
-    result = segment(_volume(), _model(tiny_unet()), SegmentOptions(device="cpu", fault="cuda_oom"), log=logs.append)
+    model = _model(tiny_unet())
+    with injected_out_of_memory(model):
+        result = segment(_volume(), model, SegmentOptions(device="cpu"), log=logs.append)
     assert any("Out of memory" in m and "retrying" in m for m in logs)
     reference = segment(_volume(), _model(tiny_unet()), SegmentOptions(device="cpu"))
-    np.testing.assert_array_equal(result.probabilities.values, reference.probabilities.values)
+    np.testing.assert_array_equal(result.probabilities.quantized, reference.probabilities.quantized)
 
 
 def test_cancel_between_windows_returns_nothing():
@@ -203,13 +226,22 @@ def test_cancel_between_windows_returns_nothing():
         return calls["n"] > 3
 
     with pytest.raises(CancelledError):
-        segment(_volume((64, 64, 32)), _model(tiny_unet()), SegmentOptions(roi_size=[16, 16, 16], device="cpu"), should_cancel=should_cancel)
+        segment(
+            _volume((64, 64, 32)),
+            _model(tiny_unet()),
+            SegmentOptions(roi_size=[16, 16, 16], device="cpu"),
+            should_cancel=should_cancel,
+        )
 
 
 def test_progress_reports_stages_and_windows():
     seen = []
-    segment(_volume((48, 40, 20)), _model(tiny_unet()), SegmentOptions(roi_size=[16, 16, 16], device="cpu"),
-            progress=lambda s, f, m: seen.append((s, f, m)))
+    segment(
+        _volume((48, 40, 20)),
+        _model(tiny_unet()),
+        SegmentOptions(roi_size=[16, 16, 16], device="cpu"),
+        progress=lambda s, f, m: seen.append((s, f, m)),
+    )
     stages = [s for s, _, _ in seen]
     assert stages[0] == "preprocess" and "inference" in stages and stages[-1] == "postprocess"
     inf = [(f, m) for s, f, m in seen if s == "inference" and m.startswith("window")]

@@ -18,7 +18,9 @@ def add_volume(scene, array_ijk, spacing=(1.2, 0.8, 2.5), angle=20.0, flip=False
     image = vtk.vtkImageData()
     image.SetDimensions(i, j, k)
     image.AllocateScalars(numpy_support.get_vtk_array_type(array_ijk.dtype), 1)
-    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = np.ascontiguousarray(array_ijk.transpose(2, 1, 0)).ravel()
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = np.ascontiguousarray(
+        array_ijk.transpose(2, 1, 0)
+    ).ravel()
     node.SetAndObserveImageData(image)
     m = np.eye(4)
     m[:3, :3] = oblique_direction(angle, flip) * np.asarray(spacing)
@@ -32,7 +34,9 @@ def volume_hash(node):
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
     voxels = numpy_support.vtk_to_numpy(node.GetImageData().GetPointData().GetScalars())
-    return hashlib.sha256(voxels.tobytes() + str([m.GetElement(r, c) for r in range(4) for c in range(4)]).encode()).hexdigest()
+    return hashlib.sha256(
+        voxels.tobytes() + str([m.GetElement(r, c) for r in range(4) for c in range(4)]).encode()
+    ).hexdigest()
 
 
 def export_segment(scene, seg_node, segment_id, reference):

@@ -5,15 +5,22 @@ import pytest
 import slicer
 import slicerio
 import vtk
+
 from conftest import blob_volume
 from mrml_helpers import add_volume, export_segment, volume_hash
-
+from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
-from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
-from UNetSigmoidSegLib.mrml.parameters import Parameters, get_parameter_node, read_parameters, set_reference, write_parameters
-from UNetSigmoidSegLib.mrml.volumes import volume_to_engine
+from UNetSigmoidSegLib.engine.pipeline import segment
 from UNetSigmoidSegLib.errors import CancelledError, InputError, UserError
+from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
+from UNetSigmoidSegLib.mrml.parameters import (
+    Parameters,
+    get_parameter_node,
+    read_parameters,
+    set_reference,
+    write_parameters,
+)
+from UNetSigmoidSegLib.mrml.volumes import volume_to_engine
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -22,7 +29,9 @@ def test_geometry_round_trip_matches_engine_voxel_for_voxel(scene, model_file, f
     path = model_file(out_channels=2, seed=3)
     logic = UNetSigmoidSegLogic(scene)
     seg = logic.segment(vol, path, activation="sigmoid", threshold=0.5, device="cpu")
-    engine = segment(volume_to_engine(vol), load_model(path), SegmentOptions(activation="sigmoid", threshold=0.5, device="cpu"))
+    engine = segment(
+        volume_to_engine(vol), load_model(path), SegmentOptions(activation="sigmoid", threshold=0.5, device="cpu")
+    )
     ids = list(seg.GetSegmentation().GetSegmentIDs())
     assert len(ids) == 2
     for channel, sid in enumerate(ids):
@@ -115,7 +124,9 @@ def test_existing_user_segments_are_preserved(scene, model_file):
     out = logic.segment(vol, model_file(), device="cpu", outputSegmentation=seg)
     assert out is seg
     logic.setThreshold(seg, 0.2)
-    out = logic.segment(vol, model_file(seed=9, name="other.pt"), device="cpu", outputSegmentation=seg)  # second run replaces only ours
+    out = logic.segment(
+        vol, model_file(seed=9, name="other.pt"), device="cpu", outputSegmentation=seg
+    )  # second run replaces only ours
     ids = list(seg.GetSegmentation().GetSegmentIDs())
     assert user_id in ids and len(ids) == 2
     np.testing.assert_array_equal(export_segment(scene, seg, user_id, vol), before)
@@ -135,7 +146,8 @@ def _set_labelmap(scene, seg, segment_id, reference, mask_kji):
     reference.GetIJKToRASMatrix(m)
     image.SetImageToWorldMatrix(m)
     assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-        image, seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        image, seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+    )
 
 
 def _segment_then_edit_first(scene, model_file):
@@ -184,7 +196,10 @@ def test_probability_volume(scene, model_file):
     arr = numpy_support.vtk_to_numpy(prob.GetImageData().GetPointData().GetScalars())
     assert arr.min() >= 0 and arr.max() <= 1 and arr.dtype == np.float32
     assert prob.GetImageData().GetDimensions() == (30, 24, 16)
-    assert prob.GetDisplayNode().GetColorNodeID() in ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLPETProceduralColorNodePET-Heat")
+    assert prob.GetDisplayNode().GetColorNodeID() in (
+        "vtkMRMLColorTableNodeFileInferno.txt",
+        "vtkMRMLPETProceduralColorNodePET-Heat",
+    )
     mask = export_segment(scene, seg, list(seg.GetSegmentation().GetSegmentIDs())[0], vol)
     np.testing.assert_array_equal(mask.ravel() > 0, arr >= 0.5)
 
@@ -201,11 +216,21 @@ def test_review_table_and_histogram_follow_the_threshold(scene, model_file):
     chart, hist_table = live.plot[0], live.plot[1].GetTable()
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     assert hist_table.GetValueByName(0, "threshold_x").ToDouble() == pytest.approx(0.35)
-    assert sum(hist_table.GetValueByName(r, "voxels").ToDouble() for r in range(hist_table.GetNumberOfRows())) >= 30 * 24 * 16
+    assert (
+        sum(hist_table.GetValueByName(r, "voxels").ToDouble() for r in range(hist_table.GetNumberOfRows()))
+        >= 30 * 24 * 16
+    )
 
 
-@pytest.mark.parametrize("case,match", [
-    ("vector", "not a scalar volume"), ("transform", "not hardened"), ("empty", "no voxels"), ("none", "No input volume")])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("vector", "not a scalar volume"),
+        ("transform", "not hardened"),
+        ("empty", "no voxels"),
+        ("none", "No input volume"),
+    ],
+)
 def test_bad_volume_nodes(scene, model_file, case, match):
     logic = UNetSigmoidSegLogic(scene)
     if case == "vector":
@@ -245,13 +270,23 @@ def test_node_removed_mid_run_cancels(scene, model_file, removed):
     out = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "target")
     doomed = vol if removed == "input volume" else out
     logic = UNetSigmoidSegLogic(scene)
-    handle = logic.segmentAsync(vol, model_file(), device="cpu", roiSize=[16, 16, 16], outputSegmentation=out,
-                                onProgress=lambda s, f, m: scene.RemoveNode(doomed) if s == "inference" and scene.IsNodePresent(doomed) else None)
+    handle = logic.segmentAsync(
+        vol,
+        model_file(),
+        device="cpu",
+        roiSize=[16, 16, 16],
+        outputSegmentation=out,
+        onProgress=lambda s, f, m: (
+            scene.RemoveNode(doomed) if s == "inference" and scene.IsNodePresent(doomed) else None
+        ),
+    )
     with pytest.raises(CancelledError, match=f"{removed} was removed"):
         handle.wait()
     assert not logic.isRunning
-    assert all(scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode").GetSegmentation().GetNumberOfSegments() == 0
-               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")))
+    assert all(
+        scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode").GetSegmentation().GetNumberOfSegments() == 0
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))
+    )
 
 
 def test_double_segment_is_refused_while_running(scene, model_file):
@@ -270,8 +305,19 @@ def test_double_segment_is_refused_while_running(scene, model_file):
 def test_parameter_node_survives_save_and_load(scene, tmp_path, model_file):
     vol = add_volume(scene, blob_volume((20, 20, 10)))
     node = get_parameter_node(scene)
-    write_parameters(node, Parameters(modelPath=model_file(), activation="softmax", threshold=0.35, segmentThresholds=[0.2, 0.4],
-                                      largestComponent=True, minIslandMm3=12.5, roiSize=[64, 64, 32], trustBundle=False))
+    write_parameters(
+        node,
+        Parameters(
+            modelPath=model_file(),
+            activation="softmax",
+            threshold=0.35,
+            segmentThresholds=[0.2, 0.4],
+            largestComponent=True,
+            minIslandMm3=12.5,
+            roiSize=[64, 64, 32],
+            trustBundle=False,
+        ),
+    )
     set_reference(node, "InputVolume", vol)
     scene.SetURL(str(tmp_path / "scene.mrml"))
     assert scene.Commit()
@@ -283,8 +329,14 @@ def test_parameter_node_survives_save_and_load(scene, tmp_path, model_file):
     restored = get_parameter_node(other, create=False)
     assert restored is not None
     values = read_parameters(restored)
-    assert (values.activation, values.threshold, values.segmentThresholds, values.largestComponent, values.minIslandMm3,
-            values.roiSize) == ("softmax", 0.35, [0.2, 0.4], True, 12.5, [64, 64, 32])
+    assert (
+        values.activation,
+        values.threshold,
+        values.segmentThresholds,
+        values.largestComponent,
+        values.minIslandMm3,
+        values.roiSize,
+    ) == ("softmax", 0.35, [0.2, 0.4], True, 12.5, [64, 64, 32])
     assert restored.GetNodeReference("InputVolume").GetName() == "CT"
 
 
@@ -302,7 +354,11 @@ def test_console_api_errors(scene, model_file, tmp_path):
 def test_apply_engine_result_from_the_console(scene, model_file):
     """A result computed with the engine API (or the CLI's) can be shown as live segments."""
     vol = add_volume(scene, blob_volume((24, 20, 12)))
-    result = segment(volume_to_engine(vol), load_model(model_file(out_channels=2)), SegmentOptions(activation="sigmoid", device="cpu"))
+    result = segment(
+        volume_to_engine(vol),
+        load_model(model_file(out_channels=2)),
+        SegmentOptions(activation="sigmoid", device="cpu"),
+    )
     logic = UNetSigmoidSegLogic(scene)
     seg = logic.applyResult(vol, result)
     assert [s["voxels"] for s in logic.statistics(seg)] == [int(m.sum()) for m in result.masks]
@@ -331,16 +387,22 @@ def test_logic_through_the_background_worker(scene, model_file):
     import sys
     import time
 
-    from UNetSigmoidSegLib.worker.client import WorkerClient
+    from UNetSigmoidSegLib.worker.client import WorkerRunner
 
     vol = add_volume(scene, blob_volume((40, 36, 20)))
     path = model_file(out_channels=2, seed=6)
-    client = WorkerClient(python_executable=sys.executable)
+    client = WorkerRunner(python_executable=sys.executable)
     logic = UNetSigmoidSegLogic(scene, runner=client)
     try:
         stages, logs = [], []
-        handle = logic.segmentAsync(vol, path, activation="sigmoid", device="cpu", onProgress=lambda s, f, m: stages.append(s),
-                                    onLog=logs.append)
+        handle = logic.segmentAsync(
+            vol,
+            path,
+            activation="sigmoid",
+            device="cpu",
+            onProgress=lambda s, f, m: stages.append(s),
+            onLog=logs.append,
+        )
         deadline = time.time() + 180
         while not handle.poll():
             assert time.time() < deadline, "worker run did not finish"
@@ -351,12 +413,16 @@ def test_logic_through_the_background_worker(scene, model_file):
         for channel, sid in enumerate(seg.GetSegmentation().GetSegmentIDs()):
             np.testing.assert_array_equal(export_segment(scene, seg, sid, vol) > 0, engine.masks[channel].T)
         logic.setThreshold(seg, 0.9)
-        assert [s["voxels"] for s in logic.statistics(seg)] == [int((engine.probabilities.values[c] >= 230).sum()) for c in range(2)]
+        assert [s["voxels"] for s in logic.statistics(seg)] == [
+            int((engine.probabilities.quantized[c] >= 230).sum()) for c in range(2)
+        ]
         # cancel mid-run: acknowledged, nothing created, the next run works
         big = add_volume(scene, blob_volume((96, 96, 48)), name="big")
         before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
         stages.clear()
-        handle = logic.segmentAsync(big, path, device="cpu", roiSize=[16, 16, 16], onProgress=lambda s, f, m: stages.append(s))
+        handle = logic.segmentAsync(
+            big, path, device="cpu", roiSize=[16, 16, 16], onProgress=lambda s, f, m: stages.append(s)
+        )
         deadline = time.time() + 120
         while "inference" not in stages:
             assert not handle.poll() and time.time() < deadline, "run ended or stalled before inference"
@@ -373,10 +439,22 @@ def test_logic_through_the_background_worker(scene, model_file):
 
 def test_corrupt_parameter_values_keep_their_defaults(scene):
     node = get_parameter_node(scene)
-    for name, raw in (("threshold", "null"), ("overlap", '"abc"'), ("swBatchSize", "[1]"), ("minIslandMm3", "NaN"), ("amp", "0")):
+    for name, raw in (
+        ("threshold", "null"),
+        ("overlap", '"abc"'),
+        ("swBatchSize", "[1]"),
+        ("minIslandMm3", "NaN"),
+        ("amp", "0"),
+    ):
         node.SetParameter(name, raw)
     values = read_parameters(node)
-    assert (values.threshold, values.overlap, values.swBatchSize, values.minIslandMm3, values.amp) == (0.5, 0.25, 1, 0.0, False)
+    assert (values.threshold, values.overlap, values.swBatchSize, values.minIslandMm3, values.amp) == (
+        0.5,
+        0.25,
+        1,
+        0.0,
+        False,
+    )
 
 
 def test_rerun_keeps_segments_the_user_edited(scene, model_file):
@@ -397,8 +475,15 @@ def test_preprocessing_and_strides_reach_the_engine(scene, model_file, tmp_path)
     torch.save(torch_net.state_dict(), tmp_path / "s.pt")
     logic = UNetSigmoidSegLogic(scene)
     with pytest.raises(UserError):
-        logic.segment(vol, str(tmp_path / "s.pt"), device="cpu", roiSize=[15, 15, 15])  # strides 2,2 assumed: the weights fit, the shapes do not
-    seg = logic.segment(vol, str(tmp_path / "s.pt"), device="cpu", strides=[2, 1], normalization="zscore", orientation="RAS")
-    expected = segment(volume_to_engine(vol), load_model(str(tmp_path / "s.pt"), network_overrides={"strides": [2, 1]}),
-                       SegmentOptions(device="cpu", normalization="zscore", orientation="RAS"))
+        logic.segment(
+            vol, str(tmp_path / "s.pt"), device="cpu", roiSize=[15, 15, 15]
+        )  # strides 2,2 assumed: the weights fit, the shapes do not
+    seg = logic.segment(
+        vol, str(tmp_path / "s.pt"), device="cpu", strides=[2, 1], normalization="zscore", orientation="RAS"
+    )
+    expected = segment(
+        volume_to_engine(vol),
+        load_model(str(tmp_path / "s.pt"), strides=[2, 1]),
+        SegmentOptions(device="cpu", normalization="zscore", orientation="RAS"),
+    )
     assert logic.statistics(seg)[0]["voxels"] == int(expected.masks[0].sum())

@@ -37,10 +37,12 @@ def case(id: str, layer: str, what: str, expect: str):
     def register(fn):
         CASES.append(Case(id, layer, what, expect, fn))
         return fn
+
     return register
 
 
 # ------------------------------------------------------------------ checkpoints (CLI, exit 2)
+
 
 def _ckpt_case(env, data: bytes = b"", obj=None, name="bad.pt"):
     path = env.tmp / name
@@ -102,6 +104,7 @@ def _(env):
 
 # ------------------------------------------------------------------ images (CLI, exit 2 unless handled)
 
+
 def _image_case(env, array, name="img.nrrd", components=False, **geometry):
     path = write_volume(env.tmp / name, array, components=components, **geometry)
     return env.cli_error("segment", path, "--model", env.model)
@@ -160,7 +163,9 @@ def _(env):
     try:
         from UNetSigmoidSegLib.engine.volume import Volume
 
-        return env.engine_error(Volume(np.ones((1, 256, 256, 200), np.float32) * np.arange(200, dtype=np.float32), np.eye(4)))
+        return env.engine_error(
+            Volume(np.ones((1, 256, 256, 200), np.float32) * np.arange(200, dtype=np.float32), np.eye(4))
+        )
     finally:
         pipeline.available_memory_bytes = real
 
@@ -170,11 +175,18 @@ def _(env):
     return env.cli_ok(write_volume(env.tmp / "tiny.nrrd", blob_volume((3, 3, 2))), shape=(3, 3, 2))
 
 
-@case("I10", "cli", "oblique, anisotropic, left-handed direction is segmented on the exact grid", r"ok: on the input grid")
+@case(
+    "I10", "cli", "oblique, anisotropic, left-handed direction is segmented on the exact grid", r"ok: on the input grid"
+)
 def _(env):
     from conftest import oblique_direction
 
-    path = write_volume(env.tmp / "lh.nii.gz", blob_volume((20, 18, 9)), spacing=(0.6, 1.7, 3.3), direction=oblique_direction(33, flip=True))
+    path = write_volume(
+        env.tmp / "lh.nii.gz",
+        blob_volume((20, 18, 9)),
+        spacing=(0.6, 1.7, 3.3),
+        direction=oblique_direction(33, flip=True),
+    )
     return env.cli_ok(path, shape=(20, 18, 9))
 
 
@@ -189,6 +201,7 @@ def _(env):
 
 
 # ------------------------------------------------------------------ options and outputs
+
 
 @case("O1", "cli", "threshold outside [0, 1]", r"outside \[0, 1\]")
 def _(env):
@@ -207,13 +220,20 @@ def _(env):
     return env.cli_error("segment", env.input, "--model", env.model, "-o", str(blocker / "out.seg.nrrd"))
 
 
-@case("O4", "cli", "disk full while writing the output (size-limited file writes)", r"Cannot write .*(too large|File too large|space)")
+@case(
+    "O4",
+    "cli",
+    "disk full while writing the output (size-limited file writes)",
+    r"Cannot write .*(too large|File too large|space)",
+)
 def _(env):
     out = env.tmp / "full" / "big.seg.nrrd"
     out.parent.mkdir()
-    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); "
-            "from UNetSigmoidSegLib.cli import main; sys.exit(main(sys.argv[1:]))")
+    code = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); "
+        "from UNetSigmoidSegLib.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     message = env.cli_error_subprocess(code, "segment", env.input, "--model", env.model, "-o", str(out))
     assert os.listdir(out.parent) == [], f"half-written files left: {os.listdir(out.parent)}"
     return message
@@ -221,20 +241,31 @@ def _(env):
 
 @case("O5", "engine", "CUDA out-of-memory (injected) falls back and is announced", r"Out of memory.*retrying")
 def _(env):
-    from UNetSigmoidSegLib.engine.pipeline import SegmentOptions
+    from UNetSigmoidSegLib.contract.options import SegmentOptions
 
     logs: List[str] = []
-    env.engine_run(SegmentOptions(device="cpu", fault="cuda_oom"), log=logs.append)
+    env.engine_run(SegmentOptions(device="cpu"), log=logs.append, inject_out_of_memory=True)
     return " | ".join(logs)
 
 
 # ------------------------------------------------------------------ bundles
 
-@case("B1", "cli", "bundle with a `$` expression, untrusted (must not run)", r"would run code.*Nothing was run.*--trust-bundle")
+
+@case(
+    "B1",
+    "cli",
+    "bundle with a `$` expression, untrusted (must not run)",
+    r"would run code.*Nothing was run.*--trust-bundle",
+)
 def _(env):
     marker = env.tmp / "bundle-ran"
-    root = env.bundle(extra_transform={"_target_": "Lambdad", "keys": "image",
-                                       "func": f"$lambda x: __import__('pathlib').Path({str(marker)!r}).touch() or x"})
+    root = env.bundle(
+        extra_transform={
+            "_target_": "Lambdad",
+            "keys": "image",
+            "func": f"$lambda x: __import__('pathlib').Path({str(marker)!r}).touch() or x",
+        }
+    )
     message = env.cli_error("segment", env.input, "--model", root)
     assert not marker.exists(), "bundle code ran without trust"
     return message
@@ -248,14 +279,20 @@ def _(env):
 # ------------------------------------------------------------------ cancel at each stage (engine)
 
 for _stage in ("preprocess", "inference", "postprocess"):
+
     def _cancel(env, stage=_stage):
         return env.engine_cancel_at(stage)
 
-    case(f"K{('preprocess', 'inference', 'postprocess').index(_stage) + 1}", "engine",
-         f"cancel during {_stage}: nothing partial returned", r"cancelled")(_cancel)
+    case(
+        f"K{('preprocess', 'inference', 'postprocess').index(_stage) + 1}",
+        "engine",
+        f"cancel during {_stage}: nothing partial returned",
+        r"cancelled",
+    )(_cancel)
 
 
 # ------------------------------------------------------------------ Slicer logic (real slicer-core scene)
+
 
 @case("L1", "logic", "vector (RGB) volume node", r"not a scalar volume")
 def _(env):
@@ -301,16 +338,28 @@ def _(env):
 @case("L6", "logic", "input volume deleted mid-run", r"cancelled: the input volume was removed")
 def _(env):
     vol = env.add_volume("doomed")
-    handle = env.logic.segmentAsync(vol, env.model, device="cpu", roiSize=[8, 8, 8],
-                                    onProgress=lambda s, f, m: env.scene.RemoveNode(vol) if s == "inference" and env.scene.IsNodePresent(vol) else None)
+    handle = env.logic.segmentAsync(
+        vol,
+        env.model,
+        device="cpu",
+        roiSize=[8, 8, 8],
+        onProgress=lambda s, f, m: (
+            env.scene.RemoveNode(vol) if s == "inference" and env.scene.IsNodePresent(vol) else None
+        ),
+    )
     return env.expect_cancel(handle)
 
 
 @case("L7", "logic", "scene closed mid-run", r"cancelled: the scene was closed")
 def _(env):
     scene, logic, vol = env.second_scene()  # closing the shared scene would remove the nodes the checks compare
-    handle = logic.segmentAsync(vol, env.model, device="cpu", roiSize=[8, 8, 8],
-                                onProgress=lambda s, f, m: scene.Clear(0) if s == "inference" and f > 0 else None)
+    handle = logic.segmentAsync(
+        vol,
+        env.model,
+        device="cpu",
+        roiSize=[8, 8, 8],
+        onProgress=lambda s, f, m: scene.Clear(0) if s == "inference" and f > 0 else None,
+    )
     message = env.expect_cancel(handle)
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
     return message
@@ -318,8 +367,10 @@ def _(env):
 
 # ------------------------------------------------------------------ background worker (driven through the Slicer logic)
 
-def _worker_run(env, fault=None, on_stage=None, stage="inference", **client):
-    """Run the logic through a real worker; ``on_stage(handle, client)`` fires at the first progress of ``stage``."""
+
+def _worker_run(env, fault=None, on_stage=None, stage="inference", overlap=None, **client):
+    """Run the logic through a real worker; ``on_stage(handle, client)`` fires at the first progress of ``stage``
+    (``overlap``: more windows, so the run outlasts a slow poll on a busy machine)."""
     logic, c = env.worker_logic(fault=fault, **client)
     try:
         fired = []
@@ -330,8 +381,15 @@ def _worker_run(env, fault=None, on_stage=None, stage="inference", **client):
                 on_stage(handle, c)
 
         try:
-            handle = logic.segmentAsync(env.volume_node, env.model, device="cpu", roiSize=[8, 8, 8],
-                                        outputSegmentation=env.user_seg, onProgress=progress)
+            handle = logic.segmentAsync(
+                env.volume_node,
+                env.model,
+                device="cpu",
+                roiSize=[8, 8, 8],
+                overlap=overlap,
+                outputSegmentation=env.user_seg,
+                onProgress=progress,
+            )
         except Exception as exc:  # noqa: BLE001 - e.g. no interpreter: refused at once, before any job exists
             return str(exc)
         return env.poll_until_error(handle)
@@ -343,7 +401,7 @@ def _worker_run(env, fault=None, on_stage=None, stage="inference", **client):
 def _(env):
     import signal as sig
 
-    return _worker_run(env, on_stage=lambda h, c: os.kill(c.pid, sig.SIGKILL))
+    return _worker_run(env, on_stage=lambda h, c: os.kill(c.pid, sig.SIGKILL), overlap=0.75)
 
 
 @case("W2", "worker", "worker hangs (no heartbeat)", r"stopped responding.*no heartbeat")
@@ -370,19 +428,27 @@ def _(env):
     return _worker_run(env, python_executable=str(env.tmp / "no" / "python3"))
 
 
-@case("W6", "worker", "disk full for the worker's temp data (size-limited writes)", r"Cannot write the input for the worker")
+@case(
+    "W6",
+    "worker",
+    "disk full for the worker's temp data (size-limited writes)",
+    r"Cannot write the input for the worker",
+)
 def _(env):
-    code = ("import resource, signal, sys, numpy as np; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            "from UNetSigmoidSegLib.worker.client import WorkerClient\n"
-            "from UNetSigmoidSegLib.engine.pipeline import SegmentOptions\n"
-            "c = WorkerClient()\n"
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))\n"
-            "try:\n"
-            "    c.submit(np.ones((1, 64, 64, 64), np.float32), np.eye(4), sys.argv[1], {}, SegmentOptions(device='cpu').to_dict()).wait(60)\n"
-            "except Exception as e:\n"
-            "    print(e)\n"
-            "finally:\n"
-            "    c.close()\n")
+    code = (
+        "import resource, signal, sys, numpy as np; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "from UNetSigmoidSegLib.worker.client import WorkerRunner\n"
+        "from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume\n"
+        "c = WorkerRunner()\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))\n"
+        "try:\n"
+        "    c.submit(Volume(np.ones((1, 64, 64, 64), np.float32), np.eye(4)), ModelSpec(sys.argv[1]),\n"
+        "             SegmentOptions(device='cpu')).wait(60)\n"
+        "except Exception as e:\n"
+        "    print(e)\n"
+        "finally:\n"
+        "    c.close()\n"
+    )
     return env.python_output(code, env.model)
 
 

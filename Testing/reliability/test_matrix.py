@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from conftest import REPO, blob_volume, tiny_unet, write_volume
 from matrix_cases import CASES, markdown
 
@@ -39,7 +40,6 @@ class Env:
 
     def __init__(self, tmp: Path) -> None:
         from mrml_helpers import add_volume
-
         from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
         from UNetSigmoidSegLib.mrml.scene import create_headless_scene
 
@@ -66,8 +66,13 @@ class Env:
         return text
 
     def cli_error_subprocess(self, code: str, *args: str) -> str:
-        run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
-                             cwd=str(REPO / "UNetSigmoidSeg"))
+        run = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=str(REPO / "UNetSigmoidSeg"),
+        )
         assert run.returncode == 2, run.stderr[-2000:]
         assert "Traceback" not in run.stderr
         return run.stderr
@@ -84,7 +89,9 @@ class Env:
         else:
             a, b = sitk.ReadImage(path), sitk.ReadImage(out)
             assert b.GetSize() == shape and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
-            assert np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4) and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
+            assert np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4) and np.allclose(
+                a.GetSpacing(), b.GetSpacing(), atol=1e-6
+            )
         return "ok: on the input grid"
 
     def _engine(self):
@@ -94,28 +101,39 @@ class Env:
         return read_volume(self.input), load_model(self.model)
 
     def engine_error(self, volume) -> str:
-        from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+        from UNetSigmoidSegLib.contract.options import SegmentOptions
+        from UNetSigmoidSegLib.engine.pipeline import segment
         from UNetSigmoidSegLib.errors import UserError
 
         with pytest.raises(UserError) as err:
             segment(volume, self._engine()[1], SegmentOptions(device="cpu"))
         return str(err.value)
 
-    def engine_run(self, options, log=None):
+    def engine_run(self, options, log=None, inject_out_of_memory=False):
+        from conftest import injected_out_of_memory
         from UNetSigmoidSegLib.engine.pipeline import segment
 
         volume, model = self._engine()
-        return segment(volume, model, options, log=log)
+        if not inject_out_of_memory:
+            return segment(volume, model, options, log=log)
+        with injected_out_of_memory(model):
+            return segment(volume, model, options, log=log)
 
     def engine_cancel_at(self, stage: str) -> str:
-        from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+        from UNetSigmoidSegLib.contract.options import SegmentOptions
+        from UNetSigmoidSegLib.engine.pipeline import segment
 
         volume, model = self._engine()
         seen = {"stage": None}
         result = None
         with pytest.raises(CancelledError) as err:
-            result = segment(volume, model, SegmentOptions(device="cpu", roi_size=[8, 8, 8]),
-                             progress=lambda s, f, m: seen.update(stage=s), should_cancel=lambda: seen["stage"] == stage)
+            result = segment(
+                volume,
+                model,
+                SegmentOptions(device="cpu", roi_size=[8, 8, 8]),
+                progress=lambda s, f, m: seen.update(stage=s),
+                should_cancel=lambda: seen["stage"] == stage,
+            )
         assert result is None
         return str(err.value)
 
@@ -153,10 +171,10 @@ class Env:
 
     def worker_logic(self, fault=None, **client_kwargs):
         from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
-        from UNetSigmoidSegLib.worker.client import WorkerClient
+        from UNetSigmoidSegLib.worker.client import WorkerRunner
 
         env = {"UNETSEG_WORKER_FAULT": fault} if fault else {}
-        client = WorkerClient(env=env, **client_kwargs)
+        client = WorkerRunner(env=env, **client_kwargs)
         return UNetSigmoidSegLogic(self.scene, runner=client), client
 
     @staticmethod
@@ -174,8 +192,13 @@ class Env:
         return str(handle.error) + " " + " ".join(getattr(handle.error, "log_tail", []))
 
     def python_output(self, code: str, *args: str) -> str:
-        run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
-                             cwd=str(REPO / "UNetSigmoidSeg"))
+        run = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=str(REPO / "UNetSigmoidSeg"),
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         return run.stdout
 
@@ -189,9 +212,13 @@ class Env:
     def snapshot(self):
         from mrml_helpers import export_segment, volume_hash
 
-        return {"input": _digest(self.input), "model": _digest(self.model), "volume": volume_hash(self.volume_node),
-                "user": export_segment(self.scene, self.user_seg, self.user_segment, self.volume_node).tobytes(),
-                "temp": _temp_entries()}
+        return {
+            "input": _digest(self.input),
+            "model": _digest(self.model),
+            "volume": volume_hash(self.volume_node),
+            "user": export_segment(self.scene, self.user_seg, self.user_segment, self.volume_node).tobytes(),
+            "temp": _temp_entries(),
+        }
 
     def assert_nothing_lost_and_next_run_works(self, before) -> None:
         after = self.snapshot()

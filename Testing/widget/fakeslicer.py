@@ -38,17 +38,35 @@ PROPS = {
     "ctkSliderWidget": {"value", "minimum", "maximum", "singleStep", "pageStep", "decimals", "tracking"},
     "ctkCollapsibleButton": {"text", "collapsed"},
     "ctkCollapsibleGroupBox": {"title", "collapsed"},
-    "qMRMLNodeComboBox": {"nodeTypes", "noneEnabled", "addEnabled", "removeEnabled", "renameEnabled", "noneDisplay",
-                          "showChildNodeTypes", "currentNodeID"},
+    "qMRMLNodeComboBox": {
+        "nodeTypes",
+        "noneEnabled",
+        "addEnabled",
+        "removeEnabled",
+        "renameEnabled",
+        "noneDisplay",
+        "showChildNodeTypes",
+        "currentNodeID",
+    },
     "qMRMLTableView": {"editTriggers"},
 }
 # property → signal Qt emits when the value changes
-NOTIFY = {"QCheckBox": {"checked": "toggled(bool)"}, "QSpinBox": {"value": "valueChanged(int)"},
-          "QDoubleSpinBox": {"value": "valueChanged(double)"}}  # ctkSliderWidget, ctkPathLineEdit: their classes below
-DEFAULTS = {"QCheckBox": {"checked": False, "text": ""}, "QLabel": {"text": ""}, "QLineEdit": {"text": ""},
-            "QSpinBox": {"value": 0, "minimum": 0, "maximum": 99}, "QDoubleSpinBox": {"value": 0.0, "minimum": 0.0, "maximum": 99.99},
-            "QProgressBar": {"value": 0}, "ctkPathLineEdit": {"currentPath": ""},
-            "ctkSliderWidget": {"value": 0.0, "minimum": 0.0, "maximum": 99.0, "tracking": True}, "QPushButton": {"text": ""}}
+NOTIFY = {
+    "QCheckBox": {"checked": "toggled(bool)"},
+    "QSpinBox": {"value": "valueChanged(int)"},
+    "QDoubleSpinBox": {"value": "valueChanged(double)"},
+}  # ctkSliderWidget, ctkPathLineEdit: their classes below
+DEFAULTS = {
+    "QCheckBox": {"checked": False, "text": ""},
+    "QLabel": {"text": ""},
+    "QLineEdit": {"text": ""},
+    "QSpinBox": {"value": 0, "minimum": 0, "maximum": 99},
+    "QDoubleSpinBox": {"value": 0.0, "minimum": 0.0, "maximum": 99.99},
+    "QProgressBar": {"value": 0},
+    "ctkPathLineEdit": {"currentPath": ""},
+    "ctkSliderWidget": {"value": 0.0, "minimum": 0.0, "maximum": 99.0, "tracking": True},
+    "QPushButton": {"text": ""},
+}
 
 
 class FakeObject:
@@ -222,7 +240,9 @@ class PathLineEdit(Widget):
         return "(" + "|".join(parts) + ")" if parts else ".+"
 
     def addCurrentPathToHistory(self) -> None:
-        object.__setattr__(self, "history", [self.currentPath] + [p for p in getattr(self, "history", []) if p != self.currentPath])
+        object.__setattr__(
+            self, "history", [self.currentPath] + [p for p in getattr(self, "history", []) if p != self.currentPath]
+        )
 
 
 class PlainTextEdit(Widget):
@@ -268,8 +288,15 @@ class SliderWidget(Widget):
         super().__setattr__(key, value)
 
 
-FACTORY = {"QComboBox": ComboBox, "qMRMLNodeComboBox": NodeComboBox, "ctkPathLineEdit": PathLineEdit,
-           "QPlainTextEdit": PlainTextEdit, "qMRMLTableView": TableView, "qMRMLWidget": TopWidget, "ctkSliderWidget": SliderWidget}
+FACTORY = {
+    "QComboBox": ComboBox,
+    "qMRMLNodeComboBox": NodeComboBox,
+    "ctkPathLineEdit": PathLineEdit,
+    "QPlainTextEdit": PlainTextEdit,
+    "qMRMLTableView": TableView,
+    "qMRMLWidget": TopWidget,
+    "ctkSliderWidget": SliderWidget,
+}
 
 
 def _value(prop: ET.Element) -> Any:
@@ -286,7 +313,7 @@ def _value(prop: ET.Element) -> Any:
 
 
 def load_ui(path: str) -> TopWidget:
-    """Fake widgets for every ``<widget>`` of the .ui, with its properties (each must be a known property of its class)."""
+    """Fake widgets for every ``<widget>`` of the .ui, with its properties (each a known property of its class)."""
     root = ET.parse(path).getroot()
     widgets: Dict[str, Any] = {}
     for element in root.iter("widget"):
@@ -296,7 +323,11 @@ def load_ui(path: str) -> TopWidget:
         widgets[name] = FACTORY.get(cls, Widget)(cls, name, **props)
     top = widgets[root.find("widget").get("name")]
     object.__setattr__(top, "children", [w for n, w in widgets.items() if w is not top])
-    receivers = [widgets[c.findtext("receiver")] for c in root.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"]
+    receivers = [
+        widgets[c.findtext("receiver")]
+        for c in root.iter("connection")
+        if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    ]
     object.__setattr__(top, "scene_receivers", receivers)
     return top
 
@@ -415,7 +446,9 @@ def try_with_error_display(message: Any = None, show: bool = True, waitCursor: b
         raise
 
 
-def error_display(text: str, windowTitle: Any = None, parent: Any = None, standardButtons: Any = None, **kwargs: Any) -> None:
+def error_display(
+    text: str, windowTitle: Any = None, parent: Any = None, standardButtons: Any = None, **kwargs: Any
+) -> None:
     DIALOGS.append(text)
 
 

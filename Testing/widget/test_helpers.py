@@ -1,4 +1,4 @@
-"""The panel's behaviour without Qt: debounce, button rules, run options, bindings, dependencies, log tap,
+"""The panel's behaviour without Qt: debounce, button rules, run options, bindings, dependencies, log forwarding,
 resource lookup, model summaries."""
 
 import os
@@ -9,15 +9,37 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_unet
-from widget_fixtures import MODULE_DIR, REPO
 
+from conftest import tiny_unet
+from UNetSigmoidSegLib.contract import ModelInfo, ModelSpec, SegmentOptions
 from UNetSigmoidSegLib.errors import CancelledError, ModelError, OptionError, UserError, WorkerError
 from UNetSigmoidSegLib.mrml.parameters import Parameters
+from UNetSigmoidSegLib.runners.inprocess import InProcessRunner
 from UNetSigmoidSegLib.widget import bindings, dependencies, resources, rules
 from UNetSigmoidSegLib.widget.debounce import Debouncer
-from UNetSigmoidSegLib.widget.summary import ModelSummaries, load_info
-from UNetSigmoidSegLib.widget.tap import TappedRunner, log_line
+from UNetSigmoidSegLib.widget.summary import ModelSummaries
+from UNetSigmoidSegLib.worker import client as worker_client
+from widget_fixtures import MODULE_DIR, REPO
+
+
+def load_info(path, trust_bundle=False):
+    """The ``ModelInfo`` of a model file, read in this process."""
+    return InProcessRunner().inspect(ModelSpec(str(path), trust_bundle=trust_bundle)).wait()
+
+
+def model_info(**fields):
+    values = dict(
+        path="m",
+        format="checkpoint",
+        architecture="UNet",
+        in_channels=1,
+        out_channels=3,
+        activation="softmax",
+        activation_source="test",
+    )
+    values.update(fields)
+    return ModelInfo(**values)
+
 
 # ---------------------------------------------------------------- debounce
 
@@ -77,14 +99,29 @@ def test_segment_button_explains_every_missing_input_then_becomes_cancel():
 
 
 def test_threshold_defaults_and_labels_follow_the_activation():
-    assert rules.default_threshold(None, "sigmoid") == 0.5 and rules.default_threshold({}, "softmax") == 0.0
-    assert rules.default_threshold({"threshold": 0.4}, "softmax") == 0.4
-    assert rules.threshold_label("softmax")[0] == "Minimum confidence:" and rules.threshold_label("sigmoid")[0] == "Threshold:"
-    assert rules.effective_activation("auto", {"activation": "softmax"}) == "softmax"
-    assert rules.effective_activation("sigmoid", {"activation": "softmax"}) == "sigmoid"
-    info = {"activation": "softmax", "threshold": None, "roi_size": [96, 96, 64], "overlap": 0.5, "sw_batch_size": None, "blend_mode": "constant"}
-    assert rules.model_defaults(info, "auto") == {"threshold": 0.0, "segmentThresholds": [], "roiSize": [96, 96, 64], "overlap": 0.5,
-                                                  "blendMode": "constant"}
+    assert rules.default_threshold(None, "sigmoid") == 0.5 and rules.default_threshold(model_info(), "softmax") == 0.0
+    assert rules.default_threshold(model_info(threshold=0.4), "softmax") == 0.4
+    assert (
+        rules.threshold_label("softmax")[0] == "Minimum confidence:"
+        and rules.threshold_label("sigmoid")[0] == "Threshold:"
+    )
+    assert rules.effective_activation("auto", model_info(activation="softmax")) == "softmax"
+    assert rules.effective_activation("sigmoid", model_info(activation="softmax")) == "sigmoid"
+    info = model_info(
+        activation="softmax",
+        threshold=None,
+        roi_size=[96, 96, 64],
+        overlap=0.5,
+        sw_batch_size=None,
+        blend_mode="constant",
+    )
+    assert rules.model_defaults(info, "auto") == {
+        "threshold": 0.0,
+        "segmentThresholds": [],
+        "roiSize": [96, 96, 64],
+        "overlap": 0.5,
+        "blendMode": "constant",
+    }
     assert rules.model_defaults(info, "sigmoid")["threshold"] == 0.5
 
 
@@ -98,8 +135,17 @@ def test_model_defaults_of_the_shipped_demo_bundle_fit_the_parameters():
     assert 0.0 <= defaults["threshold"] <= 1.0
 
 
-@pytest.mark.parametrize("text,expected", [("", None), ("  ", None), ("96", [96, 96, 96]), ("96,96,64", [96, 96, 64]),
-                                           ("96 x 96 x 64", [96, 96, 64]), ("128;128;32", [128, 128, 32])])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("", None),
+        ("  ", None),
+        ("96", [96, 96, 96]),
+        ("96,96,64", [96, 96, 64]),
+        ("96 x 96 x 64", [96, 96, 64]),
+        ("128;128;32", [128, 128, 32]),
+    ],
+)
 def test_roi_size_text(text, expected):
     assert rules.parse_roi_size(text) == expected
     if expected:
@@ -112,18 +158,28 @@ def test_bad_roi_size_text_says_what_to_type(text):
         rules.parse_roi_size(text)
 
 
-def test_segment_kwargs_are_exactly_what_segment_async_takes():
-    import inspect
-
-    from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
-
-    params = Parameters(activation="sigmoid", threshold=0.3, segmentThresholds=[0.2, 0.7], roiSize=[64, 64, 64], largestComponent=True)
-    kwargs = rules.segment_kwargs(params)
-    accepted = set(inspect.signature(UNetSigmoidSegLogic.segmentAsync).parameters)
-    assert set(kwargs) <= accepted, set(kwargs) - accepted
-    assert kwargs["threshold"] == [0.2, 0.7] and kwargs["roiSize"] == [64, 64, 64] and kwargs["largestComponent"] is True
-    assert rules.segment_kwargs(Parameters(threshold=0.3, segmentThresholds=[0.3]))["threshold"] == 0.3
-    assert rules.segment_kwargs(params, roi_text="")["roiSize"] is None  # the text box wins: empty → model default
+def test_panel_parameters_map_to_the_run_contract_in_one_place(tmp_path):
+    params = Parameters(
+        modelPath=str(tmp_path / "m.pt"),
+        activation="sigmoid",
+        threshold=0.3,
+        segmentThresholds=[0.2, 0.7],
+        roiSize=[64, 64, 64],
+        largestComponent=True,
+        trustBundle=True,
+        createProbabilityVolume=True,
+    )
+    spec, options, probability_volume = rules.run_request(params)
+    assert isinstance(spec, ModelSpec) and isinstance(options, SegmentOptions) and probability_volume is True
+    assert spec.path == str(tmp_path / "m.pt") and spec.trust_bundle is True
+    assert (
+        options.threshold == [0.2, 0.7]
+        and options.roi_size == [64, 64, 64]
+        and options.cleanup.largest_component is True
+    )
+    assert SegmentOptions.from_dict(options.to_dict()) == options  # what the worker receives
+    assert rules.run_request(Parameters(modelPath="m", threshold=0.3, segmentThresholds=[0.3]))[1].threshold == 0.3
+    assert rules.run_request(params, roi_text="")[1].roi_size is None  # the text box wins: empty → model default
 
 
 def test_recent_models_most_recent_first_without_duplicates():
@@ -135,9 +191,16 @@ def test_recent_models_most_recent_first_without_duplicates():
 
 
 def test_error_texts_are_actionable_and_name_bugs():
-    text, details = rules.error_text(ModelError("checkpoint expects 2 input channels, the volume has 1", "pick a 1-channel model"))
+    text, details = rules.error_text(
+        ModelError("checkpoint expects 2 input channels, the volume has 1", "pick a 1-channel model")
+    )
     assert text == "checkpoint expects 2 input channels, the volume has 1 — pick a 1-channel model" and details == ""
-    worker = WorkerError("The worker stopped responding", "the next run starts a fresh worker", reason="hang", log_tail=["line 1", "line 2"])
+    worker = WorkerError(
+        "The worker stopped responding",
+        "the next run starts a fresh worker",
+        reason="hang",
+        log_tail=["line 1", "line 2"],
+    )
     text, details = rules.error_text(worker)
     assert "the next run starts a fresh worker" in text and details.endswith("line 1\nline 2")
     assert rules.error_text(CancelledError("cancelled by the user")) == ("cancelled by the user", "")
@@ -149,9 +212,12 @@ def test_progress_and_run_summary_lines():
     assert rules.progress_text("inference", 0.456, "window 3/7") == "inference 46%: window 3/7"
     assert rules.progress_text("load", 1.5) == "load 100%"
     stats = [{"segment": "brain", "volume_ml": 1542.1}, {"segment": "tumour", "volume_ml": 3.25}]
-    assert rules.run_summary(stats, 12.34, "cpu: CPU requested") == "Done in 12.3 s on cpu (CPU requested): brain 1542.1 mL, tumour 3.25 mL."
+    assert (
+        rules.run_summary(stats, 12.34, "cpu: CPU requested")
+        == "Done in 12.3 s on cpu (CPU requested): brain 1542.1 mL, tumour 3.25 mL."
+    )
     assert rules.run_summary([], 1.0, None) == "Done in 1.0 s on unknown device: no segments."
-    assert rules.worker_idle_timeout(True) > 60 > rules.worker_idle_timeout(False) > 0
+    assert worker_client.WARM_IDLE_S > 60 > worker_client.COLD_IDLE_S > 0
 
 
 def test_model_key_changes_when_the_file_is_replaced(tmp_path):
@@ -160,7 +226,9 @@ def test_model_key_changes_when_the_file_is_replaced(tmp_path):
     path.write_bytes(b"1")
     key = rules.model_key(str(path), False)
     os.utime(path, ns=(1, 10**18))
-    assert rules.model_key(str(path), False) != key and rules.model_key(str(path), True) != rules.model_key(str(path), False)
+    assert rules.model_key(str(path), False) != key and rules.model_key(str(path), True) != rules.model_key(
+        str(path), False
+    )
 
 
 # ---------------------------------------------------------------- bindings
@@ -180,11 +248,28 @@ def fake_ui():
 
 def test_bindings_round_trip_every_bound_field():
     ui = fake_ui()
-    params = Parameters(modelPath="/m.pt", activation="softmax", device="cpu", createProbabilityVolume=True, largestComponent=True,
-                        fillHoles=True, minIslandMm3=12.5, roiSize=[64, 64, 32], overlap=0.5, swBatchSize=4, blendMode="constant",
-                        amp=False, keepWorkerWarm=False, trustBundle=True)
+    params = Parameters(
+        modelPath="/m.pt",
+        activation="softmax",
+        device="cpu",
+        createProbabilityVolume=True,
+        largestComponent=True,
+        fillHoles=True,
+        minIslandMm3=12.5,
+        roiSize=[64, 64, 32],
+        overlap=0.5,
+        swBatchSize=4,
+        blendMode="constant",
+        amp=False,
+        keepWorkerWarm=False,
+        trustBundle=True,
+    )
     bindings.show(ui, params)
-    assert ui.roiSizeLineEdit.text == "64,64,32" and ui.modelPathLineEdit.currentPath == "/m.pt" and ui.ampCheckBox.checked is False
+    assert (
+        ui.roiSizeLineEdit.text == "64,64,32"
+        and ui.modelPathLineEdit.currentPath == "/m.pt"
+        and ui.ampCheckBox.checked is False
+    )
     assert bindings.read(ui, Parameters()) == Parameters(**{**params.__dict__, "threshold": 0.5})
     ui.roiSizeLineEdit.text = "not a size"
     assert bindings.read(ui, Parameters()).roiSize == []  # stored as "model default"; Segment reports the text
@@ -206,7 +291,9 @@ def test_dependency_check_reads_versions_without_importing():
     assert r.ok and [i.name for i in r.items] == ["torch", "monai", "psutil"]
     assert dependencies.versions_text(r) == "torch 2.3.1+cu121 · MONAI 1.3.2 · CUDA: known when the worker starts"
     hello = {"torch": "2.3.1+cu121", "monai": "1.3.2", "cuda": True, "cuda_devices": 2, "python": "3.9.10"}
-    assert dependencies.versions_text(r, hello) == "torch 2.3.1+cu121 · MONAI 1.3.2 · CUDA: 2 GPUs · worker Python 3.9.10"
+    assert (
+        dependencies.versions_text(r, hello) == "torch 2.3.1+cu121 · MONAI 1.3.2 · CUDA: 2 GPUs · worker Python 3.9.10"
+    )
     old = report(torch="1.13.1", monai=None, psutil="5.9")
     assert not old.ok and old.describe_missing() == "torch>=2.1 (installed 1.13.1: too old), monai>=1.3 (not installed)"
     assert dependencies.versions_text(old).startswith("Missing: torch>=2.1")
@@ -249,8 +336,14 @@ def test_nothing_is_installed_without_consent():
     assert [c[0] for c in inst.calls] == ["ask"]
     assert "PyTorch extension" in inst.calls[0][1] and "monai>=1.3 (not installed): with pip" in inst.calls[0][1]
     message = str(err.value)
-    assert message.startswith("Nothing was installed; segmenting needs torch>=2.1 (not installed), monai>=1.3 (not installed)")
-    assert "PyTorch Utils" in message and "slicer.util.pip_install(['monai>=1.3'])" in message and "keeps working" in message
+    assert message.startswith(
+        "Nothing was installed; segmenting needs torch>=2.1 (not installed), monai>=1.3 (not installed)"
+    )
+    assert (
+        "PyTorch Utils" in message
+        and "slicer.util.pip_install(['monai>=1.3'])" in message
+        and "keeps working" in message
+    )
 
 
 def test_consent_installs_torch_by_the_extension_then_the_rest_by_pip():
@@ -279,7 +372,13 @@ def test_slicer_install_functions_use_the_real_apis(monkeypatch):
     calls = []
 
     class PyTorchUtilsLogic:
-        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None, torchvisionVersionRequirement=None):
+        def installTorch(
+            self,
+            askConfirmation=False,
+            forceComputationBackend=None,
+            torchVersionRequirement=None,
+            torchvisionVersionRequirement=None,
+        ):
             calls.append(("installTorch", askConfirmation, torchVersionRequirement))
             return types.SimpleNamespace(__version__="2.4.0")
 
@@ -295,7 +394,9 @@ def test_slicer_install_functions_use_the_real_apis(monkeypatch):
     import slicer.util
 
     packaging = types.ModuleType("slicer.packaging")
-    packaging.pip_ensure = lambda reqs, prompt_install=True, requester=None, **kw: calls.append(("pip_ensure", reqs, prompt_install, requester))
+    packaging.pip_ensure = lambda reqs, prompt_install=True, requester=None, **kw: calls.append(
+        ("pip_ensure", reqs, prompt_install, requester)
+    )
     monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
     monkeypatch.setattr(slicer, "packaging", packaging, raising=False)
     dependencies.slicer_install_packages(["monai>=1.3"])
@@ -313,18 +414,26 @@ def test_device_labels_say_what_each_choice_means_in_the_worker():
     cpu = {"torch": "2.3.1+cpu", "cuda": False, "cuda_devices": 0}
     assert dependencies.device_label("auto", gpu) == "→ CUDA (1 NVIDIA GPU)"
     assert dependencies.device_label("cuda", gpu) == "CUDA: 1 NVIDIA GPU"
-    assert dependencies.device_label("auto", cpu).startswith("→ CPU") and "2.3.1+cpu" in dependencies.device_label("auto", cpu)
+    assert dependencies.device_label("auto", cpu).startswith("→ CPU") and "2.3.1+cpu" in dependencies.device_label(
+        "auto", cpu
+    )
     assert "runs will fail — pick auto or cpu" in dependencies.device_label("cuda", cpu)
     assert dependencies.device_label("cpu", gpu) == "CPU" and "MPS" in dependencies.device_label("mps", cpu)
     assert dependencies.pick_python(lambda name: f"/opt/Slicer/bin/{name}") == "/opt/Slicer/bin/PythonSlicer"
 
 
-# ---------------------------------------------------------------- tap
+# ---------------------------------------------------------------- log forwarding
 
 
 class FakeJob:
+    """A ``Job`` of the run contract, scripted: each ``poll`` returns the next batch of messages."""
+
     def __init__(self, batches):
-        self.batches, self.done, self.cancelled = list(batches), False, False
+        self.batches, self.cancelled, self.id, self.info = list(batches), False, "fake", {}
+
+    @property
+    def done(self):
+        return not self.batches
 
     def poll(self):
         return self.batches.pop(0) if self.batches else []
@@ -333,25 +442,34 @@ class FakeJob:
         self.cancelled = True
 
     def wait(self, timeout=None, progress=None, log=None):
-        log("from wait")
-        return "result"
+        raise CancelledError("cancelled by the test")
 
 
-def test_tapped_runner_passes_log_lines_and_everything_else_through():
-    seen = []
-    runner = types.SimpleNamespace(submit=lambda *a, **k: FakeJob([[{"type": "progress", "stage": "s", "fraction": 0.1},
-                                                                    {"type": "log", "message": "loaded"}],
-                                                                   [{"type": "warning", "message": "doubled sigmoid"}]]),
-                                   hello={"pid": 1})
-    tapped = TappedRunner(runner, lambda m: seen.append(log_line(m)))
-    job = tapped.submit("array", "affine", "model", {}, {})
-    assert tapped.hello == {"pid": 1}  # other attributes are the runner's
-    assert [m["type"] for m in job.poll()] == ["progress", "log"] and seen == ["loaded"]
-    job.poll()
-    assert seen == ["loaded", "warning: doubled sigmoid"]
-    job.cancel()
-    assert job.cancelled and job.done is False
-    assert job.wait() == "result" and seen[-1] == "from wait"
+def test_the_logic_passes_log_and_warning_lines_of_a_run_to_on_log(tmp_path):
+    from conftest import blob_volume
+    from mrml_helpers import add_volume
+    from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
+    from UNetSigmoidSegLib.mrml.scene import create_headless_scene
+
+    scene = create_headless_scene()
+    job = FakeJob(
+        [
+            [{"type": "progress", "stage": "s", "fraction": 0.1, "message": ""}, {"type": "log", "message": "loaded"}],
+            [{"type": "warning", "message": "doubled sigmoid"}],
+        ]
+    )
+    runner = types.SimpleNamespace(kind="fake", submit=lambda volume, model, options: job, close=lambda: None)
+    (tmp_path / "m.pt").write_bytes(b"x")
+    seen, progress = [], []
+    handle = UNetSigmoidSegLogic(scene, runner=runner).segmentAsync(
+        add_volume(scene, blob_volume((8, 8, 4))),
+        str(tmp_path / "m.pt"),
+        onLog=seen.append,
+        onProgress=lambda *a: progress.append(a),
+    )
+    assert handle.poll() is False and seen == ["loaded"] and progress == [("s", 0.1, "")]
+    assert handle.poll() is True and seen == ["loaded", "warning: doubled sigmoid"]
+    assert isinstance(handle.error, CancelledError)
 
 
 # ---------------------------------------------------------------- resources and reload
@@ -365,7 +483,9 @@ def test_resources_are_found_in_the_installed_and_in_the_source_layout(tmp_path)
     assert resources.resource_path(str(src_module), "UI/X.ui") == str(tmp_path / "repo" / "Resources" / "UI" / "X.ui")
     (src_module / "Resources" / "UI").mkdir(parents=True)
     (src_module / "Resources" / "UI" / "X.ui").write_text("<ui/>")
-    assert resources.resource_path(str(src_module), "UI/X.ui") == str(src_module / "Resources" / "UI" / "X.ui")  # installed first
+    assert resources.resource_path(str(src_module), "UI/X.ui") == str(
+        src_module / "Resources" / "UI" / "X.ui"
+    )  # installed first
     assert resources.resource_path(str(src_module), "UI/none.ui") == str(src_module / "Resources" / "UI" / "none.ui")
     assert resources.demo_files(str(src_module)) is None
     demo = resources.demo_files(str(MODULE_DIR))
@@ -385,6 +505,9 @@ class LoadJob:
     def __init__(self, result=None, error=None):
         self.result, self.error, self.done = result, error, False
 
+    def poll(self):
+        return []
+
     def wait(self, timeout=None):
         if self.error:
             raise self.error
@@ -396,15 +519,17 @@ def test_summary_through_the_worker_is_cached_and_serialised(tmp_path):
     torch.save(tiny_unet(out_channels=2).state_dict(), path)
     info = load_info(str(path), False)
     jobs = []
-    worker = types.SimpleNamespace(submit_load=lambda p, options: jobs.append((p, options, LoadJob(info))) or jobs[-1][2])
+    worker = types.SimpleNamespace(inspect=lambda spec: jobs.append((spec, LoadJob(info))) or jobs[-1][1])
     s = ModelSummaries()
     assert s.request(str(path), False, worker) == "Reading the model…" and s.inspecting
-    assert jobs[0][:2] == (str(path), {"trust_bundle": False})
+    assert jobs[0][0] == ModelSpec(str(path), trust_bundle=False)
     other = tmp_path / "other.pt"
     other.write_bytes(b"x")
-    assert s.request(str(other), False, worker) == "Reading the model after the current job…" and len(jobs) == 1  # one job at a time
+    assert (
+        s.request(str(other), False, worker) == "Reading the model after the current job…" and len(jobs) == 1
+    )  # one job at a time
     assert s.poll() is False
-    jobs[0][2].done = True
+    jobs[0][1].done = True
     assert s.poll() is True and not s.inspecting
     text = s.request(str(path), False, worker)
     assert re.match(r"checkpoint: UNet.*1→2 channels, activation softmax", text) and len(jobs) == 1 and s.info == info
@@ -415,10 +540,10 @@ def test_summary_errors_are_the_actionable_model_errors(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
     s = ModelSummaries()
-    text = s.request(str(bad), False, worker=None, loader=load_info)
+    text = s.request(str(bad), False, InProcessRunner())  # in-process: answered at once
     assert s.error == text and isinstance(s.cache[rules.model_key(str(bad), False)][1], UserError) and " — " in text
     job = LoadJob(error=ModelError("bundle needs trust", "tick Trust bundle code"))
-    worker = types.SimpleNamespace(submit_load=lambda p, o: job)
+    worker = types.SimpleNamespace(inspect=lambda spec: job)
     s2 = ModelSummaries()
     s2.request(str(bad), True, worker)
     job.done = True

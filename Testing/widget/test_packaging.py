@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+
 from widget_fixtures import LIB_DIR, MODULE_DIR, MODULE_FILE, REPO
 
 MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
@@ -33,10 +34,16 @@ def top_cmake_var(name):
 
 def test_every_library_python_file_is_listed_and_every_listed_file_exists():
     scripts = cmake_list(MODULE_CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS")
-    on_disk = {str(p.relative_to(MODULE_DIR)).replace(os.sep, "/") for p in LIB_DIR.rglob("*.py") if "__pycache__" not in p.parts}
+    on_disk = {
+        str(p.relative_to(MODULE_DIR)).replace(os.sep, "/")
+        for p in LIB_DIR.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert scripts[0] == "UNetSigmoidSeg.py"
     assert len(scripts) == len(set(scripts))
-    assert set(scripts[1:]) == on_disk, f"not listed: {sorted(on_disk - set(scripts))}; listed but absent: {sorted(set(scripts[1:]) - on_disk)}"
+    assert set(scripts[1:]) == on_disk, (
+        f"not listed: {sorted(on_disk - set(scripts))}; listed but absent: {sorted(set(scripts[1:]) - on_disk)}"
+    )
     assert all((MODULE_DIR / s).is_file() for s in scripts)
 
 
@@ -44,8 +51,18 @@ def test_every_resource_the_module_needs_is_listed_and_exists():
     text = MODULE_CMAKE.read_text()
     assert cmake_list(text, "MODULE_PYTHON_RESOURCES") == []  # see the comment there: they live at the repository top
     listed = cmake_list(text, "MODULE_TOP_LEVEL_RESOURCES")
-    bundle = {str(p.relative_to(RESOURCES)).replace(os.sep, "/") for p in (RESOURCES / "Models" / "BrainT1UNet").rglob("*") if p.is_file()}
-    needed = {"UI/UNetSigmoidSeg.ui", "Icons/UNetSigmoidSeg.png", "requirements.txt", "Data/T1_head.nii.gz", "Data/README.md"} | bundle
+    bundle = {
+        str(p.relative_to(RESOURCES)).replace(os.sep, "/")
+        for p in (RESOURCES / "Models" / "BrainT1UNet").rglob("*")
+        if p.is_file()
+    }
+    needed = {
+        "UI/UNetSigmoidSeg.ui",
+        "Icons/UNetSigmoidSeg.png",
+        "requirements.txt",
+        "Data/T1_head.nii.gz",
+        "Data/README.md",
+    } | bundle
     assert needed <= set(listed), f"not listed: {sorted(needed - set(listed))}"
     missing = [r for r in listed if not (RESOURCES / r).is_file()]
     assert not missing, missing
@@ -58,10 +75,18 @@ def test_every_resource_the_module_needs_is_listed_and_exists():
 def test_module_cmake_follows_the_scripted_module_template():
     text = MODULE_CMAKE.read_text()
     assert re.search(r"set\(MODULE_NAME UNetSigmoidSeg\)", text)
-    assert re.search(r"slicerMacroBuildScriptedModule\(\s*NAME \$\{MODULE_NAME\}\s*SCRIPTS \$\{MODULE_PYTHON_SCRIPTS\}\s*"
-                     r"RESOURCES \$\{MODULE_PYTHON_RESOURCES\}\s*WITH_GENERIC_TESTS\s*\)", text)
-    assert re.search(r"if\(BUILD_TESTING\)\s*(#[^\n]*\s*)*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text)
-    assert "${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/Resources/" in text and "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/" in text
+    assert re.search(
+        r"slicerMacroBuildScriptedModule\(\s*NAME \$\{MODULE_NAME\}\s*SCRIPTS \$\{MODULE_PYTHON_SCRIPTS\}\s*"
+        r"RESOURCES \$\{MODULE_PYTHON_RESOURCES\}\s*WITH_GENERIC_TESTS\s*\)",
+        text,
+    )
+    assert re.search(
+        r"if\(BUILD_TESTING\)\s*(#[^\n]*\s*)*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text
+    )
+    assert (
+        "${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/Resources/" in text
+        and "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/" in text
+    )
 
 
 def test_extension_cmake_has_the_metadata_the_index_needs():
@@ -73,8 +98,16 @@ def test_extension_cmake_has_the_metadata_the_index_needs():
         assert top_cmake_var(name).startswith("https://")
     for name in ("EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION"):
         assert len(top_cmake_var(name)) > 10
-    order = [text.index(s) for s in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(UNetSigmoidSeg)",
-                                     "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})")]
+    order = [
+        text.index(s)
+        for s in (
+            "find_package(Slicer REQUIRED)",
+            "include(${Slicer_USE_FILE})",
+            "add_subdirectory(UNetSigmoidSeg)",
+            "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+            "include(${Slicer_EXTENSION_CPACK})",
+        )
+    ]
     assert order == sorted(order)
 
 
@@ -117,15 +150,27 @@ def test_extension_configures_and_copies_resources_beside_the_module(tmp_path):
     (fake / "UseSlicer.cmake").write_text(FAKE_USE_SLICER)
     (fake / "empty.cmake").write_text("")
     build = tmp_path / "build"
-    run = subprocess.run(["cmake", "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={fake}"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        ["cmake", "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={fake}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     manifest = (build / "manifest.txt").read_text().splitlines()
     assert "unittest UNetSigmoidSeg.py" in manifest
-    assert sum(line.startswith("module UNetSigmoidSeg ") for line in manifest) == len(cmake_list(MODULE_CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS"))
+    assert sum(line.startswith("module UNetSigmoidSeg ") for line in manifest) == len(
+        cmake_list(MODULE_CMAKE.read_text(), "MODULE_PYTHON_SCRIPTS")
+    )
     module_resources = build / "lib/Slicer-5.8/qt-scripted-modules/Resources"
     for resource in cmake_list(MODULE_CMAKE.read_text(), "MODULE_TOP_LEVEL_RESOURCES"):
         assert (module_resources / resource).read_bytes() == (RESOURCES / resource).read_bytes(), resource
-    install = subprocess.run(["cmake", "--install", str(build), "--prefix", str(tmp_path / "inst")], capture_output=True, text=True, timeout=120)
+    install = subprocess.run(
+        ["cmake", "--install", str(build), "--prefix", str(tmp_path / "inst")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert install.returncode == 0, install.stdout + install.stderr
     assert (tmp_path / "inst/lib/Slicer-5.8/qt-scripted-modules/Resources/UI/UNetSigmoidSeg.ui").is_file()
     assert (tmp_path / "inst/lib/Slicer-5.8/qt-scripted-modules/Resources/Models/BrainT1UNet/models/model.pt").is_file()
@@ -136,20 +181,27 @@ def test_module_file_stays_wiring_sized():
     assert lines <= 400, f"UNetSigmoidSeg.py has {lines} lines: move behaviour into UNetSigmoidSegLib/"
 
 
-@pytest.mark.parametrize("path", [MODULE_FILE] + sorted(LIB_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(MODULE_DIR)))
+@pytest.mark.parametrize(
+    "path", [MODULE_FILE] + sorted(LIB_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(MODULE_DIR))
+)
 def test_python_3_9_grammar(path):
-    """Slicer 5.8 ships Python 3.9: no match statements, parenthesised context managers, ``X | Y`` in evaluated annotations …"""
+    """Slicer 5.8 ships Python 3.9: no match statements, parenthesised context managers, ``X | Y`` in evaluated
+    annotations …"""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 9))
     future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)
     for node in ast.walk(tree):
         annotations = []
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            annotations = [a.annotation for a in node.args.args + node.args.kwonlyargs if a.annotation] + ([node.returns] if node.returns else [])
+            annotations = [a.annotation for a in node.args.args + node.args.kwonlyargs if a.annotation] + (
+                [node.returns] if node.returns else []
+            )
         elif isinstance(node, ast.AnnAssign):
             annotations = [node.annotation]
         for annotation in annotations:
             uses_pipe = any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr) for n in ast.walk(annotation))
-            assert future or not uses_pipe, f"{path.name}:{node.lineno}: 'X | Y' annotation fails at import on Python 3.9"
+            assert future or not uses_pipe, (
+                f"{path.name}:{node.lineno}: 'X | Y' annotation fails at import on Python 3.9"
+            )
 
 
 def test_module_file_defines_what_slicer_looks_up():
@@ -163,24 +215,36 @@ def test_module_file_defines_what_slicer_looks_up():
     assert "self.parent.helpText = _(" in text and "self.parent.acknowledgementText = _(" in text
     top_imports = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     top_imports |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-    assert not top_imports & {"torch", "monai", "numpy", "SimpleITK"}, "Slicer imports the module file at start-up: torch may be missing"
+    assert not top_imports & {"torch", "monai", "numpy", "SimpleITK"}, (
+        "Slicer imports the module file at start-up: torch may be missing"
+    )
 
 
 def test_widget_helpers_and_module_file_import_chain_need_no_qt_and_no_torch():
-    """The widget package (and everything the module file imports at top level) must import where Qt, torch and MONAI
-    are absent: Slicer loads the module file at start-up, before the user agreed to install anything."""
+    """The widget package's rules and helpers (and everything the module file imports at top level) must import where
+    Qt, torch and MONAI are absent: Slicer loads the module file at start-up, before the user agreed to install
+    anything. The panel itself (``widget/panel.py``, the Qt wiring) needs Qt but never torch, MONAI or SimpleITK,
+    and neither does the Slicer logic it creates (torch is imported only by a run in Slicer's own process)."""
     code = textwrap.dedent(f"""
-        import importlib, pkgutil, sys
+        import importlib, pkgutil, sys, types
         class Block:
+            blocked = {{"qt", "ctk", "torch", "monai", "SimpleITK", "PythonQt"}}
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {{"qt", "ctk", "torch", "monai", "SimpleITK", "PythonQt"}}:
+                if name.split(".")[0] in self.blocked:
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         sys.path.insert(0, {str(MODULE_DIR)!r})
         import UNetSigmoidSegLib.widget as w
         for m in pkgutil.iter_modules(w.__path__):
-            importlib.import_module("UNetSigmoidSegLib.widget." + m.name)
-        import UNetSigmoidSegLib.errors, UNetSigmoidSegLib.mrml.parameters
+            if m.name != "panel":
+                importlib.import_module("UNetSigmoidSegLib.widget." + m.name)
+        import UNetSigmoidSegLib.errors, UNetSigmoidSegLib.mrml.parameters, UNetSigmoidSegLib.contract
+        Block.blocked -= {{"qt", "ctk"}}  # the panel runs inside Slicer, where Qt is: stand-ins suffice to import it
+        sys.modules["qt"], sys.modules["ctk"] = types.ModuleType("qt"), types.ModuleType("ctk")
+        i18n = types.ModuleType("slicer.i18n")
+        i18n.tr = i18n.translate = lambda *a: a[-1]
+        sys.modules["slicer.i18n"] = i18n
+        import UNetSigmoidSegLib.widget.panel, UNetSigmoidSegLib.mrml.logic, UNetSigmoidSegLib.worker.client
         print("ok")
     """)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -10,14 +10,13 @@ import time
 
 import pytest
 import torch
-from conftest import blob_volume, tiny_unet
-from widget_fixtures import MODULE_DIR
-from widget_fixtures import python_slicer_fixture, slicer_app_fixture  # noqa: F401 - fixtures (the import puts Testing/mrml on sys.path)
 
 import fakeslicer
+from conftest import blob_volume, tiny_unet
 from mrml_helpers import add_volume
 from UNetSigmoidSegLib.mrml import parameters as P
 from UNetSigmoidSegLib.widget import dependencies, resources
+from widget_fixtures import MODULE_DIR, python_slicer_fixture, slicer_app_fixture  # noqa: F401 - fixtures (the import puts Testing/mrml on sys.path)
 
 
 def make_model(tmp_path, out_channels=2, seed=5):
@@ -27,10 +26,12 @@ def make_model(tmp_path, out_channels=2, seed=5):
 
 
 def open_panel(slicer_app):
+    """The module widget set up as Slicer does; returns its panel (``panel.host`` is the module widget)."""
     module, scene = slicer_app
-    widget = module.UNetSigmoidSegWidget()
-    widget.setup()
-    return module, scene, widget
+    host = module.UNetSigmoidSegWidget()
+    host.setup()
+    assert host.logic is host.panel.logic  # what slicer.util.getModuleLogic returns
+    return module, scene, host.panel
 
 
 def run_until(widget, condition, timeout_s=120.0):
@@ -53,13 +54,17 @@ def assert_clean():
 
 @pytest.fixture
 def in_process(monkeypatch):
-    monkeypatch.setattr(dependencies, "pick_python", lambda which=None: None)  # no PythonSlicer: the in-process fallback
+    monkeypatch.setattr(
+        dependencies, "pick_python", lambda which=None: None
+    )  # no PythonSlicer: the in-process fallback
 
 
 def test_setup_fills_the_panel_and_waits_for_inputs(slicer_app, in_process):
     module, scene, widget = open_panel(slicer_app)
     ui = widget.ui
-    assert ui.activationComboBox.items == ["auto", "sigmoid", "softmax", "none"] and all(ui.activationComboBox.tips.values())
+    assert ui.activationComboBox.items == ["auto", "sigmoid", "softmax", "none"] and all(
+        ui.activationComboBox.tips.values()
+    )
     assert ui.deviceComboBox.items == ["auto", "cuda", "cpu", "mps"] and ui.blendModeComboBox.currentText == "gaussian"
     assert not ui.segmentButton.enabled and ui.segmentButton.toolTip == "Select an input volume."
     assert ui.dependenciesLabel.text.startswith("torch ") and "MONAI" in ui.dependenciesLabel.text
@@ -85,7 +90,11 @@ def test_panel_state_lives_in_the_parameter_node(slicer_app, in_process, tmp_pat
     assert P.get_reference(node, "InputVolume") is vol
     p.activation, p.swBatchSize, p.keepWorkerWarm = "softmax", 4, False
     widget.logic.setParameters(p)  # the console changes it: the panel follows
-    assert (ui.activationComboBox.currentText, ui.swBatchSizeSpinBox.value, ui.keepWorkerWarmCheckBox.checked) == ("softmax", 4, False)
+    assert (ui.activationComboBox.currentText, ui.swBatchSizeSpinBox.value, ui.keepWorkerWarmCheckBox.checked) == (
+        "softmax",
+        4,
+        False,
+    )
     assert_clean()
 
 
@@ -113,7 +122,9 @@ def test_segment_then_debounced_live_threshold(slicer_app, in_process, tmp_path)
 
     calls = []
     real = widget.logic.setThreshold
-    widget.logic.setThreshold = lambda node, t, cleanup=True: calls.append((list(t), cleanup)) or real(node, t, cleanup=cleanup)
+    widget.logic.setThreshold = lambda node, t, cleanup=True: (
+        calls.append((list(t), cleanup)) or real(node, t, cleanup=cleanup)
+    )
     for value in (0.45, 0.4, 0.3, 0.25):  # a drag: many events, the timer started once
         ui.thresholdSlider.emit("valueIsChanging(double)", value)
     assert widget.thresholdTimer.active and calls == []
@@ -158,7 +169,10 @@ def test_invalid_inputs_disable_segment_or_explain(slicer_app, in_process, tmp_p
     ui.roiSizeLineEdit.text = "ninety-six"
     ui.segmentButton.click()
     assert widget.handle is None and len(fakeslicer.DIALOGS) == 1
-    assert "ROI size 'ninety-six' is not understood" in fakeslicer.DIALOGS[0] and "three positive integers" in fakeslicer.DIALOGS[0]
+    assert (
+        "ROI size 'ninety-six' is not understood" in fakeslicer.DIALOGS[0]
+        and "three positive integers" in fakeslicer.DIALOGS[0]
+    )
     assert not fakeslicer.ERRORS  # a user error is shown, not printed as a traceback
 
 
@@ -179,7 +193,11 @@ def test_refused_install_leaves_a_message_and_a_working_panel(slicer_app, in_pro
     ui.segmentButton.click()
     assert len(asked) == 1 and "PyTorch extension" in asked[0]
     assert widget.logic is None and widget.handle is None
-    assert len(fakeslicer.DIALOGS) == 1 and "Nothing was installed" in fakeslicer.DIALOGS[0] and "PyTorch Utils" in fakeslicer.DIALOGS[0]
+    assert (
+        len(fakeslicer.DIALOGS) == 1
+        and "Nothing was installed" in fakeslicer.DIALOGS[0]
+        and "PyTorch Utils" in fakeslicer.DIALOGS[0]
+    )
     assert not fakeslicer.ERRORS
     ui.installDependenciesButton.click()  # asks again, still refused: nothing breaks
     assert len(asked) == 2 and widget.logic is None and not fakeslicer.ERRORS
@@ -189,9 +207,9 @@ def test_refused_install_leaves_a_message_and_a_working_panel(slicer_app, in_pro
 def test_worker_runs_cancels_and_leaves_no_process(slicer_app, python_slicer, tmp_path):
     module, scene, widget = open_panel(slicer_app)
     ui = widget.ui
-    assert widget.worker is not None and widget.worker.python_executable == python_slicer and widget.pollTimer.active
+    assert widget.runner is not None and widget.runner.python_executable == python_slicer and widget.pollTimer.active
     run_until(widget, lambda: not widget.pollTimer.active)  # polls until the worker's hello
-    assert widget.worker.hello is not None
+    assert widget.runner.hello is not None
     assert "CUDA: not available" in ui.dependenciesLabel.text and "worker Python" in ui.dependenciesLabel.text
     assert ui.deviceInfoLabel.text.startswith("→ CPU")
     vol = add_volume(scene, blob_volume((32, 28, 16)))
@@ -206,7 +224,7 @@ def test_worker_runs_cancels_and_leaves_no_process(slicer_app, python_slicer, tm
     seg = ui.outputSelector.currentNode()
     assert seg is not None and seg.GetSegmentation().GetNumberOfSegments() == 1, fakeslicer.ERRORS
     assert "cpu" in ui.statusLabel.text and not ui.segmentThresholdsGroupBox.visible
-    pid = widget.worker.pid
+    pid = widget.runner.pid
     assert pid is not None  # warm: the worker stays for the next run
 
     ui.segmentButton.click()  # again, then Cancel
@@ -217,7 +235,7 @@ def test_worker_runs_cancels_and_leaves_no_process(slicer_app, python_slicer, tm
     assert not fakeslicer.DIALOGS  # a cancel is not an error
 
     widget.cleanup()  # module closed or reloaded
-    assert widget.worker is None and not widget.pollTimer.active
+    assert widget.runner is None and not widget.pollTimer.active
     for _ in range(50):
         try:
             os.kill(pid, 0)
@@ -238,15 +256,19 @@ def test_scene_close_and_reload(slicer_app, in_process, tmp_path):
     run_until(widget, lambda: widget.handle is None)
     assert ui.outputSelector.currentNode() is not None
     scene.Clear()
-    assert widget._parameterNode is not None and widget._parameterNode.GetScene() is scene  # re-created for the new scene
+    assert (
+        widget._parameterNode is not None and widget._parameterNode.GetScene() is scene
+    )  # re-created for the new scene
     assert ui.outputSelector.currentNode() is None and not ui.showHistogramButton.enabled
     saved = {name: m for name, m in sys.modules.items() if name.startswith("UNetSigmoidSegLib")}
     try:
-        widget.onReload()
-        assert not [m for m in sys.modules if m.startswith("UNetSigmoidSegLib")]  # the reload re-imports the library too
+        widget.host.onReload()
+        assert not [
+            m for m in sys.modules if m.startswith("UNetSigmoidSegLib")
+        ]  # the reload re-imports the library too
     finally:
         sys.modules.update(saved)  # the other tests keep the modules they imported
-    assert widget.logic is None and widget.worker is None and getattr(widget, "reloaded", False)
+    assert widget.logic is None and widget.runner is None and getattr(widget.host, "reloaded", False)
     assert not fakeslicer.ERRORS, fakeslicer.ERRORS
 
 
@@ -256,7 +278,10 @@ def test_bundle_folder_from_the_folder_button_brings_its_defaults(slicer_app, in
     module.qt.QFileDialog.getExistingDirectory = lambda parent, title, start: demo["model"]
     widget.ui.bundleFolderButton.click()
     assert widget.ui.modelPathLineEdit.currentPath == demo["model"]
-    assert widget.ui.modelSummaryLabel.text == "bundle: UNet, 1→1 channels, activation sigmoid (bundle postprocessing), labels: brain"
+    assert (
+        widget.ui.modelSummaryLabel.text
+        == "bundle: UNet, 1→1 channels, activation sigmoid (bundle postprocessing), labels: brain"
+    )
     p = P.read_parameters(widget._parameterNode)
     assert (p.modelPath, p.roiSize, p.threshold) == (demo["model"], [96, 96, 96], 0.5)  # the bundle's defaults
     assert widget.ui.roiSizeLineEdit.text == "96,96,96"

@@ -3,9 +3,9 @@
 Qt/Slicer application is stood in for. The real run needs 3D Slicer: see README "Install into 3D Slicer"."""
 
 import pytest
-from widget_fixtures import python_slicer_fixture, slicer_app_fixture  # noqa: F401 - fixtures
 
 import fakeslicer
+from widget_fixtures import python_slicer_fixture, slicer_app_fixture  # noqa: F401 - fixtures
 
 
 def load_volume(path):
@@ -44,4 +44,4 @@ def test_self_test_passes_over_the_fakes(slicer_app, python_slicer, monkeypatch)
             widgets[0].cleanup()
     assert fakeslicer.DIALOGS == ["delayDisplay: Logic through the worker: passed", "delayDisplay: Panel: passed"]
     assert not fakeslicer.ERRORS, fakeslicer.ERRORS
-    assert widgets[0].worker is None
+    assert widgets[0].panel.runner is None

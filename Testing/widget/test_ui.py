@@ -4,33 +4,79 @@ import ast
 import re
 
 import pytest
-from widget_fixtures import LIB_DIR, MODULE_FILE
-from widget_fixtures import ui_tree_fixture  # noqa: F401 - fixture
 
 from UNetSigmoidSegLib.mrml.parameters import RANGES, Parameters
 from UNetSigmoidSegLib.widget import bindings, rules
+from widget_fixtures import (
+    LIB_DIR,
+    MODULE_FILE,
+    ui_tree_fixture,  # noqa: F401 - fixture
+)
 
 # Widget classes that 3D Slicer's own Designer files use, with the <customwidget> header they declare.
 # Source: Slicer/Slicer main @ 583e9b37d50e (2026-08-21), all 142 *.ui files — `<widget class=…>` and
 # `<customwidget>` entries (e.g. Utilities/Templates/Modules/Scripted/Resources/UI/TemplateKey.ui,
 # Modules/Loadable/Tables/Resources/UI/qSlicerTablesModuleWidget.ui for qMRMLTableView).
-QT_CLASSES = {"QWidget", "QLabel", "QCheckBox", "QPushButton", "QToolButton", "QLineEdit", "QComboBox", "QSpinBox",
-              "QDoubleSpinBox", "QRadioButton", "QGroupBox", "QFrame", "QProgressBar", "QPlainTextEdit", "QTextEdit",
-              "QTextBrowser", "QTableWidget", "QTableView", "QListWidget", "QTabWidget", "QStackedWidget", "QScrollArea", "QSlider"}
+QT_CLASSES = {
+    "QWidget",
+    "QLabel",
+    "QCheckBox",
+    "QPushButton",
+    "QToolButton",
+    "QLineEdit",
+    "QComboBox",
+    "QSpinBox",
+    "QDoubleSpinBox",
+    "QRadioButton",
+    "QGroupBox",
+    "QFrame",
+    "QProgressBar",
+    "QPlainTextEdit",
+    "QTextEdit",
+    "QTextBrowser",
+    "QTableWidget",
+    "QTableView",
+    "QListWidget",
+    "QTabWidget",
+    "QStackedWidget",
+    "QScrollArea",
+    "QSlider",
+}
 CUSTOM_CLASSES = {  # class: (extends, header)
-    "qMRMLWidget": ("QWidget", "qMRMLWidget.h"), "qSlicerWidget": ("QWidget", "qSlicerWidget.h"),
-    "qMRMLNodeComboBox": ("QWidget", "qMRMLNodeComboBox.h"), "qMRMLTableView": ("QTableView", "qMRMLTableView.h"),
-    "qMRMLSpinBox": ("ctkDoubleSpinBox", "qMRMLSpinBox.h"), "qMRMLCollapsibleButton": ("ctkCollapsibleButton", "qMRMLCollapsibleButton.h"),
+    "qMRMLWidget": ("QWidget", "qMRMLWidget.h"),
+    "qSlicerWidget": ("QWidget", "qSlicerWidget.h"),
+    "qMRMLNodeComboBox": ("QWidget", "qMRMLNodeComboBox.h"),
+    "qMRMLTableView": ("QTableView", "qMRMLTableView.h"),
+    "qMRMLSpinBox": ("ctkDoubleSpinBox", "qMRMLSpinBox.h"),
+    "qMRMLCollapsibleButton": ("ctkCollapsibleButton", "qMRMLCollapsibleButton.h"),
     "qMRMLSegmentsTableView": ("qMRMLWidget", "qMRMLSegmentsTableView.h"),
-    "ctkCollapsibleButton": ("QWidget", "ctkCollapsibleButton.h"), "ctkCollapsibleGroupBox": ("QGroupBox", "ctkCollapsibleGroupBox.h"),
-    "ctkSliderWidget": ("QWidget", "ctkSliderWidget.h"), "ctkPathLineEdit": ("QWidget", "ctkPathLineEdit.h"),
-    "ctkDoubleSpinBox": ("QWidget", "ctkDoubleSpinBox.h"), "ctkComboBox": ("QComboBox", "ctkComboBox.h"),
-    "ctkCheckBox": ("QCheckBox", "ctkCheckBox.h"), "ctkExpandButton": ("QToolButton", "ctkExpandButton.h"),
+    "ctkCollapsibleButton": ("QWidget", "ctkCollapsibleButton.h"),
+    "ctkCollapsibleGroupBox": ("QGroupBox", "ctkCollapsibleGroupBox.h"),
+    "ctkSliderWidget": ("QWidget", "ctkSliderWidget.h"),
+    "ctkPathLineEdit": ("QWidget", "ctkPathLineEdit.h"),
+    "ctkDoubleSpinBox": ("QWidget", "ctkDoubleSpinBox.h"),
+    "ctkComboBox": ("QComboBox", "ctkComboBox.h"),
+    "ctkCheckBox": ("QCheckBox", "ctkCheckBox.h"),
+    "ctkExpandButton": ("QToolButton", "ctkExpandButton.h"),
     "ctkFittedTextBrowser": ("QTextBrowser", "ctkFittedTextBrowser.h"),
 }
 NEEDS_SCENE = {"qMRMLNodeComboBox", "qMRMLTableView", "qMRMLSpinBox", "qMRMLSegmentsTableView"}
-INTERACTIVE = {"qMRMLNodeComboBox", "ctkPathLineEdit", "ctkSliderWidget", "QComboBox", "QCheckBox", "QPushButton", "QToolButton",
-               "QSpinBox", "QDoubleSpinBox", "QLineEdit", "ctkComboBox", "ctkCheckBox", "ctkDoubleSpinBox", "qMRMLSpinBox"}
+INTERACTIVE = {
+    "qMRMLNodeComboBox",
+    "ctkPathLineEdit",
+    "ctkSliderWidget",
+    "QComboBox",
+    "QCheckBox",
+    "QPushButton",
+    "QToolButton",
+    "QSpinBox",
+    "QDoubleSpinBox",
+    "QLineEdit",
+    "ctkComboBox",
+    "ctkCheckBox",
+    "ctkDoubleSpinBox",
+    "qMRMLSpinBox",
+}
 READS = r"(currentNode\(\)|(currentPath|value|checked|currentText|text)\b)"
 
 
@@ -44,8 +90,10 @@ def prop(widget, name):
 
 
 def python_sources():
-    """The module file and the widget helpers that reach into ``ui`` (the self-test drives the panel too)."""
-    return MODULE_FILE.read_text() + (LIB_DIR / "widget" / "selftest.py").read_text()
+    """The module file, the panel and the widget helpers that reach into ``ui`` (the self-test drives the panel too)."""
+    return "".join(
+        p.read_text() for p in (MODULE_FILE, LIB_DIR / "widget" / "panel.py", LIB_DIR / "widget" / "selftest.py")
+    )
 
 
 def used_names():
@@ -62,19 +110,27 @@ def test_ui_parses_with_the_module_class_as_top_widget(ui_tree):
 
 
 def test_every_class_is_a_real_qt_ctk_or_slicer_widget_with_its_slicer_header(ui_tree):
-    declared = {c.findtext("class"): (c.findtext("extends"), c.findtext("header")) for c in ui_tree.iter("customwidget")}
+    declared = {
+        c.findtext("class"): (c.findtext("extends"), c.findtext("header")) for c in ui_tree.iter("customwidget")
+    }
     used = {w.get("class") for w in ui_tree.iter("widget")}
     assert used <= QT_CLASSES | set(CUSTOM_CLASSES), used - QT_CLASSES - set(CUSTOM_CLASSES)
     for cls in used - QT_CLASSES:
-        assert declared.get(cls) == CUSTOM_CLASSES[cls], f"<customwidget> of {cls} must match Slicer's: {CUSTOM_CLASSES[cls]}"
+        assert declared.get(cls) == CUSTOM_CLASSES[cls], (
+            f"<customwidget> of {cls} must match Slicer's: {CUSTOM_CLASSES[cls]}"
+        )
     assert set(declared) <= used, f"declared but unused: {set(declared) - used}"
     for layout in ui_tree.iter("layout"):
         assert layout.get("class") in {"QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout"}
 
 
 def test_mrml_widgets_get_the_scene_as_the_template_wires_it(ui_tree):
-    wired = {c.findtext("receiver") for c in ui_tree.iter("connection")
-             if (c.findtext("sender"), c.findtext("signal"), c.findtext("slot")) == ("UNetSigmoidSeg", "mrmlSceneChanged(vtkMRMLScene*)", "setMRMLScene(vtkMRMLScene*)")}
+    wired = {
+        c.findtext("receiver")
+        for c in ui_tree.iter("connection")
+        if (c.findtext("sender"), c.findtext("signal"), c.findtext("slot"))
+        == ("UNetSigmoidSeg", "mrmlSceneChanged(vtkMRMLScene*)", "setMRMLScene(vtkMRMLScene*)")
+    }
     need = {name for name, w in widgets(ui_tree).items() if w.get("class") in NEEDS_SCENE}
     assert need and need == wired
 
@@ -100,8 +156,14 @@ def test_bindings_cover_every_parameter_and_use_real_signals(ui_tree):
     fields = set(Parameters.__dataclass_fields__)
     bound = [f for f, _, _ in bindings.BINDINGS]
     assert len(bound) == len(set(bound)) and set(bound) | set(bindings.EXPLICIT_FIELDS) == fields
-    kinds = {"path": {"ctkPathLineEdit"}, "combo": {"QComboBox"}, "check": {"QCheckBox"}, "double": {"QDoubleSpinBox", "ctkSliderWidget"},
-             "int": {"QSpinBox"}, "roi": {"QLineEdit"}}
+    kinds = {
+        "path": {"ctkPathLineEdit"},
+        "combo": {"QComboBox"},
+        "check": {"QCheckBox"},
+        "double": {"QDoubleSpinBox", "ctkSliderWidget"},
+        "int": {"QSpinBox"},
+        "roi": {"QLineEdit"},
+    }
     ws = widgets(ui_tree)
     for field, name, kind in bindings.BINDINGS:
         assert ws[name].get("class") in kinds[kind], (field, name, kind)
@@ -112,13 +174,19 @@ def test_threshold_slider_is_0_to_1_in_steps_of_0_01_and_reports_drags(ui_tree):
     assert slider.get("class") == "ctkSliderWidget"
     values = {n: float(prop(slider, n).text) for n in ("minimum", "maximum", "singleStep", "value")}
     assert values == {"minimum": 0.0, "maximum": 1.0, "singleStep": 0.01, "value": 0.5}
-    assert prop(slider, "tracking").text == "false"  # valueIsChanging while dragging (debounced live), valueChanged on release
+    assert (
+        prop(slider, "tracking").text == "false"
+    )  # valueIsChanging while dragging (debounced live), valueChanged on release
     assert int(prop(slider, "decimals").text) == 2
 
 
 def test_spin_box_ranges_match_the_parameter_ranges(ui_tree):
     ws = widgets(ui_tree)
-    for field, name in (("overlap", "overlapSpinBox"), ("swBatchSize", "swBatchSizeSpinBox"), ("minIslandMm3", "minIslandSpinBox")):
+    for field, name in (
+        ("overlap", "overlapSpinBox"),
+        ("swBatchSize", "swBatchSizeSpinBox"),
+        ("minIslandMm3", "minIslandSpinBox"),
+    ):
         lo, hi = RANGES[field]
         minimum = prop(ws[name], "minimum")
         assert float(minimum.text if minimum is not None else 0) == lo, name
@@ -151,17 +219,34 @@ def test_output_selector_offers_create_new_and_log_is_capped(ui_tree):
 def test_combo_values_are_the_engines():
     from monai.utils import BlendMode
 
-    from UNetSigmoidSegLib.engine.inference import DEVICES
-    from UNetSigmoidSegLib.engine.model import ACTIVATIONS
+    from UNetSigmoidSegLib.contract.options import ACTIVATIONS, DEVICES, SegmentOptions
+    from UNetSigmoidSegLib.engine.inference import select_device
+    from UNetSigmoidSegLib.errors import OptionError
 
-    assert tuple(v for v, _ in rules.DEVICES) == DEVICES
+    assert tuple(v for v, _ in rules.DEVICES) == DEVICES  # one source: the run contract's vocabulary
     assert tuple(v for v, _ in rules.ACTIVATIONS) == ACTIVATIONS
+    for device in DEVICES:  # the engine knows every device the panel offers (it may be absent on this machine)
+        try:
+            select_device(device)
+        except OptionError as exc:
+            assert "not available" in exc.message, exc.message
+    assert [SegmentOptions(activation=a).activation for a in ACTIVATIONS] == list(ACTIVATIONS)
     assert {v for v, _ in rules.BLEND_MODES} <= {m.value for m in BlendMode}
     assert all(tip.strip() for _, tip in rules.DEVICES + rules.ACTIVATIONS + rules.BLEND_MODES)
 
 
-@pytest.mark.parametrize("name", ["installDependenciesButton", "segmentButton", "modelPathLineEdit", "trustBundleCheckBox",
-                                  "deviceComboBox", "activationComboBox", "thresholdSlider"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "installDependenciesButton",
+        "segmentButton",
+        "modelPathLineEdit",
+        "trustBundleCheckBox",
+        "deviceComboBox",
+        "activationComboBox",
+        "thresholdSlider",
+    ],
+)
 def test_important_widgets_have_tooltips(ui_tree, name):
     tip = prop(widgets(ui_tree)[name], "toolTip")
     assert tip is not None and len(tip.text) > 20
@@ -171,12 +256,29 @@ def test_module_file_reads_no_widget_attribute_that_is_not_a_known_property():
     """A misspelt Qt property (``tooltip``) would silently create a Python attribute under PythonQt: the fake
     widgets of test_panel reject them at run time; here the assignments in the source are checked too."""
     tree = ast.parse(MODULE_FILE.read_text())
-    allowed = {"text", "enabled", "toolTip", "visible", "value", "decimals", "singleStep", "minimum", "maximum", "tracking",
-               "currentPath", "currentText", "checked"}
+    allowed = {
+        "text",
+        "enabled",
+        "toolTip",
+        "visible",
+        "value",
+        "decimals",
+        "singleStep",
+        "minimum",
+        "maximum",
+        "tracking",
+        "currentPath",
+        "currentText",
+        "checked",
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                for t in (target.elts if isinstance(target, ast.Tuple) else [target]):
-                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Attribute) and isinstance(t.value.value, ast.Attribute) \
-                            and t.value.value.attr == "ui":
+                for t in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if (
+                        isinstance(t, ast.Attribute)
+                        and isinstance(t.value, ast.Attribute)
+                        and isinstance(t.value.value, ast.Attribute)
+                        and t.value.value.attr == "ui"
+                    ):
                         assert t.attr in allowed, f"line {node.lineno}: ui.{t.value.attr}.{t.attr}"

@@ -44,16 +44,28 @@ def slicer_app_fixture(monkeypatch):
     fakeslicer.PlotsLogic.shown = []
     monkeypatch.setitem(sys.modules, "qt", fakeslicer.make_qt())
     monkeypatch.setitem(sys.modules, "ctk", fakeslicer.make_ctk())
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", fakeslicer.make_scripted_loadable_module(str(MODULE_FILE)))
+    monkeypatch.setitem(
+        sys.modules, "slicer.ScriptedLoadableModule", fakeslicer.make_scripted_loadable_module(str(MODULE_FILE))
+    )
     monkeypatch.setitem(sys.modules, "slicer.i18n", fakeslicer.make_i18n())
+    monkeypatch.delitem(sys.modules, "UNetSigmoidSegLib.widget.panel", raising=False)  # imports this test's fake qt
     scene = create_headless_scene()
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(plots=types.SimpleNamespace(logic=fakeslicer.PlotsLogic)), raising=False)
+    monkeypatch.setattr(
+        slicer,
+        "modules",
+        types.SimpleNamespace(plots=types.SimpleNamespace(logic=fakeslicer.PlotsLogic)),
+        raising=False,
+    )
     monkeypatch.setattr(slicer.util, "loadUI", fakeslicer.load_ui)
-    monkeypatch.setattr(slicer.util, "childWidgetVariables", lambda top: types.SimpleNamespace(**{c.name: c for c in top.children}))
+    monkeypatch.setattr(
+        slicer.util, "childWidgetVariables", lambda top: types.SimpleNamespace(**{c.name: c for c in top.children})
+    )
     monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fakeslicer.try_with_error_display)
     monkeypatch.setattr(slicer.util, "errorDisplay", fakeslicer.error_display)
-    spec = importlib.util.spec_from_file_location("UNetSigmoidSeg", str(MODULE_FILE))  # as qSlicerScriptedUtils::loadSourceAsModule
+    spec = importlib.util.spec_from_file_location(
+        "UNetSigmoidSeg", str(MODULE_FILE)
+    )  # as qSlicerScriptedUtils::loadSourceAsModule
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "UNetSigmoidSeg", module)
     spec.loader.exec_module(module)

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import SimpleITK as sitk
 import torch
-from conftest import blob_volume, tiny_unet, write_volume
 
+from conftest import blob_volume, tiny_unet, write_volume
 from UNetSigmoidSegLib.cli import main
 
 
@@ -21,8 +21,24 @@ def test_worker_batch_reuses_one_warm_worker_and_matches_in_process(tmp_path, ca
     for mode in ("worker", "in-process"):
         out = tmp_path / mode
         out.mkdir()
-        argv = ["segment", str(inputs), "--model", model, "--output", str(out), "--roi-size", "16", "--device", "cpu",
-                "--activation", "sigmoid", "--threshold", "0.4", "--json", "--quiet"]
+        argv = [
+            "segment",
+            str(inputs),
+            "--model",
+            model,
+            "--output",
+            str(out),
+            "--roi-size",
+            "16",
+            "--device",
+            "cpu",
+            "--activation",
+            "sigmoid",
+            "--threshold",
+            "0.4",
+            "--json",
+            "--quiet",
+        ]
         assert main(argv + (["--worker"] if mode == "worker" else [])) == 0
         outputs[mode] = (out, json.loads(capsys.readouterr().out))
     (out_w, summary_w), (out_p, summary_p) = outputs["worker"], outputs["in-process"]
@@ -43,7 +59,18 @@ def test_worker_python_that_does_not_exist_is_a_user_error(tmp_path, capsys):
     model = str(tmp_path / "unet.pt")
     torch.save(tiny_unet().state_dict(), model)
     volume = write_volume(tmp_path / "v.nii.gz", blob_volume((24, 20, 16)))
-    code = main(["segment", volume, "--model", model, "--output", str(tmp_path / "v.seg.nrrd"), "--worker",
-                 "--worker-python", str(tmp_path / "no-python")])
+    code = main(
+        [
+            "segment",
+            volume,
+            "--model",
+            model,
+            "--output",
+            str(tmp_path / "v.seg.nrrd"),
+            "--worker",
+            "--worker-python",
+            str(tmp_path / "no-python"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Python interpreter not found" in err and "fix:" in err

@@ -9,9 +9,18 @@ import sys
 import numpy as np
 import pytest
 
+from UNetSigmoidSegLib.contract import result as contract_result
 from UNetSigmoidSegLib.worker import handoff
-from UNetSigmoidSegLib.worker.protocol import (CLIENT_TYPES, MAX_MESSAGE_BYTES, WORKER_TYPES, ProtocolError, decode, encode,
-                                               make, read_messages)
+from UNetSigmoidSegLib.worker.protocol import (
+    CLIENT_TYPES,
+    MAX_MESSAGE_BYTES,
+    WORKER_TYPES,
+    ProtocolError,
+    decode,
+    encode,
+    make,
+    read_messages,
+)
 
 
 def test_round_trip_and_validation():
@@ -37,7 +46,9 @@ def test_round_trip_and_validation():
 
 def test_reader_skips_bad_and_oversized_lines_without_hanging():
     good = encode(make("heartbeat", busy=False))
-    stream = io.BytesIO(good + b"garbage\n" + b"y" * (3 * 1024 + 17) + b"\n" + b"\n" + good + b'{"type": "busy"}\n' + good[:-1])
+    stream = io.BytesIO(
+        good + b"garbage\n" + b"y" * (3 * 1024 + 17) + b"\n" + b"\n" + good + b'{"type": "busy"}\n' + good[:-1]
+    )
     items = list(read_messages(stream, WORKER_TYPES, max_bytes=1024))
     kinds = [type(i).__name__ if isinstance(i, ProtocolError) else i["type"] for i in items]
     assert kinds == ["heartbeat", "ProtocolError", "ProtocolError", "heartbeat", "ProtocolError", "heartbeat"]
@@ -56,9 +67,9 @@ def test_handoff_arrays_and_packed_masks(tmp_path):
     with pytest.raises(ValueError, match="expected"):
         handoff.read_array(dict(desc, shape=[1, 2]))
     masks = rng.random((3, 5, 6, 7)) > 0.5
-    packed = handoff.pack_masks(masks)
+    packed = contract_result.pack_masks(masks)
     assert packed.nbytes == -(-masks.size // 8)
-    back = handoff.unpack_masks(packed, masks.shape)
+    back = contract_result.unpack_masks(packed, masks.shape)
     assert back.dtype == bool and np.array_equal(back, masks)
 
 

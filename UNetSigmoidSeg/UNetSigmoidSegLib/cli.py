@@ -10,42 +10,12 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from .errors import OptionError, UserError
+from .contract.model import ModelInfo, ModelSpec
+from .contract.options import Cleanup, SegmentOptions
+from .errors import UserError
+from .progress import Progress
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-class Progress:
-    """Overall and per-stage progress on stderr (one updating line on a terminal, stage lines otherwise)."""
-
-    SPANS = {"preprocess": (0.0, 0.05), "inference": (0.05, 0.85), "postprocess": (0.85, 0.95), "write": (0.95, 1.0)}
-
-    def __init__(self, total: int, quiet: bool = False) -> None:
-        self.total, self.case, self.quiet = total, 0, quiet
-        self.tty = sys.stderr.isatty()
-        self.last = ""
-
-    def start_case(self, index: int, name: str) -> None:
-        self.case = index
-        self.name = name
-
-    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
-        if self.quiet:
-            return
-        lo, hi = self.SPANS.get(stage, (0.0, 1.0))
-        overall = (self.case + lo + (hi - lo) * min(1.0, fraction)) / max(1, self.total)
-        bar = "#" * int(20 * fraction) + "-" * (20 - int(20 * fraction))
-        line = f"[{self.case + 1}/{self.total} {overall:4.0%}] {self.name}: {stage:<11} [{bar}] {fraction:4.0%} {message}"
-        if self.tty:
-            sys.stderr.write("\r" + line[:150].ljust(150))
-            sys.stderr.flush()
-        elif stage != self.last or fraction >= 1.0:
-            print(line, file=sys.stderr)
-        self.last = stage
-
-    def end_line(self) -> None:
-        if self.tty and not self.quiet:
-            sys.stderr.write("\n")
 
 
 def _expand_inputs(inputs: Sequence[str]) -> List[str]:
@@ -55,10 +25,16 @@ def _expand_inputs(inputs: Sequence[str]) -> List[str]:
     out: List[str] = []
     for item in inputs:
         if os.path.isdir(item) and not sitk.ImageSeriesReader.GetGDCMSeriesIDs(item):
-            found = sorted(os.path.join(item, f) for f in os.listdir(item)
-                           if f.lower().endswith(IMAGE_SUFFIXES) and not _is_our_output(f))
+            found = sorted(
+                os.path.join(item, f)
+                for f in os.listdir(item)
+                if f.lower().endswith(IMAGE_SUFFIXES) and not _is_our_output(f)
+            )
             if not found:
-                raise UserError(f"No images (NIfTI/NRRD/MHA) or DICOM series in folder {item}", "Point to image files or a DICOM folder.")
+                raise UserError(
+                    f"No images (NIfTI/NRRD/MHA) or DICOM series in folder {item}",
+                    "Point to image files or a DICOM folder.",
+                )
             out.extend(found)
         else:
             out.append(item)
@@ -79,21 +55,30 @@ def _stem(path: str) -> str:
     return name
 
 
-def _output_paths(inputs: List[str], output: Optional[str], probabilities: Optional[str]) -> List[Dict[str, Optional[str]]]:
+def _output_paths(
+    inputs: List[str], output: Optional[str], probabilities: Optional[str]
+) -> List[Dict[str, Optional[str]]]:
+    """One case per input: ``{"input", "segmentation", "probabilities"}`` paths, checked before any run."""
     from .engine.outputs import check_output_path
 
-    plans = []
+    cases = []
     batch = len(inputs) > 1
     for path in inputs:
         stem = _stem(path)
         if batch:
             seg_dir = output or "."
             if not os.path.isdir(seg_dir):
-                raise UserError(f"With several inputs --output must be an existing folder, got {seg_dir}", "Create the folder or give one input.")
+                raise UserError(
+                    f"With several inputs --output must be an existing folder, got {seg_dir}",
+                    "Create the folder or give one input.",
+                )
             seg = os.path.join(seg_dir, stem + ".seg.nrrd")
             prob = os.path.join(probabilities, stem + "_probabilities.nrrd") if probabilities else None
             if probabilities and not os.path.isdir(probabilities):
-                raise UserError(f"With several inputs --probabilities must be an existing folder, got {probabilities}", "Create the folder first.")
+                raise UserError(
+                    f"With several inputs --probabilities must be an existing folder, got {probabilities}",
+                    "Create the folder first.",
+                )
         else:
             seg = output or stem + ".seg.nrrd"
             if os.path.isdir(seg):
@@ -104,146 +89,166 @@ def _output_paths(inputs: List[str], output: Optional[str], probabilities: Optio
         check_output_path(seg, "segmentation")
         if prob:
             check_output_path(prob, "probabilities")
-        plans.append({"input": path, "segmentation": seg, "probabilities": prob})
-    targets = [p[k] for p in plans for k in ("segmentation", "probabilities") if p[k]]
+        cases.append({"input": path, "segmentation": seg, "probabilities": prob})
+    targets = [c[k] for c in cases for k in ("segmentation", "probabilities") if c[k]]
     clash = sorted({t for t in targets if targets.count(t) > 1})
     if clash:
-        raise UserError(f"Several inputs would write the same output file: {', '.join(clash)}",
-                        "Inputs in a batch need distinct file names; run them into separate --output folders.")
-    return plans
+        raise UserError(
+            f"Several inputs would write the same output file: {', '.join(clash)}",
+            "Inputs in a batch need distinct file names; run them into separate --output folders.",
+        )
+    return cases
 
 
-def _options(args: argparse.Namespace):
-    from .engine.pipeline import SegmentOptions
-    from .engine.postprocess import Cleanup
-    from .engine.volume import spacing_tuple
-
+def _options(args: argparse.Namespace) -> SegmentOptions:
+    """The command line's ``SegmentOptions`` (validated: a bad value is an ``OptionError`` naming it)."""
+    threshold = args.threshold if args.threshold is None or len(args.threshold) > 1 else args.threshold[0]
     return SegmentOptions(
-        activation=args.activation, threshold=args.threshold if args.threshold is None or len(args.threshold) > 1 else args.threshold[0],
-        device=args.device, amp=not args.no_amp, roi_size=args.roi_size, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
-        blend_mode=args.blend_mode, normalization=args.normalization, ct_window=args.ct_window, orientation=args.orientation,
-        spacing=list(spacing_tuple(args.spacing)) if args.spacing else None,
-        cleanup=Cleanup(args.largest_component, args.fill_holes, float(args.min_island_mm3 or 0.0)),
+        activation=args.activation,
+        threshold=threshold,
+        device=args.device,
+        amp=not args.no_amp,
+        roi_size=args.roi_size,
+        sw_batch_size=args.sw_batch_size,
+        overlap=args.overlap,
+        blend_mode=args.blend_mode,
+        normalization=args.normalization,
+        ct_window=args.ct_window,
+        orientation=args.orientation,
+        spacing=args.spacing,
+        cleanup=Cleanup(args.largest_component, args.fill_holes, args.min_island_mm3 or 0.0),
         labels=args.labels,
     )
 
 
-class _Runner:
-    """Runs cases in this process, or with ``--worker`` in one warm background worker for the whole batch."""
-
-    def __init__(self, args: argparse.Namespace, options) -> None:
-        from .engine.model import ModelInfo, load_model
-
-        self.options, self.client, self.model, self.worker_info = options, None, None, None
-        self.model_options = {"trust_bundle": args.trust_bundle, "network_config": args.network_config,
-                              "network_overrides": {"strides": args.strides} if args.strides else None}
-        self.model_path = args.model
-        if args.worker:
-            from .worker.client import WorkerClient
-
-            self.client = WorkerClient(python_executable=args.worker_python or sys.executable)
-            self.info = ModelInfo(**self.client.inspect(args.model, **self.model_options))
-        else:
-            self.model = load_model(args.model, **self.model_options)
-            self.info = self.model.info
-
-    def segment(self, volume, progress, log):
-        if self.client is None:
-            from .engine.pipeline import segment
-
-            return segment(volume, self.model, self.options, progress=progress, log=log)
-        job = self.client.submit(volume.array, volume.affine, self.model_path, self.model_options, self.options)
-        result = job.wait(progress=progress, log=log)
-        self.worker_info = {k: job.worker_info.get(k) for k in ("pid", "cache_hit", "load_count", "peak_rss_bytes")}
-        return result
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
+def _model_spec(args: argparse.Namespace) -> ModelSpec:
+    return ModelSpec(
+        args.model,
+        trust_bundle=args.trust_bundle,
+        network_config=args.network_config,
+        strides=getattr(args, "strides", None),
+    )
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .engine.probabilities import check_activation, check_thresholds
+    from .runners import make_runner
 
-    check_activation(args.activation)
-    if args.threshold is not None:
-        check_thresholds(args.threshold, len(args.threshold))
-    if args.min_island_mm3 is not None and args.min_island_mm3 < 0:
-        raise OptionError(f"--min-island-mm3 {args.min_island_mm3} is negative", "Give a size in mm³ ≥ 0.")
+    options, spec = _options(args), _model_spec(args)
     inputs = _expand_inputs(args.inputs)
-    plans = _output_paths(inputs, args.output, args.probabilities)
-    options = _options(args)
+    cases = _output_paths(inputs, args.output, args.probabilities)
     t0 = time.perf_counter()
-    runner = _Runner(args, options)
+    runner = make_runner(worker=args.worker, worker_python=args.worker_python)
     try:
-        return _segment_cases(args, plans, runner, time.perf_counter() - t0)
+        info = runner.inspect(spec).wait()
+        return _segment_cases(args, cases, runner, spec, options, info, time.perf_counter() - t0)
     finally:
         runner.close()
 
 
-def _segment_cases(args: argparse.Namespace, plans: List[Dict[str, Optional[str]]], runner: _Runner, load_s: float) -> int:
+def _segment_cases(
+    args: argparse.Namespace,
+    cases: List[Dict[str, Optional[str]]],
+    runner: Any,
+    spec: ModelSpec,
+    options: SegmentOptions,
+    info: ModelInfo,
+    load_s: float,
+) -> int:
     from .engine.outputs import write_probabilities, write_segmentation
     from .engine.volume import read_volume
 
-    info = runner.info
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     log(f"model: {info.summary()}")
     for note in info.notes:
         log(f"note: {note}")
     if not info.format.startswith("checkpoint") or not info.architecture.startswith("UNet("):
-        ignored = [f for f, v in (("--normalization", args.normalization), ("--ct-window", args.ct_window), ("--orientation", args.orientation),
-                                  ("--spacing", args.spacing), ("--strides", args.strides)) if v]
+        ignored = [
+            f
+            for f, v in (
+                ("--normalization", args.normalization),
+                ("--ct-window", args.ct_window),
+                ("--orientation", args.orientation),
+                ("--spacing", args.spacing),
+                ("--strides", args.strides),
+            )
+            if v
+        ]
         if ignored and info.format.startswith("bundle"):
-            print(f"warning: {', '.join(ignored)} ignored: the bundle brings its own preprocessing and network", file=sys.stderr)
+            print(
+                f"warning: {', '.join(ignored)} ignored: the bundle brings its own preprocessing and network",
+                file=sys.stderr,
+            )
         elif args.strides and info.format != "checkpoint":
             print("warning: --strides ignored: it applies to plain UNet state_dicts only", file=sys.stderr)
-    progress = Progress(len(plans), quiet=args.quiet)
+    progress = Progress(len(cases), quiet=args.quiet)
     summary: Dict[str, Any] = {"model": info.to_dict(), "load_s": round(load_s, 3), "cases": []}
-    for i, plan in enumerate(plans):
-        progress.start_case(i, _stem(plan["input"] or ""))
+    for i, case in enumerate(cases):
+        progress.start_case(i, _stem(case["input"] or ""))
         t1 = time.perf_counter()
-        volume = read_volume(plan["input"])
+        volume = read_volume(case["input"])
         read_s = time.perf_counter() - t1
-        result = runner.segment(volume, progress, log)
+        job = runner.submit(volume, spec, options)
+        result = job.wait(progress=progress, log=log)
         t2 = time.perf_counter()
-        warning = write_segmentation(result, plan["segmentation"])
+        warning = write_segmentation(result, case["segmentation"])
         if warning:
             result.warnings.append(warning)
             log("warning: " + warning)
-        if plan["probabilities"]:
-            write_probabilities(result, plan["probabilities"])
-        progress("write", 1.0, os.path.basename(plan["segmentation"] or ""))
+        if case["probabilities"]:
+            write_probabilities(result, case["probabilities"])
+        progress("write", 1.0, os.path.basename(case["segmentation"] or ""))
         progress.end_line()
         stats = result.statistics()
         timings = dict(result.timings, read_s=read_s, write_s=time.perf_counter() - t2)
-        case = {"input": plan["input"], "segmentation": plan["segmentation"], "probabilities": plan["probabilities"],
-                "device": result.device.device, "device_reason": result.device.reason, "plan": result.plan,
-                "activation": result.activation, "thresholds": result.thresholds, "segments": stats,
-                "timings_s": {k: round(v, 3) for k, v in timings.items()}, "warnings": result.warnings}
-        if runner.worker_info is not None:
-            case["worker"] = runner.worker_info
-        summary["cases"].append(case)
+        row = {
+            "input": case["input"],
+            "segmentation": case["segmentation"],
+            "probabilities": case["probabilities"],
+            "device": result.device.device,
+            "device_reason": result.device.reason,
+            "placement": result.placement,
+            "activation": result.activation,
+            "thresholds": result.thresholds,
+            "segments": stats,
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "warnings": result.warnings,
+        }
+        if runner.kind == "worker":
+            row["worker"] = {k: job.info.get(k) for k in ("pid", "cache_hit", "load_count", "peak_rss_bytes")}
+        summary["cases"].append(row)
         if not args.json and not args.quiet:
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
-            print(f"{plan['input']} → {plan['segmentation']} ({vols}; {result.device.device}, {sum(timings.values()):.1f} s)")
+            seconds = sum(timings.values())
+            print(f"{case['input']} → {case['segmentation']} ({vols}; {result.device.device}, {seconds:.1f} s)")
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .engine.model import load_model
+    from .runners import make_runner
 
-    model = load_model(args.model, trust_bundle=args.trust_bundle, network_config=args.network_config)
+    runner = make_runner()
+    try:
+        info = runner.inspect(_model_spec(args)).wait()
+    finally:
+        runner.close()
     if args.json:
-        print(json.dumps(model.info.to_dict(), indent=2))
+        print(json.dumps(info.to_dict(), indent=2))
         return 0
-    info = model.info
     print(info.summary())
-    rows = [("format", info.format), ("architecture", info.architecture), ("input channels", info.in_channels),
-            ("output channels", info.out_channels), ("activation", f"{info.activation} ({info.activation_source})"),
-            ("threshold", info.threshold), ("labels", ", ".join(info.labels) or "-"), ("roi size", info.roi_size),
-            ("preprocessing", info.preprocessing or "none"), ("network", info.network_args)]
+    rows = [
+        ("format", info.format),
+        ("architecture", info.architecture),
+        ("input channels", info.in_channels),
+        ("output channels", info.out_channels),
+        ("activation", f"{info.activation} ({info.activation_source})"),
+        ("threshold", info.threshold),
+        ("labels", ", ".join(info.labels) or "-"),
+        ("roi size", info.roi_size),
+        ("preprocessing", info.preprocessing or "none"),
+        ("network", info.network_args),
+    ]
     for key, value in rows:
         print(f"  {key:<16} {value}")
     for note in info.notes:
@@ -258,20 +263,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trust-bundle", action="store_true", help="allow a bundle's $-expressions and non-MONAI targets (runs its code)")
-    p.add_argument("--network-config", help="JSON with UNet settings/labels for a plain checkpoint (default: <checkpoint>.json)")
+    p.add_argument(
+        "--trust-bundle",
+        action="store_true",
+        help="allow a bundle's $-expressions and non-MONAI targets (runs its code)",
+    )
+    p.add_argument(
+        "--network-config", help="JSON with UNet settings/labels for a plain checkpoint (default: <checkpoint>.json)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unetsigmoidseg", description="Run a MONAI UNet: checkpoint → probabilities → segmentation on the input grid.")
+    parser = argparse.ArgumentParser(
+        prog="unetsigmoidseg",
+        description="Run a MONAI UNet: checkpoint → probabilities → segmentation on the input grid.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("segment", help="segment one or more volumes")
-    s.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI / NRRD / MHA file, DICOM series folder, or a folder of images (batch)")
-    s.add_argument("--model", required=True, help="checkpoint (.pt/.pth/.ckpt), TorchScript file, or MONAI bundle folder/.zip")
+    s.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="NIfTI / NRRD / MHA file, DICOM series folder, or a folder of images (batch)",
+    )
+    s.add_argument(
+        "--model", required=True, help="checkpoint (.pt/.pth/.ckpt), TorchScript file, or MONAI bundle folder/.zip"
+    )
     s.add_argument("--activation", default="auto", help="auto | sigmoid | softmax | none (default auto)")
-    s.add_argument("--threshold", type=float, nargs="+", help="probability threshold, one value or one per segment (softmax: minimum confidence)")
+    s.add_argument(
+        "--threshold",
+        type=float,
+        nargs="+",
+        help="probability threshold, one value or one per segment (softmax: minimum confidence)",
+    )
     s.add_argument("--device", default="auto", help="auto | cuda | cpu | mps")
-    s.add_argument("--output", "-o", help="segmentation file (.seg.nrrd or NIfTI/NRRD labelmap), or a folder for batches")
+    s.add_argument(
+        "--output", "-o", help="segmentation file (.seg.nrrd or NIfTI/NRRD labelmap), or a folder for batches"
+    )
     s.add_argument("--probabilities", help="also write the probability map (NRRD/NIfTI), or a folder for batches")
     s.add_argument("--labels", nargs="+", help="segment names (override the model's)")
     s.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
@@ -285,15 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--strides", type=int, nargs="+", help="UNet strides per level when not 2 (plain checkpoints)")
     p = s.add_argument_group("preprocessing (plain checkpoints; bundles bring their own)")
     p.add_argument("--normalization", help="none | zscore | zscore-nonzero | ct | range-sigmoid")
-    p.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="intensity window for ct / range-sigmoid")
+    p.add_argument(
+        "--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="intensity window for ct / range-sigmoid"
+    )
     p.add_argument("--orientation", help="keep | RAS")
     p.add_argument("--spacing", type=float, nargs="+", help="resample to this spacing (mm) before inference")
     c = s.add_argument_group("clean-up")
-    c.add_argument("--largest-component", action="store_true", help="keep the largest connected component of each segment")
+    c.add_argument(
+        "--largest-component", action="store_true", help="keep the largest connected component of each segment"
+    )
     c.add_argument("--fill-holes", action="store_true", help="fill holes in each segment")
     c.add_argument("--min-island-mm3", type=float, help="remove islands smaller than this volume (mm³)")
     w = s.add_argument_group("background worker")
-    w.add_argument("--worker", action="store_true", help="run inference in a background worker process (one warm worker for the batch)")
+    w.add_argument(
+        "--worker",
+        action="store_true",
+        help="run inference in a background worker process (one warm worker for the batch)",
+    )
     w.add_argument("--worker-python", help="interpreter for the worker, with torch + MONAI (default: this Python)")
     _model_args(s)
     i = sub.add_parser("inspect", help="print what was detected in a model")

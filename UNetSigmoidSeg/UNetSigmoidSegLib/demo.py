@@ -48,19 +48,33 @@ def resources_dir() -> str:
 def demo_paths(resources: Optional[str] = None) -> Dict[str, str]:
     """``{"model", "image", "reference"}`` paths; a ``UserError`` naming what is missing otherwise."""
     root = resources or resources_dir()
-    paths = {"model": os.path.join(root, "Models", MODEL_NAME), "image": os.path.join(root, "Data", SAMPLE),
-             "reference": os.path.join(root, "Data", REFERENCE)}
+    paths = {
+        "model": os.path.join(root, "Models", MODEL_NAME),
+        "image": os.path.join(root, "Data", SAMPLE),
+        "reference": os.path.join(root, "Data", REFERENCE),
+    }
     if not os.path.isdir(root):
-        raise ModelError(f"The demo files are not here: {root} does not exist",
-                         "The demo runs from a source checkout: clone the repository and run `pip install -e .` in it "
-                         f"(or set {RESOURCES_ENV} to the checkout's Resources folder).")
-    missing = [p for p in (os.path.join(paths["model"], "configs", "inference.json"),
-                           os.path.join(paths["model"], "models", "model.pt"), paths["image"], paths["reference"])
-               if not os.path.isfile(p)]
+        raise ModelError(
+            f"The demo files are not here: {root} does not exist",
+            "The demo runs from a source checkout: clone the repository and run `pip install -e .` in it "
+            f"(or set {RESOURCES_ENV} to the checkout's Resources folder).",
+        )
+    missing = [
+        p
+        for p in (
+            os.path.join(paths["model"], "configs", "inference.json"),
+            os.path.join(paths["model"], "models", "model.pt"),
+            paths["image"],
+            paths["reference"],
+        )
+        if not os.path.isfile(p)
+    ]
     if missing:
-        raise ModelError(f"Demo file(s) missing: {', '.join(missing)}",
-                         "Restore them from the repository (git checkout -- Resources), or retrain the model with "
-                         "python Resources/Training/train_brain_unet.py.")
+        raise ModelError(
+            f"Demo file(s) missing: {', '.join(missing)}",
+            "Restore them from the repository (git checkout -- Resources), or retrain the model with "
+            "python Resources/Training/train_brain_unet.py.",
+        )
     return paths
 
 
@@ -91,9 +105,17 @@ def ras_view(arrays: List[np.ndarray], affine: np.ndarray) -> Tuple[List[np.ndar
     return out, spacing[order]
 
 
-def write_overview(path: str, image: np.ndarray, pred: np.ndarray, reference: np.ndarray, probabilities: np.ndarray,
-                   affine: np.ndarray, threshold: float, title: str,
-                   color: Tuple[float, float, float] = (0.9, 0.35, 0.25)) -> None:
+def write_overview(
+    path: str,
+    image: np.ndarray,
+    pred: np.ndarray,
+    reference: np.ndarray,
+    probabilities: np.ndarray,
+    affine: np.ndarray,
+    threshold: float,
+    title: str,
+    color: Tuple[float, float, float] = (0.9, 0.35, 0.25),
+) -> None:
     """PNG: axial, coronal, sagittal slices through the predicted segment's centre (image ``(I, J, K)``,
     prediction filled, reference outlined) and a histogram of the ``(I, J, K)`` probabilities."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is only needed here
@@ -107,15 +129,25 @@ def write_overview(path: str, image: np.ndarray, pred: np.ndarray, reference: np
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
     # (name, slicer, (x axis, y axis) in RAS, edge letters left/right, invert x for radiological display)
-    views = [("axial", lambda a: a[:, :, centre[2]], (0, 1), ("R", "L"), True),
-             ("coronal", lambda a: a[:, centre[1], :], (0, 2), ("R", "L"), True),
-             ("sagittal", lambda a: a[centre[0], :, :], (1, 2), ("P", "A"), False)]
+    views = [
+        ("axial", lambda a: a[:, :, centre[2]], (0, 1), ("R", "L"), True),
+        ("coronal", lambda a: a[:, centre[1], :], (0, 2), ("R", "L"), True),
+        ("sagittal", lambda a: a[centre[0], :, :], (1, 2), ("P", "A"), False),
+    ]
     for ax, (name, cut, (xa, ya), letters, invert) in zip(axes, views):
         aspect = sp[ya] / sp[xa]
         ax.imshow(cut(img).T, cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect=aspect, interpolation="nearest")
         overlay = np.ma.masked_where(~cut(prd).T, np.ones(cut(prd).T.shape))
-        ax.imshow(overlay, cmap=ListedColormap([color]), alpha=0.45, origin="lower", aspect=aspect,
-                  interpolation="nearest", vmin=0, vmax=1)
+        ax.imshow(
+            overlay,
+            cmap=ListedColormap([color]),
+            alpha=0.45,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+            vmin=0,
+            vmax=1,
+        )
         if cut(ref).any():
             ax.contour(cut(ref).T.astype(float), levels=[0.5], colors="yellow", linewidths=0.9)
         if invert:
@@ -134,7 +166,9 @@ def write_overview(path: str, image: np.ndarray, pred: np.ndarray, reference: np
     hist_ax.set_ylabel("voxels (log scale)")
     hist_ax.set_title("probability histogram", fontsize=10)
     hist_ax.legend(loc="upper center", fontsize=9)
-    fig.suptitle(title + "   (filled: model, yellow line: reference mask; radiological view, R on the left)", fontsize=11)
+    fig.suptitle(
+        title + "   (filled: model, yellow line: reference mask; radiological view, R on the left)", fontsize=11
+    )
     fig.tight_layout()
     try:
         fig.savefig(path)
@@ -144,12 +178,13 @@ def write_overview(path: str, image: np.ndarray, pred: np.ndarray, reference: np
 
 def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: Optional[str] = None) -> DemoResult:
     """Segment the demo image and write the three outputs into ``output_dir`` (created if needed)."""
-    from .cli import Progress
+    from .contract.options import SegmentOptions
     from .engine.inference import select_device
     from .engine.model import load_model
     from .engine.outputs import write_probabilities, write_seg_nrrd
-    from .engine.pipeline import SegmentOptions, segment
+    from .engine.pipeline import segment
     from .engine.volume import read_volume, same_geometry
+    from .progress import Progress
 
     paths = demo_paths(resources)
     select_device(device)  # an unusable --device fails before anything is written
@@ -157,10 +192,14 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"Cannot create the output folder {out}: {exc.strerror}",
-                          "Choose a folder you can write to with --output-dir.") from None
-    files = {k: os.path.join(out, "T1_head" + s) for k, s in
-             (("seg", ".seg.nrrd"), ("prob", "_probabilities.nrrd"), ("png", "_overview.png"))}
+        raise OutputError(
+            f"Cannot create the output folder {out}: {exc.strerror}",
+            "Choose a folder you can write to with --output-dir.",
+        ) from None
+    files = {
+        k: os.path.join(out, "T1_head" + s)
+        for k, s in (("seg", ".seg.nrrd"), ("prob", "_probabilities.nrrd"), ("png", "_overview.png"))
+    }
     log = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()
     model = load_model(paths["model"], trust_bundle=False)
@@ -168,7 +207,9 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
     volume = read_volume(paths["image"])
     reference = read_volume(paths["reference"])
     if reference.spatial_shape != volume.spatial_shape or not same_geometry(reference.affine, volume.affine):
-        raise InputError("The demo's reference mask is not on the image's grid", "Restore Resources/Data from the repository.")
+        raise InputError(
+            "The demo's reference mask is not on the image's grid", "Restore Resources/Data from the repository."
+        )
     progress = Progress(1, quiet=quiet)
     progress.start_case(0, "T1_head")
     result = segment(volume, model, SegmentOptions(device=device), progress=progress, log=log)
@@ -182,21 +223,39 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
     overview: Optional[str] = files["png"]
     try:
         title = f"{MODEL_NAME} demo: Dice {score:.3f} vs reference, {result.statistics()[0]['volume_ml']:.0f} mL"
-        write_overview(files["png"], volume.array[0], pred, ref, result.probabilities.as_float(0), volume.affine,
-                       result.thresholds[0], title, tuple(result.colors[0]))
+        write_overview(
+            files["png"],
+            volume.array[0],
+            pred,
+            ref,
+            result.probabilities.as_float(0),
+            volume.affine,
+            result.thresholds[0],
+            title,
+            tuple(result.colors[0]),
+        )
     except ImportError:
         overview = None
         notes.append("overview PNG skipped: matplotlib is not installed (pip install matplotlib)")
-    return DemoResult(image=paths["image"], segmentation=files["seg"], probabilities=files["prob"], overview=overview,
-                      dice=score, volume_ml=float(result.statistics()[0]["volume_ml"]),
-                      reference_ml=float(ref.sum()) * volume.voxel_volume_ml, device=result.device.device,
-                      seconds=time.perf_counter() - t0, notes=notes)
+    return DemoResult(
+        image=paths["image"],
+        segmentation=files["seg"],
+        probabilities=files["prob"],
+        overview=overview,
+        dice=score,
+        volume_ml=float(result.statistics()[0]["volume_ml"]),
+        reference_ml=float(ref.sum()) * volume.voxel_volume_ml,
+        device=result.device.device,
+        seconds=time.perf_counter() - t0,
+        notes=notes,
+    )
 
 
 def report(res: DemoResult) -> str:
     """The text the demo prints on stdout."""
     lines = [
-        f"UNetSigmoidSeg demo: brain segmentation of {os.path.basename(res.image)} on {res.device} in {res.seconds:.1f} s",
+        f"UNetSigmoidSeg demo: brain segmentation of {os.path.basename(res.image)} on {res.device} "
+        f"in {res.seconds:.1f} s",
         f"  Dice vs reference brain mask: {res.dice:.4f}  (the demo model was trained on this image: this shows the "
         "product works end to end, not generalisation; see Resources/Models/BrainT1UNet/docs/README.md)",
         f"  brain volume: {res.volume_ml:.1f} mL (reference {res.reference_ml:.1f} mL)",
@@ -204,7 +263,8 @@ def report(res: DemoResult) -> str:
         f"  probabilities: {res.probabilities}",
         f"  overview:      {res.overview or 'not written'}",
         f"  input image:   {res.image}",
-        "Open in 3D Slicer: drag and drop the input image and the .seg.nrrd into the Slicer window (or File > Add Data);",
+        "Open in 3D Slicer: drag and drop the input image and the .seg.nrrd into the Slicer window "
+        "(or File > Add Data);",
         "  the segment 'brain' shows over the T1. The probability map loads as a volume (use it as a colour overlay).",
     ]
     lines += [f"  note: {n}" for n in res.notes]

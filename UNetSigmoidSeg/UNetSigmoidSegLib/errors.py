@@ -51,7 +51,9 @@ class WorkerError(UserError):
 
     kind = "worker"
 
-    def __init__(self, message: str, hint: str = "", reason: str = "crashed", log_tail: Optional[List[str]] = None) -> None:
+    def __init__(
+        self, message: str, hint: str = "", reason: str = "crashed", log_tail: Optional[List[str]] = None
+    ) -> None:
         super().__init__(message, hint)
         self.reason = reason
         self.log_tail = list(log_tail or [])

@@ -2,7 +2,8 @@
 
 A bundle config may contain ``$`` Python expressions and ``_target_`` of any importable class;
 MONAI's ``ConfigParser`` would run them. Untrusted (the default), only the parts this product
-needs (``network_def``, ``preprocessing``, ``inferer`` and what they reference with ``@``) are copied into a fresh parser, after checking that they hold no ``$`` / ``%``
+needs (``network_def``, ``preprocessing``, ``inferer`` and what they reference with ``@``) are copied
+into a fresh parser, after checking that they hold no ``$`` / ``%``
 strings and only MONAI targets; ``postprocessing`` is only read as data (activation, threshold).
 ``trust=True`` parses the whole config as MONAI would.
 """
@@ -37,7 +38,9 @@ def _read_config_file(folder: str, stem: str) -> Optional[dict]:
         except ImportError:
             raise ModelError(f"{path} is YAML and PyYAML is not installed.", "pip install pyyaml") from None
         except ValueError as exc:
-            raise ModelError(f"Cannot parse {path}: {exc}", "Fix the bundle's config file (it must be valid JSON/YAML).") from None
+            raise ModelError(
+                f"Cannot parse {path}: {exc}", "Fix the bundle's config file (it must be valid JSON/YAML)."
+            ) from None
     return None
 
 
@@ -46,9 +49,15 @@ def read_bundle_configs(folder: str) -> Dict[str, Any]:
     metadata = _read_config_file(folder, "metadata")
     inference = _read_config_file(folder, "inference")
     if inference is None:
-        raise ModelError(f"Bundle {folder} has no configs/inference.json", "A MONAI bundle needs configs/inference.json with network_def.")
+        raise ModelError(
+            f"Bundle {folder} has no configs/inference.json",
+            "A MONAI bundle needs configs/inference.json with network_def.",
+        )
     if "network_def" not in inference:
-        raise ModelError(f"Bundle {folder}: configs/inference has no 'network_def'", "Add the network definition under 'network_def'.")
+        raise ModelError(
+            f"Bundle {folder}: configs/inference has no 'network_def'",
+            "Add the network definition under 'network_def'.",
+        )
     return {"metadata": metadata or {}, "inference": inference}
 
 
@@ -92,8 +101,10 @@ def safe_subconfig(config: Dict[str, Any], needed=NEEDED) -> Dict[str, Any]:
         todo.extend(r for r in refs if r not in chosen)
     if problems:
         raise ModelError(
-            "The bundle config would run code, which is off for untrusted bundles: " + "; ".join(problems[:3])
-            + ("…" if len(problems) > 3 else "") + ". Nothing was run.",
+            "The bundle config would run code, which is off for untrusted bundles: "
+            + "; ".join(problems[:3])
+            + ("…" if len(problems) > 3 else "")
+            + ". Nothing was run.",
             TRUST_HINT,
         )
     return chosen
@@ -122,8 +133,10 @@ def parse_bundle(folder: str, trust: bool = False) -> Dict[str, Any]:
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure inside MONAI's instantiation
-        raise ModelError(f"Cannot instantiate the bundle's config: {type(exc).__name__}: {str(exc)[:300]}",
-                         "Check network_def / preprocessing in configs/inference.json.") from None
+        raise ModelError(
+            f"Cannot instantiate the bundle's config: {type(exc).__name__}: {str(exc)[:300]}",
+            "Check network_def / preprocessing in configs/inference.json.",
+        ) from None
     out["postprocessing_config"] = inference.get("postprocessing")
     return out
 

@@ -17,7 +17,20 @@ from ..errors import ModelError
 
 NESTED_KEYS = ("state_dict", "model", "network", "net", "model_state_dict", "network_weights")
 PREFIXES = ("module.", "_orig_mod.", "net.", "network.", "model_ema.")
-_CODE_MODULES = ("builtins", "os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "runpy", "importlib", "pty", "code")
+_CODE_MODULES = (
+    "builtins",
+    "os",
+    "posix",
+    "nt",
+    "subprocess",
+    "sys",
+    "shutil",
+    "socket",
+    "runpy",
+    "importlib",
+    "pty",
+    "code",
+)
 
 RESAVE_HINT = (
     "Re-save only the weights in the environment that made it: "
@@ -66,7 +79,8 @@ def safe_torch_load(path: str) -> Any:
         ) from None
     except Exception as exc:  # noqa: BLE001 - garbage bytes surface as IndexError, KeyError, EOFError, RuntimeError...
         raise ModelError(
-            f"{os.path.basename(path)} is not a readable PyTorch checkpoint ({_first_line(str(exc)) or type(exc).__name__}).",
+            f"{os.path.basename(path)} is not a readable PyTorch checkpoint "
+            f"({_first_line(str(exc)) or type(exc).__name__}).",
             "The file is corrupt, truncated or not a checkpoint; download or export it again.",
         ) from None
 
@@ -105,13 +119,14 @@ def extract_state_dict(obj: Any, path: str = "") -> Tuple[Dict[str, torch.Tensor
         )
     for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     if all(k.startswith("model.model.") for k in state):  # Lightning: self.model = UNet(...)
-        state = {k[len("model."):]: v for k, v in state.items()}
+        state = {k[len("model.") :]: v for k, v in state.items()}
     return dict(state), config
 
 
 # ---------------------------------------------------------------------------- UNet detection
+
 
 def _unit_prefix(state: Dict[str, torch.Tensor], block: str) -> Optional[str]:
     """The key prefix of the first convolution of a UNet block (plain or residual)."""
@@ -143,16 +158,23 @@ def detect_unet(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List[st
     while any(k.startswith(f"{block}.1.submodule.") for k in state):  # an inner level
         down = _unit_prefix(state, f"{block}.0")
         if down is None:
-            raise ModelError("Cannot follow the UNet's levels in the weights.", "Give a MONAI bundle or a TorchScript file instead.")
+            raise ModelError(
+                "Cannot follow the UNet's levels in the weights.", "Give a MONAI bundle or a TorchScript file instead."
+            )
         channels.append(int(state[f"{down}.weight"].shape[0]))
         block = f"{block}.1.submodule"
     bottom = _unit_prefix(state, block)
     if bottom is None:
-        raise ModelError("Cannot follow the UNet's levels in the weights.", "Give a MONAI bundle or a TorchScript file instead.")
+        raise ModelError(
+            "Cannot follow the UNet's levels in the weights.", "Give a MONAI bundle or a TorchScript file instead."
+        )
     channels.append(int(state[f"{bottom}.weight"].shape[0]))
     top = "model.2.conv.weight" if "model.2.conv.weight" in state else "model.2.0.conv.weight"
     if top not in state:
-        raise ModelError("The UNet's last layer (model.2) is missing from the weights.", "The checkpoint is incomplete; export it again.")
+        raise ModelError(
+            "The UNet's last layer (model.2) is missing from the weights.",
+            "The checkpoint is incomplete; export it again.",
+        )
     up = state[top]  # ConvTranspose weight: (in, out, *k)
     norm_keys = [k for k in state if ".adn.N." in k]
     if any(k.endswith("running_mean") for k in norm_keys):
@@ -166,7 +188,10 @@ def detect_unet(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List[st
         act: Any = "prelu"
     else:
         act = "relu"
-        notes.append("activation layers have no weights: assumed ReLU inside the network (set 'act' in the JSON next to the checkpoint if not)")
+        notes.append(
+            "activation layers have no weights: assumed ReLU inside the network "
+            "(set 'act' in the JSON next to the checkpoint if not)"
+        )
     kernel = [int(s) for s in w0.shape[2:]]
     up_kernel = [int(s) for s in up.shape[2:]]
     args = {
@@ -182,7 +207,10 @@ def detect_unet(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List[st
         "act": act,
         "bias": f"{first}.bias" in state,
     }
-    notes.append("strides are not stored in the weights: assumed 2 per level (override with --strides or the JSON next to the checkpoint)")
+    notes.append(
+        "strides are not stored in the weights: assumed 2 per level "
+        "(override with --strides or the JSON next to the checkpoint)"
+    )
     return args, notes
 
 
@@ -193,7 +221,9 @@ def build_unet(args: Dict[str, Any], state: Dict[str, torch.Tensor]) -> torch.nn
     try:
         net = UNet(**args)
     except (TypeError, ValueError, AssertionError) as exc:
-        raise ModelError(f"Cannot build UNet({args}): {exc}", "Check the network settings in the JSON next to the checkpoint.") from None
+        raise ModelError(
+            f"Cannot build UNet({args}): {exc}", "Check the network settings in the JSON next to the checkpoint."
+        ) from None
     load_strict(net, state, "UNet")
     return net
 
@@ -203,7 +233,11 @@ def load_strict(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str)
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:

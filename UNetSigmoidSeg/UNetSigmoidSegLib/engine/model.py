@@ -8,52 +8,17 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
 
+from ..contract.model import ModelInfo, ModelSpec
+from ..contract.options import check_activation, check_thresholds
 from ..errors import ModelError, OptionError
 from . import bundle as bundle_mod
-from .modelkey import model_cache_key  # noqa: F401 (re-exported: callers import it from here)
 from .checkpoint import build_unet, detect_unet, extract_state_dict, is_torchscript, load_strict, safe_torch_load
-from .probabilities import check_activation, check_thresholds
-
-ACTIVATIONS = ("auto", "sigmoid", "softmax", "none")
-
-
-@dataclass
-class ModelInfo:
-    """What was detected in a model file, and the inference defaults it brings."""
-
-    path: str
-    format: str  # "bundle" | "torchscript" | "checkpoint"
-    architecture: str
-    in_channels: Optional[int]
-    out_channels: Optional[int]
-    activation: str  # default when the user asks for "auto": sigmoid | softmax | none
-    activation_source: str
-    threshold: Optional[float] = None
-    labels: List[str] = field(default_factory=list)
-    network_args: Optional[Dict[str, Any]] = None
-    roi_size: Optional[List[int]] = None
-    sw_batch_size: Optional[int] = None
-    overlap: Optional[float] = None
-    blend_mode: Optional[str] = None
-    size_divisor: int = 1
-    spatial_dims: int = 3
-    preprocessing: Dict[str, Any] = field(default_factory=dict)  # normalization / spacing / orientation / ct_window
-    notes: List[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line for the panel and the CLI."""
-        io = f"{self.in_channels if self.in_channels is not None else '?'}→{self.out_channels if self.out_channels is not None else '?'} channels"
-        labels = f", labels: {', '.join(self.labels)}" if self.labels else ""
-        return f"{self.format}: {self.architecture}, {io}, activation {self.activation} ({self.activation_source}){labels}"
-
-    def to_dict(self) -> Dict[str, Any]:
-        return json.loads(json.dumps(asdict(self), default=str))
 
 
 @dataclass
@@ -91,16 +56,21 @@ def _read_sidecar(path: str, explicit: Optional[str]) -> Dict[str, Any]:
             except ValueError as exc:
                 raise ModelError(f"Cannot parse {candidate}: {exc}", "Fix the JSON next to the checkpoint.") from None
             if not isinstance(data, dict):
-                raise ModelError(f"{candidate} must hold a JSON object", 'e.g. {"network": {"strides": [2, 2, 2]}, "labels": ["liver"]}')
+                raise ModelError(
+                    f"{candidate} must hold a JSON object",
+                    'e.g. {"network": {"strides": [2, 2, 2]}, "labels": ["liver"]}',
+                )
             return data
         if explicit:
             raise ModelError(f"Network config not found: {candidate}", "Check the --network-config path.")
     return {}
 
 
-def _load_checkpoint(path: str, network_config: Optional[str], overrides: Optional[Dict[str, Any]]) -> LoadedModel:
+def _load_checkpoint(spec: ModelSpec) -> LoadedModel:
+    path = spec.path
     state, config = extract_state_dict(safe_torch_load(path), path)
-    sidecar = _read_sidecar(path, network_config)
+    sidecar = _read_sidecar(path, spec.network_config)
+    overrides = {"strides": list(spec.strides)} if spec.strides else {}
     notes: List[str] = []
     info_extra: Dict[str, Any] = {}
     if config and isinstance(config.get("network"), dict) and "_target_" in config["network"]:
@@ -110,7 +80,10 @@ def _load_checkpoint(path: str, network_config: Optional[str], overrides: Option
         try:
             net = parser.get_parsed_content("network")
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"Cannot build the network from the checkpoint's config: {exc}", "The checkpoint needs a MONAI network target.") from None
+            raise ModelError(
+                f"Cannot build the network from the checkpoint's config: {exc}",
+                "The checkpoint needs a MONAI network target.",
+            ) from None
         load_strict(net, state, type(net).__name__)
         args = {k: v for k, v in config["network"].items() if k != "_target_"}
         arch = f"{type(net).__name__} (from checkpoint config)"
@@ -118,8 +91,8 @@ def _load_checkpoint(path: str, network_config: Optional[str], overrides: Option
     else:
         args, notes = detect_unet(state)
         args.update(sidecar.get("network", {}))
-        args.update(overrides or {})
-        if "strides" in sidecar.get("network", {}) or "strides" in (overrides or {}):
+        args.update(overrides)
+        if "strides" in sidecar.get("network", {}) or "strides" in overrides:
             notes = [n for n in notes if not n.startswith("strides")]
         net = build_unet(args, state)
         arch = "UNet(channels={channels}, strides={strides}, res_units={num_res_units}, norm={norm})".format(**args)
@@ -128,18 +101,27 @@ def _load_checkpoint(path: str, network_config: Optional[str], overrides: Option
     try:
         activation = check_activation(activation) if activation else None
         if sidecar.get("threshold") is not None:
-            check_thresholds(sidecar["threshold"], 1 if isinstance(sidecar["threshold"], (int, float)) else len(sidecar["threshold"]))
+            check_thresholds(
+                sidecar["threshold"], 1 if isinstance(sidecar["threshold"], (int, float)) else len(sidecar["threshold"])
+            )
     except OptionError as exc:
         raise ModelError(f"The JSON next to the checkpoint is invalid: {exc.message}", exc.hint) from None
     info = ModelInfo(
-        path=path, format="checkpoint", architecture=arch,
-        in_channels=args.get("in_channels"), out_channels=out_channels,
+        path=path,
+        format="checkpoint",
+        architecture=arch,
+        in_channels=args.get("in_channels"),
+        out_channels=out_channels,
         activation=activation or default_activation(out_channels),
         activation_source="model config" if activation else f"{out_channels or 1} output channel(s)",
-        threshold=sidecar.get("threshold"), labels=list(sidecar.get("labels") or info_extra.pop("labels", [])),
-        network_args=args, roi_size=sidecar.get("roi_size") or info_extra.pop("roi_size", None),
-        size_divisor=_divisor(net), spatial_dims=int(args.get("spatial_dims", 3)),
-        preprocessing={k: sidecar[k] for k in ("normalization", "spacing", "orientation", "ct_window") if k in sidecar} or info_extra.pop("preprocessing", {}),
+        threshold=sidecar.get("threshold"),
+        labels=list(sidecar.get("labels") or info_extra.pop("labels", [])),
+        network_args=args,
+        roi_size=sidecar.get("roi_size") or info_extra.pop("roi_size", None),
+        size_divisor=_divisor(net),
+        spatial_dims=int(args.get("spatial_dims", 3)),
+        preprocessing={k: sidecar[k] for k in ("normalization", "spacing", "orientation", "ct_window") if k in sidecar}
+        or info_extra.pop("preprocessing", {}),
         notes=notes,
     )
     return LoadedModel(net.eval(), info)
@@ -173,16 +155,28 @@ def _load_torchscript(path: str) -> LoadedModel:
     try:
         net = torch.jit.load(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"Cannot load TorchScript file {os.path.basename(path)}: {str(exc).splitlines()[0][:200]}",
-                         "Export it again with torch.jit.script/trace and torch.jit.save.") from None
+        raise ModelError(
+            f"Cannot load TorchScript file {os.path.basename(path)}: {str(exc).splitlines()[0][:200]}",
+            "Export it again with torch.jit.script/trace and torch.jit.save.",
+        ) from None
     conv = _first_conv(net)
     in_ch = int(conv.shape[1]) if conv is not None else None
     divisor = _divisor(net)
-    info = ModelInfo(path=path, format="torchscript", architecture=f"TorchScript {getattr(net, 'original_name', 'module')}",
-                     in_channels=in_ch, out_channels=None, activation="sigmoid", activation_source="TorchScript default",
-                     spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
-                     size_divisor=divisor if divisor > 1 else 32,  # unknown depth: pad windows to multiples of 32
-                     notes=["output channels are known after the first run; activation 'auto' means sigmoid for 1 channel, softmax for more"])
+    info = ModelInfo(
+        path=path,
+        format="torchscript",
+        architecture=f"TorchScript {getattr(net, 'original_name', 'module')}",
+        in_channels=in_ch,
+        out_channels=None,
+        activation="sigmoid",
+        activation_source="TorchScript default",
+        spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
+        size_divisor=divisor if divisor > 1 else 32,  # unknown depth: pad windows to multiples of 32
+        notes=[
+            "output channels are known after the first run; "
+            "activation 'auto' means sigmoid for 1 channel, softmax for more"
+        ],
+    )
     return LoadedModel(net.eval(), info)
 
 
@@ -198,7 +192,9 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         net = _load_torchscript(ts).network
         fmt = "bundle (TorchScript)"
     else:
-        raise ModelError(f"Bundle {folder} has no models/model.pt or models/model.ts", "Put the trained weights in models/model.pt.")
+        raise ModelError(
+            f"Bundle {folder} has no models/model.pt or models/model.ts", "Put the trained weights in models/model.pt."
+        )
     post = bundle_mod.bundle_activation(parsed["postprocessing_config"])
     labels = bundle_mod.bundle_labels(parsed["metadata"])
     conv = _first_conv(net)
@@ -208,16 +204,22 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
     kept = bundle_mod.without_loaders(pre) if pre is not None else None
     inferer = parsed["inferer"]
     info = ModelInfo(
-        path=folder, format=fmt, architecture=type(net).__name__,
-        in_channels=int(conv.shape[1]) if conv is not None else None, out_channels=out_ch,
+        path=folder,
+        format=fmt,
+        architecture=type(net).__name__,
+        in_channels=int(conv.shape[1]) if conv is not None else None,
+        out_channels=out_ch,
         activation=post["activation"] or default_activation(out_ch),
         activation_source="bundle postprocessing" if post["activation"] else f"{out_ch or 1} output channel(s)",
-        threshold=post["threshold"], labels=labels[1:] if post["activation"] == "softmax" and len(labels) == (out_ch or 0) else labels,
+        threshold=post["threshold"],
+        labels=labels[1:] if post["activation"] == "softmax" and len(labels) == (out_ch or 0) else labels,
         network_args={k: v for k, v in nd.items() if k != "_target_"},
         roi_size=list(getattr(inferer, "roi_size", []) or []) or None,
-        sw_batch_size=getattr(inferer, "sw_batch_size", None), overlap=_scalar(getattr(inferer, "overlap", None)),
+        sw_batch_size=getattr(inferer, "sw_batch_size", None),
+        overlap=_scalar(getattr(inferer, "overlap", None)),
         blend_mode=str(getattr(getattr(inferer, "mode", None), "value", getattr(inferer, "mode", None)) or "") or None,
-        size_divisor=_divisor(net), spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
+        size_divisor=_divisor(net),
+        spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
         preprocessing={"bundle": [type(t).__name__ for t in kept.transforms] if kept is not None else []},
     )
     return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
@@ -231,15 +233,28 @@ def _scalar(value: Any) -> Optional[float]:
     return float(value)
 
 
-def load_model(path: str, trust_bundle: bool = False, network_config: Optional[str] = None,
-               network_overrides: Optional[Dict[str, Any]] = None) -> LoadedModel:
-    """Load a bundle folder/.zip, TorchScript file or checkpoint (.pt/.pth/.ckpt) onto the CPU."""
-    path = os.path.abspath(os.path.expanduser(str(path)))
+def load_model(
+    model: Union[str, ModelSpec],
+    trust_bundle: bool = False,
+    network_config: Optional[str] = None,
+    strides: Optional[List[int]] = None,
+) -> LoadedModel:
+    """Load a bundle folder/.zip, TorchScript file or checkpoint (.pt/.pth/.ckpt) onto the CPU.
+
+    ``model`` is a ``ModelSpec``, or a path with the spec's options as keywords."""
+    spec = model if isinstance(model, ModelSpec) else ModelSpec(str(model), trust_bundle, network_config, strides)
+    path, trust_bundle = spec.path, spec.trust_bundle
     if not os.path.exists(path):
-        raise ModelError(f"Model not found: {path}", "Give a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder/.zip.")
+        raise ModelError(
+            f"Model not found: {path}",
+            "Give a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder/.zip.",
+        )
     if os.path.isdir(path):
         if not bundle_mod.is_bundle_dir(path):
-            raise ModelError(f"{path} is a folder but not a MONAI bundle (no configs/metadata.json)", "Point --model to the bundle's root folder or to a checkpoint file.")
+            raise ModelError(
+                f"{path} is a folder but not a MONAI bundle (no configs/metadata.json)",
+                "Point --model to the bundle's root folder or to a checkpoint file.",
+            )
         return _load_bundle_dir(path, trust_bundle)
     if zipfile.is_zipfile(path) and not is_torchscript(path):
         with zipfile.ZipFile(path) as zf:
@@ -250,7 +265,10 @@ def load_model(path: str, trust_bundle: bool = False, network_config: Optional[s
                     for member in zf.namelist():
                         target = os.path.realpath(os.path.join(root, member))
                         if not target.startswith(root + os.sep) and target != root:
-                            raise ModelError(f"Bundle zip {path} has an unsafe path: {member}", "Re-create the zip without absolute or '..' paths.")
+                            raise ModelError(
+                                f"Bundle zip {path} has an unsafe path: {member}",
+                                "Re-create the zip without absolute or '..' paths.",
+                            )
                     zf.extractall(root)
                     folder = os.path.join(root, metas[0][: -len("configs/metadata.json")])
                     loaded = _load_bundle_dir(folder, trust_bundle)
@@ -258,4 +276,4 @@ def load_model(path: str, trust_bundle: bool = False, network_config: Optional[s
                     return loaded
     if is_torchscript(path):
         return _load_torchscript(path)
-    return _load_checkpoint(path, network_config, network_overrides)
+    return _load_checkpoint(spec)

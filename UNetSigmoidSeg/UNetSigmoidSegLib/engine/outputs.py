@@ -5,8 +5,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..contract.result import SegmentResult
 from ..errors import OutputError
-from .pipeline import SegmentResult
 from .volume import LPS_TO_RAS, atomic_output, check_writable, write_image
 
 SEG_EXTENSIONS = (".seg.nrrd",)
@@ -30,8 +30,8 @@ def write_seg_nrrd(result: SegmentResult, path: str) -> None:
     import slicerio
 
     seg = slicerio.create_segmentation(result.masks.shape[1:], LPS_TO_RAS @ result.affine)
-    for i, (name, color, mask) in enumerate(zip(result.names, result.colors, result.masks)):
-        slicerio.add_segment(seg, mask, {"id": f"Segment_{i + 1}", "name": name, "color": list(color)})
+    for i, (label, color, mask) in enumerate(zip(result.labels, result.colors, result.masks)):
+        slicerio.add_segment(seg, mask, {"id": f"Segment_{i + 1}", "name": label, "color": list(color)})
     seg["containedRepresentationNames"] = ["Binary labelmap"]
     with atomic_output(path) as tmp:
         slicerio.write_segmentation(tmp, seg)
@@ -39,7 +39,7 @@ def write_seg_nrrd(result: SegmentResult, path: str) -> None:
 
 def labelmap(result: SegmentResult) -> np.ndarray:
     """``(I, J, K)`` uint8/uint16 labels 1..S (later segments win where sigmoid segments overlap)."""
-    dtype = np.uint8 if len(result.names) < 255 else np.uint16
+    dtype = np.uint8 if len(result.labels) < 255 else np.uint16
     out = np.zeros(result.masks.shape[1:], dtype=dtype)
     for i, mask in enumerate(result.masks):
         out[mask] = i + 1
@@ -53,15 +53,19 @@ def write_segmentation(result: SegmentResult, path: str) -> Optional[str]:
         return None
     write_image(labelmap(result), result.affine, path)
     if len(result.masks) > 1 and (result.masks.sum(axis=0) > 1).any():
-        return f"Segments overlap; {os.path.basename(path)} keeps the later segment there. Use .seg.nrrd to keep every segment."
+        return (
+            f"Segments overlap; {os.path.basename(path)} keeps the later segment there. "
+            "Use .seg.nrrd to keep every segment."
+        )
     return None
 
 
 def write_probabilities(result: SegmentResult, path: str) -> None:
     """Probability map as float32 in [0, 1] (from the 1/255 cache): one volume per segment
     (several segments: components of one file), the winning-class confidence for softmax."""
-    pm = result.probabilities
-    if pm.mode == "softmax" or pm.values.shape[0] == 1:
-        write_image(pm.as_float(0), result.affine, path)
+    probabilities = result.probabilities
+    if probabilities.softmax or probabilities.quantized.shape[0] == 1:
+        write_image(probabilities.as_float(0), result.affine, path)
     else:
-        write_image(np.stack([pm.as_float(s) for s in range(pm.n_segments)]), result.affine, path)
+        channels = [probabilities.as_float(s) for s in range(probabilities.n_segments)]
+        write_image(np.stack(channels), result.affine, path)

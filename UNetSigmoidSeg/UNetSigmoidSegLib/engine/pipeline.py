@@ -1,112 +1,36 @@
 """One segmentation run: validate → preprocess → sliding window → activation → invert → cache → threshold → clean-up."""
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..contract.options import DEFAULT_BLEND_MODE, DEFAULT_OVERLAP, SegmentOptions, check_thresholds, default_threshold
+from ..contract.result import SegmentResult, make_probabilities
+from ..contract.runner import CancelFn, ProgressFn
 from ..errors import CancelledError, InputError, OptionError
+from ..sysinfo import available_memory_bytes
 from . import preprocess
-from .inference import CancelFn, DeviceChoice, ProgressFn, effective_roi, run_sliding_window, select_device
+from .inference import effective_roi, run_sliding_window, select_device
 from .model import LoadedModel
-from .postprocess import Cleanup, clean_mask, statistics
-from .probabilities import (ProbabilityMap, activate, activation_warnings, check_activation, check_thresholds,
-                            make_probability_map, threshold_float, threshold_map)
+from .postprocess import clean_mask
+from .probabilities import activate, activation_warnings, threshold_float
 from .volume import Volume
 
 # Distinct colours for segments without a model-given colour (RGB 0..1).
-PALETTE = [(0.90, 0.35, 0.25), (0.30, 0.70, 0.35), (0.25, 0.50, 0.90), (0.95, 0.80, 0.20), (0.70, 0.35, 0.80),
-           (0.20, 0.80, 0.80), (0.95, 0.55, 0.15), (0.55, 0.75, 0.25), (0.85, 0.45, 0.65), (0.45, 0.45, 0.85)]
-
-
-@dataclass
-class SegmentOptions:
-    """Everything a run can be told. ``None`` means: the model's default, else the product default."""
-
-    activation: str = "auto"
-    threshold: Union[None, float, List[float]] = None
-    device: str = "auto"
-    amp: bool = True
-    roi_size: Optional[List[int]] = None
-    sw_batch_size: Optional[int] = None
-    overlap: Optional[float] = None
-    blend_mode: Optional[str] = None
-    normalization: Optional[str] = None
-    ct_window: Optional[List[float]] = None
-    orientation: Optional[str] = None
-    spacing: Optional[List[float]] = None
-    cleanup: Cleanup = field(default_factory=Cleanup)
-    labels: Optional[List[str]] = None
-    fault: Optional[str] = None  # test hook: "cuda_oom"
-
-    def to_dict(self) -> Dict[str, object]:
-        """JSON-able form (for the worker protocol and the parameter node)."""
-        from dataclasses import asdict
-
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, object]) -> "SegmentOptions":
-        """Inverse of ``to_dict``; unknown keys are an error naming them."""
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise OptionError(f"Unknown segment option(s): {', '.join(unknown)}", f"Known options: {', '.join(sorted(known))}.")
-        values = dict(data)
-        if isinstance(values.get("cleanup"), dict):
-            values["cleanup"] = Cleanup(**values["cleanup"])  # type: ignore[arg-type]
-        return cls(**values)  # type: ignore[arg-type]
-
-
-@dataclass
-class SegmentResult:
-    """Probabilities cached on the input grid and the segments at the chosen thresholds."""
-
-    probabilities: ProbabilityMap
-    masks: np.ndarray  # (S, I, J, K) bool
-    names: List[str]
-    colors: List[tuple]
-    thresholds: List[float]
-    activation: str
-    affine: np.ndarray
-    spacing: np.ndarray
-    device: DeviceChoice
-    plan: str
-    cleanup: Cleanup
-    timings: Dict[str, float] = field(default_factory=dict)
-    warnings: List[str] = field(default_factory=list)
-
-    @property
-    def voxel_volume_ml(self) -> float:
-        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
-
-    def statistics(self) -> List[Dict[str, object]]:
-        return statistics(self.masks, self.names, self.voxel_volume_ml)
-
-    def rethreshold(self, threshold: Union[float, Sequence[float]]) -> np.ndarray:
-        """New thresholds on the cache (no network run); updates and returns ``masks``."""
-        self.thresholds = check_thresholds(threshold, self.probabilities.n_segments)
-        masks = threshold_map(self.probabilities, self.thresholds)
-        self.masks = np.stack([clean_mask(m, self.spacing, self.cleanup) for m in masks]) if self.cleanup.active else masks
-        return self.masks
-
-
-def available_memory_bytes() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return None
+PALETTE = [
+    (0.90, 0.35, 0.25),
+    (0.30, 0.70, 0.35),
+    (0.25, 0.50, 0.90),
+    (0.95, 0.80, 0.20),
+    (0.70, 0.35, 0.80),
+    (0.20, 0.80, 0.80),
+    (0.95, 0.55, 0.15),
+    (0.55, 0.75, 0.25),
+    (0.85, 0.45, 0.65),
+    (0.45, 0.45, 0.85),
+]
 
 
 MEMORY_HINT = "Reduce --roi-size / --sw-batch-size, crop or downsample the volume."
@@ -120,11 +44,16 @@ def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Op
     """Clear errors for inputs the network cannot segment meaningfully."""
     arr = volume.array
     if arr.ndim != 4:
-        raise InputError(f"Expected a channel-first 3-D volume (C, I, J, K), got shape {arr.shape}", "Give a 3-D volume.")
+        raise InputError(
+            f"Expected a channel-first 3-D volume (C, I, J, K), got shape {arr.shape}", "Give a 3-D volume."
+        )
     if arr.size == 0:
         raise InputError("The volume is empty (0 voxels)", "Load an image with voxel data.")
     if min(arr.shape[1:]) < 2:
-        raise InputError(f"The volume is {arr.shape[1:]} voxels: a single slice is a 2-D image", "The UNet needs a 3-D volume with several slices.")
+        raise InputError(
+            f"The volume is {arr.shape[1:]} voxels: a single slice is a 2-D image",
+            "The UNet needs a 3-D volume with several slices.",
+        )
     if in_channels is not None and arr.shape[0] != in_channels:
         what = "a multi-component / 4-D image with" if arr.shape[0] > 1 else "a single-channel volume with"
         raise InputError(
@@ -133,10 +62,15 @@ def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Op
         )
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         bad = int(np.count_nonzero(~np.isfinite(arr)))
-        raise InputError(f"The volume has {bad} NaN/Inf voxel(s)", "Replace them first (e.g. with 0 or the background value).")
+        raise InputError(
+            f"The volume has {bad} NaN/Inf voxel(s)", "Replace them first (e.g. with 0 or the background value)."
+        )
     lo, hi = arr.min(), arr.max()
     if lo == hi:
-        raise InputError(f"The volume is constant (every voxel is {lo})", "Nothing to segment: check that the right image was loaded.")
+        raise InputError(
+            f"The volume is constant (every voxel is {lo})",
+            "Nothing to segment: check that the right image was loaded.",
+        )
     need = arr[0].size * (4 * arr.shape[0] * 3 + 4 * max(1, out_channels or 1) * 4)
     avail = available_memory_bytes()
     if avail is not None and need > 0.9 * avail:
@@ -146,9 +80,14 @@ def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Op
         )
 
 
-def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions] = None,
-            progress: Optional[ProgressFn] = None, should_cancel: Optional[CancelFn] = None,
-            log: Optional[Callable[[str], None]] = None) -> SegmentResult:
+def segment(
+    volume: Volume,
+    model: LoadedModel,
+    options: Optional[SegmentOptions] = None,
+    progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> SegmentResult:
     """Segment ``volume`` with ``model``; the result is on the input grid exactly."""
     opts = options or SegmentOptions()
     info = model.info
@@ -162,21 +101,17 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
         if progress is not None:
             progress(stage, fraction, message)
 
-    requested = activation = check_activation(opts.activation)
-    if activation == "auto":
-        activation = info.activation
-    if opts.threshold is not None:
-        n_known = None if info.out_channels is None else info.out_channels - (1 if activation == "softmax" else 0)
-        single = isinstance(opts.threshold, (int, float)) or len(opts.threshold) == 1
-        check_thresholds(opts.threshold, 1 if single or n_known is None else n_known)  # wrong counts fail before inference
+    activation = info.activation if opts.activation == "auto" else opts.activation
+    if opts.threshold is not None and info.out_channels is not None:
+        n_known = info.out_channels - (1 if activation == "softmax" else 0)
+        check_thresholds(opts.threshold, n_known)  # a wrong count fails before inference
     choice = select_device(opts.device)
     say(f"device: {choice.device} ({choice.reason})")
     validate_volume(volume, info.in_channels, info.out_channels)
     t0 = time.perf_counter()
     step("preprocess", 0.0)
-    if model.bundle_preprocessing is not None:
-        transforms = model.bundle_preprocessing
-    else:
+    transforms = model.bundle_preprocessing
+    if transforms is None:
         pre = info.preprocessing
         transforms = preprocess.build_transforms(
             normalization=opts.normalization or pre.get("normalization", "none"),
@@ -188,38 +123,33 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
     image = data["image"]
     timings["preprocess_s"] = time.perf_counter() - t0
     roi = effective_roi(image.shape[1:], opts.roi_size or info.roi_size, info.size_divisor)
-    overlap = opts.overlap if opts.overlap is not None else (info.overlap if info.overlap is not None else 0.25)
+    overlap = (
+        opts.overlap if opts.overlap is not None else (info.overlap if info.overlap is not None else DEFAULT_OVERLAP)
+    )
     if not 0.0 <= overlap < 1.0:
         raise OptionError(f"Overlap {overlap} is outside [0, 1)", "e.g. --overlap 0.25")
     sw_batch = int(opts.sw_batch_size or info.sw_batch_size or 1)
-    mode = opts.blend_mode or info.blend_mode or "gaussian"
-    step("inference", 0.0, f"roi {roi}, overlap {overlap}, batch {sw_batch}, {mode} blending on {choice.device}")
+    blend_mode = opts.blend_mode or info.blend_mode or DEFAULT_BLEND_MODE
+    step("inference", 0.0, f"roi {roi}, overlap {overlap}, batch {sw_batch}, {blend_mode} blending on {choice.device}")
     t1 = time.perf_counter()
-    try:
-        logits, plan = run_sliding_window(model.network, image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None],
-                                          roi, sw_batch_size=sw_batch, overlap=overlap, mode=mode, device=choice.device,
-                                          amp=opts.amp, progress=progress, should_cancel=should_cancel, log=say, fault=opts.fault)
-    except torch.cuda.OutOfMemoryError:
-        raise InputError("Out of memory even on the CPU", MEMORY_HINT) from None
-    except RuntimeError as exc:
-        text = str(exc)
-        if "can't allocate memory" in text or "not enough memory" in text.lower():
-            raise InputError("Out of memory on the CPU", MEMORY_HINT) from None
-        if any(k in text for k in ("channels", "Sizes of tensors must match", "shape")) or "size mismatch" in text.lower():
-            raise InputError(f"The network cannot process this input: {text.splitlines()[0][:200]}",
-                             "Check the model's input channels and the roi size (must fit the network's depth).") from None
-        raise
+    tensor = image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None]
+    logits, placement = _infer(
+        model.network, tensor, roi, sw_batch, overlap, blend_mode, choice.device, opts.amp, progress, should_cancel, say
+    )
     timings["inference_s"] = time.perf_counter() - t1
-    if plan not in ("CUDA", choice.device.upper()):
-        warnings.append(f"Ran with fallback: {plan}")
+    if placement not in ("CUDA", choice.device.upper()):
+        warnings.append(f"Ran with fallback: {placement}")
     t2 = time.perf_counter()
     step("postprocess", 0.0, "activation")
     logits = logits[0]
     n_out = int(logits.shape[0])
-    if requested == "auto" and info.format == "torchscript":
+    if opts.activation == "auto" and info.format == "torchscript":
         activation = "sigmoid" if n_out == 1 else "softmax"
     if activation == "softmax" and n_out < 2:
-        raise OptionError("Softmax needs at least 2 output channels; this network has 1", "Use activation sigmoid for a 1-channel model.")
+        raise OptionError(
+            "Softmax needs at least 2 output channels; this network has 1",
+            "Use activation sigmoid for a 1-channel model.",
+        )
     if activation == "none":
         warnings += activation_warnings(logits, "none")
     probs = activate(logits, activation)
@@ -230,30 +160,80 @@ def segment(volume: Volume, model: LoadedModel, options: Optional[SegmentOptions
     probs = preprocess.invert(transforms, data, probs)
     probs_np = np.asarray(probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else probs, dtype=np.float32)
     if tuple(probs_np.shape[1:]) != volume.spatial_shape:
-        raise RuntimeError(f"internal: inverted output {probs_np.shape[1:]} is not on the input grid {volume.spatial_shape}")
+        raise RuntimeError(
+            f"internal: inverted output {probs_np.shape[1:]} is not on the input grid {volume.spatial_shape}"
+        )
     n_seg = n_out - 1 if activation == "softmax" else n_out
-    thresholds = check_thresholds(opts.threshold if opts.threshold is not None else
-                                  (info.threshold if info.threshold is not None else (0.0 if activation == "softmax" else 0.5)), n_seg)
+    default = info.threshold if info.threshold is not None else default_threshold(activation)
+    thresholds = check_thresholds(opts.threshold if opts.threshold is not None else default, n_seg)
     step("postprocess", 0.6, "threshold and clean-up")
-    pm = make_probability_map(probs_np, "softmax" if activation == "softmax" else "sigmoid")
+    probabilities = make_probabilities(probs_np, activation)
     masks = threshold_float(probs_np, thresholds, activation)
     del probs_np, probs
     if opts.cleanup.active:
         masks = np.stack([clean_mask(m, volume.spacing, opts.cleanup) for m in masks])
-    names = segment_names(opts.labels or info.labels, n_seg, warnings, softmax=activation == "softmax")
+    labels = segment_labels(opts.labels or info.labels, n_seg, warnings, softmax=activation == "softmax")
     timings["postprocess_s"] = time.perf_counter() - t2
     step("postprocess", 1.0, "done")
     for w in warnings:
         say("warning: " + w)
-    return SegmentResult(pm, masks, names, [PALETTE[i % len(PALETTE)] for i in range(n_seg)], thresholds, activation,
-                         np.asarray(volume.affine, dtype=float), volume.spacing, choice, plan, opts.cleanup, timings, warnings)
+    colors = [PALETTE[i % len(PALETTE)] for i in range(n_seg)]
+    return SegmentResult(
+        probabilities,
+        masks,
+        labels,
+        colors,
+        thresholds,
+        activation,
+        np.asarray(volume.affine, dtype=float),
+        volume.spacing,
+        choice,
+        placement,
+        opts.cleanup,
+        timings,
+        warnings,
+    )
 
 
-def segment_names(labels: Sequence[str], n: int, warnings: List[str], softmax: bool = False) -> List[str]:
+def _infer(network, tensor, roi, sw_batch, overlap, blend_mode, device, amp, progress, should_cancel, say):
+    """``run_sliding_window`` with its failures turned into clear errors."""
+    try:
+        return run_sliding_window(
+            network,
+            tensor,
+            roi,
+            sw_batch_size=sw_batch,
+            overlap=overlap,
+            blend_mode=blend_mode,
+            device=device,
+            amp=amp,
+            progress=progress,
+            should_cancel=should_cancel,
+            log=say,
+        )
+    except torch.cuda.OutOfMemoryError:
+        raise InputError("Out of memory even on the CPU", MEMORY_HINT) from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if "can't allocate memory" in text or "not enough memory" in text.lower():
+            raise InputError("Out of memory on the CPU", MEMORY_HINT) from None
+        if (
+            any(k in text for k in ("channels", "Sizes of tensors must match", "shape"))
+            or "size mismatch" in text.lower()
+        ):
+            raise InputError(
+                f"The network cannot process this input: {text.splitlines()[0][:200]}",
+                "Check the model's input channels and the roi size (must fit the network's depth).",
+            ) from None
+        raise
+
+
+def segment_labels(labels: Sequence[str], n: int, warnings: List[str], softmax: bool = False) -> List[str]:
+    """One label (segment name) per segment: the given ones (softmax: without the background's), else defaults."""
     labels = [str(x) for x in labels]
     if labels and len(labels) == n + 1 and (softmax or labels[0].lower() in ("background", "bg", "0")):
         labels = labels[1:]  # softmax: channel 0 is the background
     if labels and len(labels) != n:
-        warnings.append(f"{len(labels)} label name(s) for {n} segment(s): using default names")
+        warnings.append(f"{len(labels)} label(s) for {n} segment(s): using default names")
         labels = []
     return labels or ([f"Segment_{i + 1}" for i in range(n)] if n > 1 else ["Segment_1"])

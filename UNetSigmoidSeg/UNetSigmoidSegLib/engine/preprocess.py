@@ -10,13 +10,16 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..contract.options import NORMALIZATIONS, ORIENTATIONS, check_choice
 from ..errors import OptionError
 
-NORMALIZATIONS = ("none", "zscore", "zscore-nonzero", "ct", "range-sigmoid")
 
-
-def build_transforms(normalization: str = "none", ct_window: Optional[Sequence[float]] = None,
-                     orientation: str = "keep", spacing: Optional[Sequence[float]] = None):
+def build_transforms(
+    normalization: str = "none",
+    ct_window: Optional[Sequence[float]] = None,
+    orientation: str = "keep",
+    spacing: Optional[Sequence[float]] = None,
+):
     """MONAI ``Compose`` for a plain checkpoint.
 
     normalization: ``none`` | ``zscore`` (per channel) | ``zscore-nonzero`` | ``ct`` (clip
@@ -25,11 +28,8 @@ def build_transforms(normalization: str = "none", ct_window: Optional[Sequence[f
     """
     from monai.transforms import Compose, Lambdad, NormalizeIntensityd, Orientationd, ScaleIntensityRanged, Spacingd
 
-    if normalization not in NORMALIZATIONS:
-        raise OptionError(f"Unknown normalization {normalization!r}", f"Use one of: {', '.join(NORMALIZATIONS)}.")
-    orientation = (orientation or "keep").upper() if orientation and orientation.lower() != "keep" else "keep"
-    if orientation not in ("keep", "RAS"):
-        raise OptionError(f"Unknown orientation {orientation!r}", "Use keep or RAS.")
+    normalization = check_choice("normalization", normalization, NORMALIZATIONS)
+    orientation = check_choice("orientation", orientation or "keep", ORIENTATIONS)
     transforms: List[Any] = []
     if orientation == "RAS":
         transforms.append(Orientationd(keys="image", axcodes="RAS", labels=None))  # labels from the tensor's space
@@ -37,7 +37,10 @@ def build_transforms(normalization: str = "none", ct_window: Optional[Sequence[f
         transforms.append(Spacingd(keys="image", pixdim=list(spacing), mode="bilinear"))
     if normalization in ("ct", "range-sigmoid"):
         if not ct_window or len(ct_window) != 2 or ct_window[0] >= ct_window[1]:
-            raise OptionError(f"Normalization {normalization} needs a window [low, high], got {ct_window}", "e.g. --ct-window -160 240")
+            raise OptionError(
+                f"Normalization {normalization} needs a window [low, high], got {ct_window}",
+                "e.g. --ct-window -160 240",
+            )
         lo, hi = float(ct_window[0]), float(ct_window[1])
         if normalization == "ct":
             transforms.append(ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
@@ -56,11 +59,18 @@ def to_meta(array: np.ndarray, affine: np.ndarray):
     from monai.data import MetaTensor
 
     spatial = np.asarray(array.shape[1:])
-    meta = {"original_affine": np.asarray(affine, dtype=np.float64), "spatial_shape": spatial,
-            "original_channel_dim": 0, "space": "RAS"}
+    meta = {
+        "original_affine": np.asarray(affine, dtype=np.float64),
+        "spatial_shape": spatial,
+        "original_channel_dim": 0,
+        "space": "RAS",
+    }
     # torch.tensor always copies: nothing downstream (even an in-place op on a view) can touch the caller's array
-    return MetaTensor(torch.tensor(np.ascontiguousarray(array), dtype=torch.float32),
-                      affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+    return MetaTensor(
+        torch.tensor(np.ascontiguousarray(array), dtype=torch.float32),
+        affine=torch.as_tensor(affine, dtype=torch.float64),
+        meta=meta,
+    )
 
 
 def apply(transforms, image) -> Dict[str, Any]:
@@ -79,5 +89,6 @@ def invert(transforms, data: Dict[str, Any], pred: torch.Tensor) -> torch.Tensor
     meta = {k: v for k, v in image.meta.items() if k != "affine"}  # the affine is passed once, explicitly
     pred_meta = MetaTensor(pred, affine=image.affine, meta=meta)
     inverted = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=False)(
-        {"pred": pred_meta, "image": image})
+        {"pred": pred_meta, "image": image}
+    )
     return inverted["pred"]

@@ -7,39 +7,15 @@ SimpleITK images are LPS; ``LPS_TO_RAS`` converts.
 
 import contextlib
 import os
-from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..contract.volume import Volume
 from ..errors import InputError, OutputError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-@dataclass
-class Volume:
-    """An image on a voxel grid.
-
-    array: ``(C, I, J, K)`` channel-first array (any numeric dtype).
-    affine: ``(4, 4)`` voxel index -> RAS mm (Slicer's IJKToRAS).
-    """
-
-    array: np.ndarray
-    affine: np.ndarray
-
-    @property
-    def spatial_shape(self) -> Tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def spacing(self) -> np.ndarray:
-        return np.linalg.norm(self.affine[:3, :3], axis=0)
-
-    @property
-    def voxel_volume_ml(self) -> float:
-        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
 
 def affine_from_sitk(image: sitk.Image) -> np.ndarray:
@@ -65,7 +41,9 @@ def geometry_from_affine(affine: np.ndarray) -> Tuple[List[float], List[float], 
 def array_to_sitk(array_ijk: np.ndarray, affine: np.ndarray) -> sitk.Image:
     """A ``(I, J, K)`` array (or ``(C, I, J, K)``, written as vector components) as a SimpleITK image."""
     if array_ijk.ndim == 4:
-        image = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(array_ijk, 0, -1).transpose(2, 1, 0, 3)), isVector=True)
+        image = sitk.GetImageFromArray(
+            np.ascontiguousarray(np.moveaxis(array_ijk, 0, -1).transpose(2, 1, 0, 3)), isVector=True
+        )
     else:
         image = sitk.GetImageFromArray(np.ascontiguousarray(array_ijk.transpose(2, 1, 0)))
     spacing, origin, direction = geometry_from_affine(affine)
@@ -83,7 +61,9 @@ def _read_sitk(path: str) -> sitk.Image:
             reader = sitk.ImageSeriesReader()
             series = reader.GetGDCMSeriesIDs(path)
             if not series:
-                raise InputError(f"No DICOM series in folder {path}", "Point to a folder of DICOM files or to one image file.")
+                raise InputError(
+                    f"No DICOM series in folder {path}", "Point to a folder of DICOM files or to one image file."
+                )
             files = reader.GetGDCMSeriesFileNames(path, series[0])
             reader.SetFileNames(files)
             return reader.Execute()
@@ -103,7 +83,10 @@ def read_volume(path: str) -> Volume:
     image = _read_sitk(path)
     dim = image.GetDimension()
     if dim == 2:
-        raise InputError(f"{os.path.basename(path)} is a 2-D image {image.GetSize()}", "The UNet needs a 3-D volume: give a 3-D image.")
+        raise InputError(
+            f"{os.path.basename(path)} is a 2-D image {image.GetSize()}",
+            "The UNet needs a 3-D volume: give a 3-D image.",
+        )
     if dim == 4:
         # Treat the 4th axis as channels (e.g. multi-modal stacks); validated against the model later.
         arr = sitk.GetArrayFromImage(image)  # (T, K, J, I)
@@ -129,7 +112,9 @@ def check_writable(path: str) -> None:
     if not os.path.isdir(folder):
         raise OutputError(f"Output folder does not exist: {folder}", "Create it first or choose another --output.")
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise OutputError(f"Cannot write to {path} (permission denied)", "Choose a folder you can write to with --output.")
+        raise OutputError(
+            f"Cannot write to {path} (permission denied)", "Choose a folder you can write to with --output."
+        )
 
 
 @contextlib.contextmanager
@@ -143,7 +128,9 @@ def atomic_output(path: str) -> Iterator[str]:
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}", "Check free disk space and permissions.") from None
+        raise OutputError(
+            f"Cannot write {path}: {exc.strerror or exc}", "Check free disk space and permissions."
+        ) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -155,21 +142,10 @@ def write_image(array_ijk: np.ndarray, affine: np.ndarray, path: str, compress: 
         try:
             sitk.WriteImage(array_to_sitk(array_ijk, affine), tmp, compress)
         except RuntimeError as exc:
-            raise OutputError(f"Cannot write {path}: {str(exc).strip().splitlines()[-1]}",
-                              "Check free disk space and the file extension.") from None
-
-
-def spacing_tuple(values: Optional[Sequence[float]]) -> Optional[Tuple[float, float, float]]:
-    if values is None:
-        return None
-    vals = [float(v) for v in values]
-    if len(vals) == 1:
-        vals = vals * 3
-    if len(vals) != 3 or any(v <= 0 for v in vals):
-        from ..errors import OptionError
-
-        raise OptionError(f"Invalid spacing {values}", "Give one or three positive numbers in mm, e.g. --spacing 1.5 1.5 2.")
-    return (vals[0], vals[1], vals[2])
+            raise OutputError(
+                f"Cannot write {path}: {str(exc).strip().splitlines()[-1]}",
+                "Check free disk space and the file extension.",
+            ) from None
 
 
 def same_geometry(a: np.ndarray, b: np.ndarray, atol: float = 1e-4) -> bool:

@@ -2,30 +2,68 @@
 
     logic = UNetSigmoidSegLogic()                       # in Slicer; pass scene=… elsewhere
     seg = logic.segment(volumeNode, "/path/model", activation="sigmoid", threshold=0.5, device="auto")
+    seg = logic.segment(volumeNode, ModelSpec("/path/model"), SegmentOptions(threshold=0.5))   # the same
     logic.setThreshold(seg, 0.3)                        # live: no network run
 
-The network runs through a runner: the background worker client in the panel, or the in-process
-runner (default here, and for tests). The logic keeps the probabilities of each result (≤ 1 byte per
-voxel and segment) and re-thresholds them into the segments in place.
+The network runs through a ``Runner`` (``contract.runner``): the panel gives the background worker, the
+default here is the in-process runner. The logic keeps the probabilities of each result (≤ 1 byte per voxel
+and segment) and re-thresholds them into the segments in place. It never imports torch itself.
 """
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import slicer
 
-from ..engine.pipeline import SegmentOptions, SegmentResult
-from ..engine.postprocess import Cleanup, clean_mask
-from ..engine.probabilities import ProbabilityMap, check_activation, check_thresholds, threshold_map
+from ..contract.model import ModelSpec
+from ..contract.options import Cleanup, SegmentOptions, check_thresholds
+from ..contract.result import Probabilities, SegmentResult, threshold_map
+from ..contract.runner import Runner
 from ..errors import CancelledError, InputError, OptionError, UserError
 from . import parameters as params_mod
 from .review import histogram, update_histogram_plot, update_statistics_table
-from .runner import InProcessRunner
 from .scene import default_scene, subject_hierarchy
 from .segments import SegmentWriter
 from .volumes import add_probability_volume, volume_to_engine
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+# Console keywords (camelCase, as Slicer's API) → where they go: ModelSpec, SegmentOptions or its Cleanup.
+MODEL_KEYWORDS = {_camel(f.name): f.name for f in fields(ModelSpec) if f.name != "path"}
+OPTION_KEYWORDS = {_camel(f.name): f.name for f in fields(SegmentOptions) if f.name != "cleanup"}
+CLEANUP_KEYWORDS = {_camel(f.name): f.name for f in fields(Cleanup)}
+
+
+def run_request(
+    model: Union[str, ModelSpec], options: Optional[SegmentOptions] = None, **keywords: Any
+) -> Tuple[ModelSpec, SegmentOptions]:
+    """``(ModelSpec, SegmentOptions)`` from a path or spec, optional options, and console keywords
+    (``activation``, ``threshold``, ``device``, ``roiSize``, ``largestComponent``, ``trustBundle``, …) that
+    override them. An unknown keyword is an ``OptionError`` listing the known ones."""
+    unknown = sorted(set(keywords) - set(MODEL_KEYWORDS) - set(OPTION_KEYWORDS) - set(CLEANUP_KEYWORDS))
+    if unknown:
+        known = sorted(set(MODEL_KEYWORDS) | set(OPTION_KEYWORDS) | set(CLEANUP_KEYWORDS))
+        raise OptionError(f"Unknown keyword(s): {', '.join(unknown)}", f"Known: {', '.join(known)}.")
+    spec = model if isinstance(model, ModelSpec) else None
+    if spec is None:
+        if not model or not os.path.exists(str(model)):
+            raise UserError(
+                f"Model not found: {model}",
+                "Pick a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder.",
+            )
+        spec = ModelSpec(str(model))
+    spec_values = spec.to_dict()
+    spec_values.update({MODEL_KEYWORDS[k]: v for k, v in keywords.items() if k in MODEL_KEYWORDS})
+    values = (options or SegmentOptions()).to_dict()
+    values.update({OPTION_KEYWORDS[k]: v for k, v in keywords.items() if k in OPTION_KEYWORDS})
+    values["cleanup"].update({CLEANUP_KEYWORDS[k]: v for k, v in keywords.items() if k in CLEANUP_KEYWORDS})
+    return ModelSpec.from_dict(spec_values), SegmentOptions.from_dict(values)
 
 
 @dataclass
@@ -33,8 +71,8 @@ class LiveResult:
     """What a segmentation node needs for live re-thresholding (probabilities cached in K, J, I order)."""
 
     writer: SegmentWriter
-    cache: ProbabilityMap  # values (S, K, J, I) uint8 [+ labels (K, J, I) for softmax]
-    names: List[str]
+    probabilities: Probabilities  # quantized (S, K, J, I) uint8 [+ argmax (K, J, I) for softmax]
+    labels: List[str]
     thresholds: List[float]
     cleanup: Cleanup
     spacing_ijk: np.ndarray
@@ -47,10 +85,23 @@ class LiveResult:
 class RunHandle:
     """A running segmentation: ``poll()`` from a timer, ``cancel()``, or ``wait()`` to block."""
 
-    def __init__(self, logic: "UNetSigmoidSegLogic", job: Any, request: Dict[str, Any], on_progress, on_finished, on_error,
-                 on_log=None) -> None:
-        self.logic, self.job, self.request = logic, job, request
-        self.on_progress, self.on_finished, self.on_error, self.on_log = on_progress, on_finished, on_error, on_log
+    def __init__(
+        self,
+        logic: "UNetSigmoidSegLogic",
+        job: Any,
+        request: Dict[str, Any],
+        on_progress,
+        on_finished,
+        on_error,
+        on_log=None,
+    ) -> None:
+        self.logic = logic
+        self.job = job
+        self.request = request
+        self.on_progress = on_progress
+        self.on_finished = on_finished
+        self.on_error = on_error
+        self.on_log = on_log
         self.cancel_reason: Optional[str] = None
         self.output: Optional[Any] = None
         self.error: Optional[BaseException] = None
@@ -102,11 +153,16 @@ class RunHandle:
 
 
 class UNetSigmoidSegLogic:
-    """Slicer logic of the module; takes the scene as an argument (default: ``slicer.mrmlScene``)."""
+    """Slicer logic of the module; takes the scene (default: ``slicer.mrmlScene``) and a ``Runner``
+    (default: the in-process runner)."""
 
-    def __init__(self, scene: Optional[Any] = None, runner: Optional[Any] = None) -> None:
+    def __init__(self, scene: Optional[Any] = None, runner: Optional[Runner] = None) -> None:
         self.scene = default_scene(scene)
-        self.runner = runner if runner is not None else InProcessRunner()
+        if runner is None:
+            from ..runners.inprocess import InProcessRunner
+
+            runner = InProcessRunner()
+        self.runner: Runner = runner
         self._live: Dict[str, LiveResult] = {}
         self._active: Optional[RunHandle] = None
         self._observers = [
@@ -129,46 +185,62 @@ class UNetSigmoidSegLogic:
     def isRunning(self) -> bool:
         return self._active is not None and not self._active.done
 
-    def segment(self, volumeNode: Any, model: str, activation: str = "auto", threshold: Union[None, float, Sequence[float]] = None,
-                device: str = "auto", outputSegmentation: Optional[Any] = None, progress: Optional[Callable] = None, **options: Any) -> Any:
-        """Blocking: segment ``volumeNode`` with ``model``; returns the segmentation node."""
-        return self.segmentAsync(volumeNode, model, activation, threshold, device, outputSegmentation, onProgress=progress, **options).wait()
+    def segment(
+        self,
+        volumeNode: Any,
+        model: Union[str, ModelSpec],
+        options: Optional[SegmentOptions] = None,
+        outputSegmentation: Optional[Any] = None,
+        probabilityVolume: bool = False,
+        progress: Optional[Callable] = None,
+        **keywords: Any,
+    ) -> Any:
+        """Blocking: segment ``volumeNode`` with ``model``; returns the segmentation node (see ``segmentAsync``)."""
+        return self.segmentAsync(
+            volumeNode, model, options, outputSegmentation, probabilityVolume, onProgress=progress, **keywords
+        ).wait()
 
-    def segmentAsync(self, volumeNode: Any, model: str, activation: str = "auto", threshold: Union[None, float, Sequence[float]] = None,
-                     device: str = "auto", outputSegmentation: Optional[Any] = None, onProgress: Optional[Callable] = None,
-                     onFinished: Optional[Callable] = None, onError: Optional[Callable] = None, probabilityVolume: bool = False,
-                     largestComponent: bool = False, fillHoles: bool = False, minIslandMm3: float = 0.0, roiSize: Optional[List[int]] = None,
-                     overlap: Optional[float] = None, swBatchSize: Optional[int] = None, blendMode: Optional[str] = None,
-                     amp: bool = True, trustBundle: bool = False, fault: Optional[str] = None,
-                     onLog: Optional[Callable[[str], None]] = None, normalization: Optional[str] = None,
-                     ctWindow: Optional[List[float]] = None, orientation: Optional[str] = None,
-                     spacing: Optional[List[float]] = None, labels: Optional[List[str]] = None,
-                     networkConfig: Optional[str] = None, strides: Optional[List[int]] = None) -> RunHandle:
-        """Non-blocking: start a run and return its handle (call ``handle.poll()`` from a timer)."""
+    def segmentAsync(
+        self,
+        volumeNode: Any,
+        model: Union[str, ModelSpec],
+        options: Optional[SegmentOptions] = None,
+        outputSegmentation: Optional[Any] = None,
+        probabilityVolume: bool = False,
+        onProgress: Optional[Callable] = None,
+        onFinished: Optional[Callable] = None,
+        onError: Optional[Callable] = None,
+        onLog: Optional[Callable[[str], None]] = None,
+        **keywords: Any,
+    ) -> "RunHandle":
+        """Non-blocking: start a run and return its handle (call ``handle.poll()`` from a timer).
+
+        ``model``: a path or a ``ModelSpec``; ``options``: a ``SegmentOptions``; console keywords
+        (``activation=``, ``threshold=``, ``device=``, ``roiSize=``, ``largestComponent=``, ``trustBundle=`` …)
+        override both. ``outputSegmentation``: a segmentation node to update (only segments this module produced
+        are replaced), else a new one. ``probabilityVolume``: also show the probabilities as a volume.
+        """
         if self.isRunning:
             raise UserError("A segmentation is already running", "Wait for it to finish or press Cancel.")
-        check_activation(activation)
-        if threshold is not None:
-            check_thresholds(threshold, 1 if isinstance(threshold, (int, float)) else len(threshold))
-        if not model or not os.path.exists(str(model)):
-            raise UserError(f"Model not found: {model}", "Pick a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder.")
+        spec, seg_options = run_request(model, options, **keywords)
+        if not os.path.exists(spec.path):
+            raise UserError(
+                f"Model not found: {spec.path}",
+                "Pick a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder.",
+            )
         volume = volume_to_engine(volumeNode)
         if outputSegmentation is not None and not outputSegmentation.IsA("vtkMRMLSegmentationNode"):
-            raise OptionError(f"'{outputSegmentation.GetName()}' is not a segmentation node", "Pick a segmentation or 'Create new'.")
-        cleanup = Cleanup(bool(largestComponent), bool(fillHoles), float(minIslandMm3 or 0.0))
-        seg_options = SegmentOptions(activation=activation, threshold=threshold, device=device, amp=amp, roi_size=roiSize,
-                                     sw_batch_size=swBatchSize, overlap=overlap, blend_mode=blendMode, cleanup=cleanup, fault=fault,
-                                     normalization=normalization, ct_window=ctWindow, orientation=orientation, spacing=spacing,
-                                     labels=labels)
-        model_options: Dict[str, Any] = {"trust_bundle": bool(trustBundle)}
-        if networkConfig:
-            model_options["network_config"] = str(networkConfig)
-        if strides:
-            model_options["network_overrides"] = {"strides": [int(v) for v in strides]}
-        request = {"volumeID": volumeNode.GetID(), "outputID": outputSegmentation.GetID() if outputSegmentation is not None else None,
-                   "model": str(model), "probabilityVolume": probabilityVolume, "affine": volume.affine,
-                   "shape_kji": tuple(reversed(volume.spatial_shape)), "cleanup": cleanup}
-        job = self.runner.submit(volume.array, volume.affine, str(model), model_options, seg_options.to_dict())
+            raise OptionError(
+                f"'{outputSegmentation.GetName()}' is not a segmentation node", "Pick a segmentation or 'Create new'."
+            )
+        request = {
+            "volumeID": volumeNode.GetID(),
+            "outputID": outputSegmentation.GetID() if outputSegmentation is not None else None,
+            "model": spec.path,
+            "probabilityVolume": bool(probabilityVolume),
+            "cleanup": seg_options.cleanup,
+        }
+        job = self.runner.submit(volume, spec, seg_options)
         self._active = RunHandle(self, job, request, onProgress, onFinished, onError, onLog)
         return self._active
 
@@ -203,10 +275,19 @@ class UNetSigmoidSegLogic:
         seg_node = self.scene.GetNodeByID(request["outputID"]) if request["outputID"] else None
         if request["outputID"] and seg_node is None:
             raise CancelledError("cancelled: the output segmentation was removed")
-        return self.applyResult(volume_node, result, seg_node, request["model"], request["probabilityVolume"], request["cleanup"])
+        return self.applyResult(
+            volume_node, result, seg_node, request["model"], request["probabilityVolume"], request["cleanup"]
+        )
 
-    def applyResult(self, volumeNode: Any, result: SegmentResult, outputSegmentation: Optional[Any] = None, model: str = "model",
-                    probabilityVolume: bool = False, cleanup: Optional[Cleanup] = None) -> Any:
+    def applyResult(
+        self,
+        volumeNode: Any,
+        result: SegmentResult,
+        outputSegmentation: Optional[Any] = None,
+        model: str = "model",
+        probabilityVolume: bool = False,
+        cleanup: Optional[Cleanup] = None,
+    ) -> Any:
         """Show an engine ``SegmentResult`` computed on ``volumeNode``'s grid (e.g. by the CLI or the engine API)
         as live segments; returns the segmentation node. Only segments this module produced are replaced."""
         volume_node, seg_node = volumeNode, outputSegmentation
@@ -214,34 +295,41 @@ class UNetSigmoidSegLogic:
         image = volume_node.GetImageData()
         if image is None or tuple(reversed(image.GetDimensions())) != shape_kji:
             raise InputError("The result is not on this volume's grid", "Apply it to the volume it was computed from.")
-        request = {"model": model, "affine": result.affine, "shape_kji": shape_kji, "probabilityVolume": probabilityVolume,
-                   "cleanup": cleanup if cleanup is not None else result.cleanup}
+        cleanup = cleanup if cleanup is not None else result.cleanup
+        source = os.path.basename(str(model).rstrip("/"))
         if seg_node is None:
-            name = f"{volume_node.GetName()} {os.path.splitext(os.path.basename(request['model'].rstrip('/')))[0]}"
+            name = f"{volume_node.GetName()} {os.path.splitext(source)[0]}"
             seg_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(name))
             seg_node.CreateDefaultDisplayNodes()
         seg_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         old = self._live.pop(seg_node.GetID(), None)
         if old is not None:
             old.writer.check_edits()  # tags segments the user edited since: a re-run keeps them
-        writer = SegmentWriter(seg_node, request["affine"], request["shape_kji"], os.path.basename(request["model"].rstrip("/")))
-        writer.create(result.names, result.colors)
+        writer = SegmentWriter(seg_node, result.affine, shape_kji, source)
+        writer.create(result.labels, result.colors)
         writer.write(lambda ch, out: np.copyto(out, result.masks[ch].T))
-        pm = result.probabilities
-        cache = ProbabilityMap(pm.mode, np.ascontiguousarray(pm.values.transpose(0, 3, 2, 1)),
-                               None if pm.labels is None else np.ascontiguousarray(pm.labels.T), pm.n_classes)
-        hists = [histogram(v) for v in cache.values]
-        live = LiveResult(writer, cache, list(result.names), list(result.thresholds), request["cleanup"], result.spacing,
-                          result.voxel_volume_ml, hists, old.table if old else None, old.plot if old else [])
+        probabilities = result.probabilities.transposed()  # (K, J, I): the VTK buffers' order
+        live = LiveResult(
+            writer,
+            probabilities,
+            list(result.labels),
+            list(result.thresholds),
+            cleanup,
+            result.spacing,
+            result.voxel_volume_ml,
+            [histogram(q) for q in probabilities.quantized],
+            old.table if old else None,
+            old.plot if old else [],
+        )
         self._live[seg_node.GetID()] = live
         self._place_beside(volume_node, seg_node)
-        seg_node.SetAttribute("UNetSigmoidSeg.Model", request["model"])
+        seg_node.SetAttribute("UNetSigmoidSeg.Model", str(model))
         seg_node.SetAttribute("UNetSigmoidSeg.Activation", result.activation)
         seg_node.SetAttribute("UNetSigmoidSeg.Device", f"{result.device.device}: {result.device.reason}")
-        if request["probabilityVolume"]:
+        if probabilityVolume:
             name = f"{seg_node.GetName()} probabilities"
             existing = seg_node.GetNodeReference("UNetSigmoidSeg.Probabilities")
-            prob = add_probability_volume(self.scene, volume_node, cache.values[0].astype(np.float32) / 255.0, name, existing)
+            prob = add_probability_volume(self.scene, volume_node, probabilities.as_float(0), name, existing)
             seg_node.SetNodeReferenceID("UNetSigmoidSeg.Probabilities", prob.GetID())
             self._place_beside(volume_node, prob)
         self._update_review(seg_node, live)
@@ -263,21 +351,28 @@ class UNetSigmoidSegLogic:
     def liveResult(self, segmentationNode: Any) -> LiveResult:
         live = self._live.get(segmentationNode.GetID()) if segmentationNode is not None else None
         if live is None:
-            raise UserError("No cached probabilities for this segmentation", "Run Segment first (the cache is not saved with the scene).")
+            raise UserError(
+                "No cached probabilities for this segmentation",
+                "Run Segment first (the cache is not saved with the scene).",
+            )
         return live
 
-    def setThreshold(self, segmentationNode: Any, threshold: Union[float, Sequence[float]], cleanup: bool = True) -> List[str]:
+    def setThreshold(
+        self, segmentationNode: Any, threshold: Union[float, Sequence[float]], cleanup: bool = True
+    ) -> List[str]:
         """Re-threshold the cached probabilities into the segments in place (no network run).
 
         One value for all segments or one per segment (softmax: minimum confidence). User-edited segments
         are left alone; their IDs are in ``liveResult(node).writer.edited``. Returns the updated segment IDs.
         """
         live = self.liveResult(segmentationNode)
-        live.thresholds = check_thresholds(threshold, len(live.names))
+        live.thresholds = check_thresholds(threshold, len(live.labels))
         apply_cleanup = cleanup and live.cleanup.active
+        if apply_cleanup:
+            from ..engine.postprocess import clean_mask  # SimpleITK (ships with Slicer), only when clean-up is on
 
         def fill(channel: int, out: np.ndarray) -> None:
-            threshold_map(live.cache, live.thresholds, segment=channel, out=out)
+            threshold_map(live.probabilities, live.thresholds, segment=channel, out=out)
             if apply_cleanup:
                 out[:] = clean_mask(out.T, live.spacing_ijk, live.cleanup).T
 
@@ -289,10 +384,18 @@ class UNetSigmoidSegLogic:
         """Per segment: name, threshold, voxel count and volume (mL) as currently in the segmentation."""
         live = self.liveResult(segmentationNode)
         out = []
-        for name, sid, t in zip(live.names, live.writer.segment_ids, live.thresholds):
+        for label, sid, t in zip(live.labels, live.writer.segment_ids, live.thresholds):
             n = self._count(segmentationNode, sid)
-            out.append({"segment": name, "segmentID": sid, "threshold": t, "voxels": n,
-                        "volume_ml": round(n * live.voxel_ml, 4), "note": live.writer.edited.get(sid, "")})
+            out.append(
+                {
+                    "segment": label,
+                    "segmentID": sid,
+                    "threshold": t,
+                    "voxels": n,
+                    "volume_ml": round(n * live.voxel_ml, 4),
+                    "note": live.writer.edited.get(sid, ""),
+                }
+            )
         return out
 
     def _count(self, seg_node: Any, sid: str) -> int:
@@ -312,8 +415,15 @@ class UNetSigmoidSegLogic:
 
     def _update_review(self, seg_node: Any, live: LiveResult) -> None:
         stats = self.statistics(seg_node)
-        live.table = update_statistics_table(self.scene, live.table, [s["segment"] for s in stats], [s["voxels"] for s in stats],
-                                             live.voxel_ml, live.thresholds, [s["note"] for s in stats])
+        live.table = update_statistics_table(
+            self.scene,
+            live.table,
+            [s["segment"] for s in stats],
+            [s["voxels"] for s in stats],
+            live.voxel_ml,
+            live.thresholds,
+            [s["note"] for s in stats],
+        )
         live.plot = update_histogram_plot(self.scene, live.plot, live.histograms[0], live.thresholds[0])
 
     def cleanup(self) -> None:
@@ -322,8 +432,4 @@ class UNetSigmoidSegLogic:
         for tag in self._observers:
             self.scene.RemoveObserver(tag)
         self._observers = []
-        for name in ("close", "shutdown"):  # WorkerClient.close / InProcessRunner.shutdown
-            stop = getattr(self.runner, name, None)
-            if stop is not None:
-                stop()
-                break
+        self.runner.close()

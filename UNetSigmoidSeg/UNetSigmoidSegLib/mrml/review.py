@@ -22,14 +22,26 @@ def _column(table: Any, name: str, kind: str = "double") -> Any:
     return arr
 
 
-def update_statistics_table(scene: Any, node: Any, names: Sequence[str], voxels: Sequence[int], voxel_ml: float,
-                            thresholds: Sequence[float], notes: Sequence[str]) -> Any:
+def update_statistics_table(
+    scene: Any,
+    node: Any,
+    names: Sequence[str],
+    voxels: Sequence[int],
+    voxel_ml: float,
+    thresholds: Sequence[float],
+    notes: Sequence[str],
+) -> Any:
     """Table: Segment | Threshold | Voxels | Volume [mL] | Note. Created if ``node`` is None."""
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", "UNetSigmoidSeg statistics")
     table = vtk.vtkTable()
-    cols = [_column(table, "Segment", "str"), _column(table, "Threshold"), _column(table, "Voxels"),
-            _column(table, "Volume [mL]"), _column(table, "Note", "str")]
+    cols = [
+        _column(table, "Segment", "str"),
+        _column(table, "Threshold"),
+        _column(table, "Voxels"),
+        _column(table, "Volume [mL]"),
+        _column(table, "Note", "str"),
+    ]
     for name, t, n, note in zip(names, thresholds, voxels, notes):
         cols[0].InsertNextValue(name)
         cols[1].InsertNextValue(float(t))

@@ -15,8 +15,10 @@ def default_scene(scene: Optional[Any] = None) -> Any:
         return scene
     app_scene = getattr(slicer, "mrmlScene", None)
     if app_scene is None:
-        raise UserError("No MRML scene: outside the Slicer application pass scene=…",
-                        "Use UNetSigmoidSegLib.mrml.scene.create_headless_scene() to make one.")
+        raise UserError(
+            "No MRML scene: outside the Slicer application pass scene=…",
+            "Use UNetSigmoidSegLib.mrml.scene.create_headless_scene() to make one.",
+        )
     return app_scene
 
 
@@ -25,8 +27,12 @@ def register_segmentation_converters() -> None:
     factory = slicer.vtkSegmentationConverterFactory.GetInstance()
     if factory.GetConverterRules():
         return
-    for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule, slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule,
-                 slicer.vtkClosedSurfaceToFractionalLabelmapConversionRule, slicer.vtkFractionalLabelmapToClosedSurfaceConversionRule):
+    for rule in (
+        slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+        slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule,
+        slicer.vtkClosedSurfaceToFractionalLabelmapConversionRule,
+        slicer.vtkFractionalLabelmapToClosedSurfaceConversionRule,
+    ):
         factory.RegisterConverterRule(rule())
 
 
@@ -44,8 +50,11 @@ def create_headless_scene() -> Any:
     colors.SetMRMLScene(scene)
     app_logic.SetModuleLogic("Colors", colors)
     logics = {"app": app_logic, "Colors": colors}
-    for name, cls in (("Volumes", slicer.vtkSlicerVolumesLogic), ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
-                      ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic)):
+    for name, cls in (
+        ("Volumes", slicer.vtkSlicerVolumesLogic),
+        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+        ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
+    ):
         logic = cls()
         logic.SetMRMLScene(scene)
         logic.SetMRMLApplicationLogic(app_logic)

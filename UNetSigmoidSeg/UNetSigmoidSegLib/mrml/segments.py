@@ -23,12 +23,22 @@ BINARY = "Binary labelmap"
 
 # Slicer terminology for common labels (category: Anatomical Structure): SNOMED CT code and meaning.
 TERMS: Dict[str, Tuple[str, str]] = {
-    "brain": ("12738006", "Brain"), "liver": ("10200004", "Liver"), "spleen": ("78961009", "Spleen"),
-    "kidney": ("64033007", "Kidney"), "kidney_left": ("64033007", "Kidney"), "kidney_right": ("64033007", "Kidney"),
-    "aorta": ("15825003", "Aorta"), "heart": ("80891009", "Heart"), "lung": ("39607008", "Lung"),
-    "stomach": ("69695003", "Stomach"), "pancreas": ("15776009", "Pancreas"), "prostate": ("41216001", "Prostate"),
-    "urinary_bladder": ("89837001", "Urinary bladder"), "bladder": ("89837001", "Urinary bladder"),
-    "gallbladder": ("28231008", "Gallbladder"), "esophagus": ("32849002", "Esophagus"),
+    "brain": ("12738006", "Brain"),
+    "liver": ("10200004", "Liver"),
+    "spleen": ("78961009", "Spleen"),
+    "kidney": ("64033007", "Kidney"),
+    "kidney_left": ("64033007", "Kidney"),
+    "kidney_right": ("64033007", "Kidney"),
+    "aorta": ("15825003", "Aorta"),
+    "heart": ("80891009", "Heart"),
+    "lung": ("39607008", "Lung"),
+    "stomach": ("69695003", "Stomach"),
+    "pancreas": ("15776009", "Pancreas"),
+    "prostate": ("41216001", "Prostate"),
+    "urinary_bladder": ("89837001", "Urinary bladder"),
+    "bladder": ("89837001", "Urinary bladder"),
+    "gallbladder": ("28231008", "Gallbladder"),
+    "esophagus": ("32849002", "Esophagus"),
 }
 
 
@@ -37,8 +47,10 @@ def terminology_string(name: str) -> Optional[str]:
     term = TERMS.get(name.strip().lower().replace(" ", "_"))
     if term is None:
         return None
-    return ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
-            f"~SCT^{term[0]}^{term[1]}~^^~Anatomic codes - DICOM master list~^^~^^")
+    return (
+        "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+        f"~SCT^{term[0]}^{term[1]}~^^~Anatomic codes - DICOM master list~^^~^^"
+    )
 
 
 class SegmentWriter:
@@ -47,7 +59,9 @@ class SegmentWriter:
     ``shape_kji`` is the input grid (K, J, I); ``ijk_to_ras`` its geometry.
     """
 
-    def __init__(self, segmentation_node: Any, ijk_to_ras: np.ndarray, shape_kji: Tuple[int, int, int], source: str) -> None:
+    def __init__(
+        self, segmentation_node: Any, ijk_to_ras: np.ndarray, shape_kji: Tuple[int, int, int], source: str
+    ) -> None:
         self.node = segmentation_node
         self.ijk_to_ras = np.asarray(ijk_to_ras, float)
         self.shape = tuple(int(s) for s in shape_kji)
@@ -62,7 +76,9 @@ class SegmentWriter:
         seg = self.node.GetSegmentation()
         return [sid for sid in seg.GetSegmentIDs() if seg.GetSegment(sid).HasTag(TAG_SOURCE)]
 
-    def create(self, names: Sequence[str], colors: Sequence[Sequence[float]], replace_produced: bool = True) -> List[str]:
+    def create(
+        self, names: Sequence[str], colors: Sequence[Sequence[float]], replace_produced: bool = True
+    ) -> List[str]:
         """Create one segment per output (own layer, full grid). Previously produced segments are removed
         only when ``replace_produced`` and not edited by the user; segments the module did not produce are
         never touched."""
@@ -116,8 +132,12 @@ class SegmentWriter:
             seg.SeparateSegmentLabelmap(sid)  # e.g. after a save/load collapsed layers
         image = segment.GetRepresentation(BINARY)
         k, j, i = self.shape
-        full = image is not None and image.GetExtent() == (0, i - 1, 0, j - 1, 0, k - 1) \
-            and image.GetScalarType() == vtk.VTK_UNSIGNED_CHAR and segment.GetLabelValue() == 1
+        full = (
+            image is not None
+            and image.GetExtent() == (0, i - 1, 0, j - 1, 0, k - 1)
+            and image.GetScalarType() == vtk.VTK_UNSIGNED_CHAR
+            and segment.GetLabelValue() == 1
+        )
         if not full:
             image = self._new_layer()
             segment.SetLabelValue(1)

@@ -6,7 +6,7 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from ..engine.volume import Volume
+from ..contract.volume import Volume
 from ..errors import InputError
 
 
@@ -28,28 +28,37 @@ def volume_to_engine(node: Any) -> Volume:
     """
     if node is None:
         raise InputError("No input volume selected", "Pick a volume in 'Input volume'.")
-    if not node.IsA("vtkMRMLScalarVolumeNode") or any(node.IsA(c) for c in (
-            "vtkMRMLVectorVolumeNode", "vtkMRMLTensorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode")):
-        raise InputError(f"'{node.GetName()}' is a {node.GetClassName()}, not a scalar volume",
-                         "Pick a scalar (grayscale) volume; convert vector/RGB volumes first (Vector to Scalar Volume module).")
+    if not node.IsA("vtkMRMLScalarVolumeNode") or any(
+        node.IsA(c)
+        for c in ("vtkMRMLVectorVolumeNode", "vtkMRMLTensorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode")
+    ):
+        raise InputError(
+            f"'{node.GetName()}' is a {node.GetClassName()}, not a scalar volume",
+            "Pick a scalar (grayscale) volume; convert vector/RGB volumes first (Vector to Scalar Volume module).",
+        )
     image = node.GetImageData()
     if image is None or image.GetNumberOfPoints() == 0 or image.GetPointData().GetScalars() is None:
         raise InputError(f"Volume '{node.GetName()}' has no voxels", "Load image data into the volume first.")
     if image.GetNumberOfScalarComponents() != 1:
-        raise InputError(f"Volume '{node.GetName()}' has {image.GetNumberOfScalarComponents()} components per voxel",
-                         "Pick a single-component volume (e.g. one channel of a multi-channel image).")
+        raise InputError(
+            f"Volume '{node.GetName()}' has {image.GetNumberOfScalarComponents()} components per voxel",
+            "Pick a single-component volume (e.g. one channel of a multi-channel image).",
+        )
     transform = node.GetParentTransformNode()
     if transform is not None:
         kind = "non-linear" if not transform.IsTransformToWorldLinear() else "linear"
-        raise InputError(f"Volume '{node.GetName()}' is under a {kind} transform ('{transform.GetName()}') that is not hardened",
-                         "Harden the transform first (Data module: right-click the volume → Harden transform), or remove it.")
+        raise InputError(
+            f"Volume '{node.GetName()}' is under a {kind} transform ('{transform.GetName()}') that is not hardened",
+            "Harden the transform first (Data module: right-click the volume → Harden transform), or remove it.",
+        )
     dims = image.GetDimensions()
     kji = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
     return Volume(np.ascontiguousarray(kji.transpose(2, 1, 0))[None], ijk_to_ras(node))
 
 
-def add_probability_volume(scene: Any, reference: Any, probabilities_kji: np.ndarray, name: str,
-                           existing: Optional[Any] = None) -> Any:
+def add_probability_volume(
+    scene: Any, reference: Any, probabilities_kji: np.ndarray, name: str, existing: Optional[Any] = None
+) -> Any:
     """A float32 scalar volume with the probabilities (``(K, J, I)`` in [0, 1]) on the reference grid, shown
     with a heat colour table (window 0–1) for overlay review."""
     node = existing if existing is not None else scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
@@ -63,7 +72,11 @@ def add_probability_volume(scene: Any, reference: Any, probabilities_kji: np.nda
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
-    for color_id in ("vtkMRMLColorTableNodeFileInferno.txt", "vtkMRMLPETProceduralColorNodePET-Heat", "vtkMRMLColorTableNodeRainbow"):
+    for color_id in (
+        "vtkMRMLColorTableNodeFileInferno.txt",
+        "vtkMRMLPETProceduralColorNodePET-Heat",
+        "vtkMRMLColorTableNodeRainbow",
+    ):
         if scene.GetNodeByID(color_id) is not None:
             display.SetAndObserveColorNodeID(color_id)
             break

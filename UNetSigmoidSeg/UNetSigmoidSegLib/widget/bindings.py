@@ -31,10 +31,23 @@ BINDINGS: Tuple[Tuple[str, str, str], ...] = (
 EXPLICIT_FIELDS = ("threshold", "segmentThresholds", "recentModels")
 
 # Qt property read and written for each kind (ctkPathLineEdit.currentPath, QComboBox.currentText, …)
-PROPERTY = {"path": "currentPath", "combo": "currentText", "check": "checked", "double": "value", "int": "value", "roi": "text"}
+PROPERTY = {
+    "path": "currentPath",
+    "combo": "currentText",
+    "check": "checked",
+    "double": "value",
+    "int": "value",
+    "roi": "text",
+}
 # Qt signal emitted when the user changes it
-SIGNALS = {"path": "currentPathChanged(QString)", "combo": "currentIndexChanged(int)", "check": "toggled(bool)",
-           "double": "valueChanged(double)", "int": "valueChanged(int)", "roi": "editingFinished()"}
+SIGNALS = {
+    "path": "currentPathChanged(QString)",
+    "combo": "currentIndexChanged(int)",
+    "check": "toggled(bool)",
+    "double": "valueChanged(double)",
+    "int": "valueChanged(int)",
+    "roi": "editingFinished()",
+}
 
 
 def from_widget(kind: str, raw: Any) -> Any:

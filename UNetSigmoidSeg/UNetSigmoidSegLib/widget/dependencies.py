@@ -73,7 +73,9 @@ def installed_version(dist: str) -> Optional[str]:
         return None
 
 
-def check(requirements: Sequence[str], version_of: Callable[[str], Optional[str]] = installed_version) -> DependencyReport:
+def check(
+    requirements: Sequence[str], version_of: Callable[[str], Optional[str]] = installed_version
+) -> DependencyReport:
     """Each requirement (``torch`` first) against what is installed, read from package metadata (no import)."""
     from packaging.requirements import Requirement
 
@@ -90,30 +92,51 @@ def consent_text(report: DependencyReport) -> Dict[str, str]:
     """The one question asked before installing: what is missing, how each part is installed."""
     lines = []
     for item in report.missing:
-        how = ("through the PyTorch extension (light-the-torch picks the build for your GPU; several hundred MB)"
-               if item.name == "torch" else "with pip")
+        how = (
+            "through the PyTorch extension (light-the-torch picks the build for your GPU; several hundred MB)"
+            if item.name == "torch"
+            else "with pip"
+        )
         lines.append(f"• {item.describe()}: {how}")
-    text = ("UNetSigmoidSeg needs PyTorch and MONAI in Slicer's Python to run networks. Install now?\n\n"
-            + "\n".join(lines) + "\n\nThis downloads packages and may take several minutes. Nothing is installed if you cancel.")
+    text = (
+        "UNetSigmoidSeg needs PyTorch and MONAI in Slicer's Python to run networks. Install now?\n\n"
+        + "\n".join(lines)
+        + "\n\nThis downloads packages and may take several minutes. Nothing is installed if you cancel."
+    )
     return {"text": text, "details": "Requirements: " + ", ".join(i.requirement for i in report.items)}
 
 
 def manual_hint(report: DependencyReport) -> str:
-    steps = ["install PyTorch with the PyTorch Utils module (PyTorch extension)"] if any(i.name == "torch" for i in report.missing) else []
+    steps = (
+        ["install PyTorch with the PyTorch Utils module (PyTorch extension)"]
+        if any(i.name == "torch" for i in report.missing)
+        else []
+    )
     pip = [i.requirement for i in report.missing if i.name != "torch"]
     if pip:
         steps.append(f"run slicer.util.pip_install({pip!r}) in the Python console")
-    return "Click Segment (or Install) again and accept, or " + " and ".join(steps) + ". Slicer keeps working without them."
+    return (
+        "Click Segment (or Install) again and accept, or "
+        + " and ".join(steps)
+        + ". Slicer keeps working without them."
+    )
 
 
-def ensure(report: DependencyReport, confirm: Callable[[str, str], bool], install_torch: Callable[[str], bool],
-           install_packages: Callable[[List[str]], None], recheck: Callable[[], DependencyReport]) -> DependencyReport:
+def ensure(
+    report: DependencyReport,
+    confirm: Callable[[str, str], bool],
+    install_torch: Callable[[str], bool],
+    install_packages: Callable[[List[str]], None],
+    recheck: Callable[[], DependencyReport],
+) -> DependencyReport:
     """Ask once, then install what is missing; returns the new report or raises ``DependencyError``."""
     if report.ok:
         return report
     question = consent_text(report)
     if not confirm(question["text"], question["details"]):
-        raise DependencyError(f"Nothing was installed; segmenting needs {report.describe_missing()}", manual_hint(report))
+        raise DependencyError(
+            f"Nothing was installed; segmenting needs {report.describe_missing()}", manual_hint(report)
+        )
     torch = next((i for i in report.missing if i.name == "torch"), None)
     if torch is not None and not install_torch(torch.requirement):
         raise DependencyError(f"PyTorch was not installed ({torch.describe()})", manual_hint(report))
@@ -123,23 +146,29 @@ def ensure(report: DependencyReport, confirm: Callable[[str, str], bool], instal
     importlib.invalidate_caches()  # let this process see the packages just installed
     after = recheck()
     if not after.ok:
-        raise DependencyError(f"Still missing after the install: {after.describe_missing()}",
-                              "See pip's output in the Python console; restart Slicer and try again.")
+        raise DependencyError(
+            f"Still missing after the install: {after.describe_missing()}",
+            "See pip's output in the Python console; restart Slicer and try again.",
+        )
     return after
 
 
 def versions_text(report: DependencyReport, hello: Optional[Dict] = None) -> str:
-    """'torch 2.3.1+cu121 · MONAI 1.3.2 · CUDA: 1 GPU' — the worker's hello (what runs) when known, else the metadata."""
+    """'torch 2.3.1+cu121 · MONAI 1.3.2 · CUDA: 1 GPU' — what the runner describes (the worker's hello) when known,
+    else the metadata."""
     if not report.ok:
         return "Missing: " + report.describe_missing()
     torch = (hello or {}).get("torch") or report.version("torch")
     monai = (hello or {}).get("monai") or report.version("monai")
     if hello is None:
         cuda = "CUDA: known when the worker starts"
+    elif hello.get("cuda") is None:
+        cuda = "CUDA: known after the first run"
     else:
         n = int(hello.get("cuda_devices") or 0)
         cuda = f"CUDA: {n} GPU{'s' if n != 1 else ''}" if hello.get("cuda") else "CUDA: not available"
-    worker = f" · worker Python {hello['python']}" if hello and hello.get("python") else ""
+    where = "Slicer's Python" if hello and hello.get("runner") == "in-process" else "worker Python"
+    worker = f" · {where} {hello['python']}" if hello and hello.get("python") else ""
     return f"torch {torch} · MONAI {monai} · {cuda}{worker}"
 
 
@@ -149,9 +178,10 @@ def device_label(choice: str, hello: Optional[Dict] = None) -> str:
         return "CPU"
     if choice == "mps":
         return "Apple GPU (MPS); an error if this Mac has none"
-    if hello is None:
+    if hello is None or hello.get("cuda") is None:
         return "decided when the worker starts" if choice == "auto" else "checked when the worker starts"
-    n, torch = int(hello.get("cuda_devices") or 0), hello.get("torch", "?")
+    n = int(hello.get("cuda_devices") or 0)
+    torch = hello.get("torch", "?")
     if hello.get("cuda"):
         gpus = f"{n} NVIDIA GPU{'s' if n != 1 else ''}"
         return f"→ CUDA ({gpus})" if choice == "auto" else f"CUDA: {gpus}"
@@ -167,10 +197,13 @@ def pick_python(which: Callable[[str], Optional[str]] = shutil.which) -> Optiona
 
 # ---------------------------------------------------------------- Slicer implementations (lazy imports)
 
+
 def slicer_confirm(text: str, details: str) -> bool:
     import slicer
 
-    return bool(slicer.util.confirmOkCancelDisplay(text, "UNetSigmoidSeg - install Python packages", detailedText=details))
+    return bool(
+        slicer.util.confirmOkCancelDisplay(text, "UNetSigmoidSeg - install Python packages", detailedText=details)
+    )
 
 
 def slicer_install_torch(requirement: str) -> bool:
@@ -178,10 +211,14 @@ def slicer_install_torch(requirement: str) -> bool:
     try:
         import PyTorchUtils
     except ImportError:
-        raise DependencyError("The PyTorch extension (module PyTorch Utils) is not installed",
-                              "Install 'PyTorch' from the Extensions Manager, restart Slicer, then click Segment again.") from None
-    spec = requirement[len("torch"):].strip()
-    return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=spec) is not None
+        raise DependencyError(
+            "The PyTorch extension (module PyTorch Utils) is not installed",
+            "Install 'PyTorch' from the Extensions Manager, restart Slicer, then click Segment again.",
+        ) from None
+    spec = requirement[len("torch") :].strip()
+    return (
+        PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=spec) is not None
+    )
 
 
 def slicer_install_packages(requirements: List[str]) -> None:
@@ -196,4 +233,3 @@ def slicer_install_packages(requirements: List[str]) -> None:
         packaging.pip_ensure(list(requirements), prompt_install=False, requester=REQUESTER)
     else:
         slicer.util.pip_install(list(requirements))
-

@@ -7,27 +7,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..contract.model import ModelInfo, ModelSpec
+from ..contract.options import ACTIVATION_CHOICES, BLEND_MODE_CHOICES, DEVICE_CHOICES, Cleanup, SegmentOptions
+from ..contract.options import default_threshold as product_default_threshold
 from ..errors import CancelledError, OptionError, UserError, WorkerError
 
-# (value, tooltip) — the values are the engine's (engine.inference.DEVICES, engine.model.ACTIVATIONS)
-DEVICES: Tuple[Tuple[str, str], ...] = (
-    ("auto", "CUDA if this Python sees an NVIDIA GPU, else Apple MPS, else CPU; the log says which and why."),
-    ("cuda", "NVIDIA GPU. An error (never a silent fallback) if the worker's torch has no CUDA or sees no GPU."),
-    ("cpu", "Processor only: always available, slower for large volumes."),
-    ("mps", "Apple GPU (Metal) on Apple-silicon Macs."),
-)
-ACTIVATIONS: Tuple[Tuple[str, str], ...] = (
-    ("auto", "The model's own choice (bundle / checkpoint config), else 1 output channel → sigmoid, more → softmax."),
-    ("sigmoid", "Binary / multi-label: one segment per output channel, each with its own threshold; segments may overlap."),
-    ("softmax", "Multi-class: channel 0 is background, every voxel gets its most probable class; the threshold is a minimum confidence."),
-    ("none", "The network already outputs probabilities (it ends in a Sigmoid/Softmax layer): use them as they are."),
-)
-BLEND_MODES: Tuple[Tuple[str, str], ...] = (
-    ("gaussian", "Weight each window's centre more than its border (MONAI default): smoother seams."),
-    ("constant", "Average overlapping windows equally: faster, may show seams."),
-)
+# (value, tooltip) of the panel's combo boxes: the run contract's vocabulary
+ACTIVATIONS = ACTIVATION_CHOICES
+DEVICES = DEVICE_CHOICES
+BLEND_MODES = BLEND_MODE_CHOICES
 RECENT_MODELS = 10
-WARM_IDLE_S, COLD_IDLE_S = 600.0, 5.0
 
 
 @dataclass
@@ -55,7 +44,9 @@ def segment_button(state: PanelState) -> ButtonState:
     """Segment while idle, Cancel while running; disabled with the reason as tooltip when inputs are not valid."""
     if state.running:
         if state.cancelling:
-            return ButtonState(False, "Cancelling…", "Waiting for the worker to stop (it is killed if it does not answer).")
+            return ButtonState(
+                False, "Cancelling…", "Waiting for the worker to stop (it is killed if it does not answer)."
+            )
         return ButtonState(True, "Cancel", "Stop the running segmentation; nothing partial is kept.")
     reason = ""
     if not state.volume:
@@ -71,39 +62,50 @@ def segment_button(state: PanelState) -> ButtonState:
     if reason:
         return ButtonState(False, "Segment", reason)
     if not state.dependencies_ok:
-        return ButtonState(True, "Segment", "PyTorch and MONAI are missing: you will be asked before anything is installed.")
+        return ButtonState(
+            True, "Segment", "PyTorch and MONAI are missing: you will be asked before anything is installed."
+        )
     return ButtonState(True, "Segment", "Run the network on the input volume (in the background worker).")
 
 
-def effective_activation(choice: str, info: Optional[Dict[str, Any]]) -> str:
+def effective_activation(choice: str, info: Optional[ModelInfo]) -> str:
     """The activation a run will use: the explicit choice, else the model's default."""
-    if choice != "auto" or not info:
+    if choice != "auto" or info is None:
         return choice
-    return str(info.get("activation") or "auto")
+    return str(info.activation or "auto")
 
 
 def threshold_label(activation: str) -> Tuple[str, str]:
     """(label, tooltip) of the threshold slider for this activation."""
     if activation == "softmax":
-        return ("Minimum confidence:", "A voxel keeps its most probable class only if that probability reaches this value (0: always).")
-    return ("Threshold:", "Probability at or above which a voxel belongs to the segment. Moving it re-thresholds the cached "
-            "probabilities live; no network run.")
+        return (
+            "Minimum confidence:",
+            "A voxel keeps its most probable class only if that probability reaches this value (0: always).",
+        )
+    return (
+        "Threshold:",
+        "Probability at or above which a voxel belongs to the segment. Moving it re-thresholds the cached "
+        "probabilities live; no network run.",
+    )
 
 
-def default_threshold(info: Optional[Dict[str, Any]], activation: str) -> float:
+def default_threshold(info: Optional[ModelInfo], activation: str) -> float:
     """The model's threshold, else 0 (softmax: minimum confidence) or 0.5 — as the engine decides."""
-    if info and info.get("threshold") is not None:
-        return float(info["threshold"])
-    return 0.0 if activation == "softmax" else 0.5
+    if info is not None and info.threshold is not None:
+        return float(info.threshold)
+    return product_default_threshold(activation)
 
 
-def model_defaults(info: Dict[str, Any], activation_choice: str) -> Dict[str, Any]:
+def model_defaults(info: ModelInfo, activation_choice: str) -> Dict[str, Any]:
     """Panel values a newly picked model brings (Parameters field → value); absent ones keep the panel's."""
-    out: Dict[str, Any] = {"threshold": default_threshold(info, effective_activation(activation_choice, info)),
-                           "segmentThresholds": [], "roiSize": list(info.get("roi_size") or [])}
+    out: Dict[str, Any] = {
+        "threshold": default_threshold(info, effective_activation(activation_choice, info)),
+        "segmentThresholds": [],
+        "roiSize": list(info.roi_size or []),
+    }
     for key, field in (("overlap", "overlap"), ("sw_batch_size", "swBatchSize"), ("blend_mode", "blendMode")):
-        if info.get(key) is not None:
-            out[field] = info[key]
+        if getattr(info, key) is not None:
+            out[field] = getattr(info, key)
     return out
 
 
@@ -117,7 +119,10 @@ def parse_roi_size(text: str) -> Optional[List[int]]:
     except ValueError:
         values = []
     if len(values) not in (1, 3) or min(values) < 1:
-        raise OptionError(f"ROI size '{text}' is not understood", "Give one or three positive integers, e.g. 96,96,96 — or leave it empty for the model's default.")
+        raise OptionError(
+            f"ROI size '{text}' is not understood",
+            "Give one or three positive integers, e.g. 96,96,96 — or leave it empty for the model's default.",
+        )
     return values * 3 if len(values) == 1 else values
 
 
@@ -132,46 +137,40 @@ def remember(recent: Sequence[str], path: str, cap: int = RECENT_MODELS) -> List
     return [path] + [p for p in recent if p != path][: cap - 1]
 
 
-def worker_idle_timeout(keep_warm: bool) -> float:
-    """Seconds an idle worker waits for the next run: warm keeps the model loaded between runs."""
-    return WARM_IDLE_S if keep_warm else COLD_IDLE_S
-
-
 def progress_text(stage: str, fraction: float, message: str = "") -> str:
     pct = int(round(100 * min(max(fraction, 0.0), 1.0)))
     return f"{stage} {pct}%" + (f": {message}" if message else "")
 
 
-def segment_kwargs(params: Any, roi_text: Optional[str] = None) -> Dict[str, Any]:
-    """``Parameters`` (+ the raw ROI text, validated here) → keyword arguments of ``logic.segmentAsync``."""
+def run_request(params: Any, roi_text: Optional[str] = None) -> Tuple[ModelSpec, SegmentOptions, bool]:
+    """The panel's ``Parameters`` (+ the raw ROI text, validated here) → the run contract: ``(ModelSpec,
+    SegmentOptions, probabilityVolume)``. The one place panel values become run options."""
     roi = parse_roi_size(roi_text) if roi_text is not None else (list(params.roiSize) or None)
     thresholds = list(params.segmentThresholds)
-    return {"activation": params.activation, "device": params.device,
-            "threshold": thresholds if len(thresholds) > 1 else float(params.threshold),
-            "probabilityVolume": bool(params.createProbabilityVolume), "largestComponent": bool(params.largestComponent),
-            "fillHoles": bool(params.fillHoles), "minIslandMm3": float(params.minIslandMm3), "roiSize": roi,
-            "overlap": float(params.overlap), "swBatchSize": int(params.swBatchSize), "blendMode": params.blendMode,
-            "amp": bool(params.amp), "trustBundle": bool(params.trustBundle)}
+    options = SegmentOptions(
+        activation=params.activation,
+        device=params.device,
+        threshold=thresholds if len(thresholds) > 1 else float(params.threshold),
+        roi_size=roi,
+        overlap=float(params.overlap),
+        sw_batch_size=int(params.swBatchSize),
+        blend_mode=params.blendMode,
+        amp=bool(params.amp),
+        cleanup=Cleanup(params.largestComponent, params.fillHoles, params.minIslandMm3),
+    )
+    return (
+        ModelSpec(params.modelPath, trust_bundle=bool(params.trustBundle)),
+        options,
+        bool(params.createProbabilityVolume),
+    )
 
 
 def model_key(path: str, trust_bundle: bool) -> Optional[Tuple[str, int, str]]:
-    """Cache key of a model summary (the engine's model cache key: changes when the file, the JSON next to it
+    """Cache key of a model summary (the runners' model cache key: changes when the file, the JSON next to it
     or any file of a bundle is replaced, or the trust flag changes). None when the path does not exist."""
-    from ..engine.modelkey import model_cache_key
-
-    if not os.path.exists(path):
+    if not path or not os.path.exists(path):
         return None
-    return model_cache_key(path, {"trust_bundle": bool(trust_bundle)})
-
-
-def summary_text(info: Dict[str, Any]) -> str:
-    """The engine's one-line ``ModelInfo.summary()`` of an info dict (as the worker's ``inspect`` returns it)."""
-    from dataclasses import fields
-
-    from ..engine.model import ModelInfo
-
-    names = {f.name for f in fields(ModelInfo)}
-    return ModelInfo(**{k: v for k, v in info.items() if k in names}).summary()
+    return ModelSpec(path, trust_bundle=bool(trust_bundle)).cache_key()
 
 
 def error_text(exc: BaseException) -> Tuple[str, str]:
@@ -184,12 +183,15 @@ def error_text(exc: BaseException) -> Tuple[str, str]:
         return (str(exc), f"Worker log (last lines):\n{tail}" if tail else "")
     if isinstance(exc, UserError):
         return (str(exc), tail)
-    return (f"Unexpected error: {type(exc).__name__}: {exc}. This is a bug — please report it with the log below.", str(exc) + ("\n" + tail if tail else ""))
+    return (
+        f"Unexpected error: {type(exc).__name__}: {exc}. This is a bug — please report it with the log below.",
+        str(exc) + ("\n" + tail if tail else ""),
+    )
 
 
 def run_summary(stats: List[Dict[str, Any]], seconds: float, device: Optional[str]) -> str:
-    """One status line after a run: time, device (``"cpu: why"`` as the segmentation's attribute has it), segment volumes."""
+    """One status line after a run: time, device (``"cpu: why"`` as the segmentation's attribute has it), and the
+    segment volumes."""
     name, _, why = (device or "unknown device").partition(": ")
     parts = ", ".join(f"{s['segment']} {s['volume_ml']:g} mL" for s in stats)
     return f"Done in {seconds:.1f} s on {name}{f' ({why})' if why else ''}: {parts or 'no segments'}."
-

@@ -25,7 +25,9 @@ class SelfTest:
 
         slicer.mrmlScene.Clear()
         report = check(read_requirements(resource_path(MODULE_DIR, "requirements.txt")))
-        self.assertTrue(report.ok, f"Install the dependencies first (module panel: Install…): {report.describe_missing()}")
+        self.assertTrue(
+            report.ok, f"Install the dependencies first (module panel: Install…): {report.describe_missing()}"
+        )
 
     def runTest(self):
         self.setUp()
@@ -53,13 +55,13 @@ class SelfTest:
         import slicer
 
         from ..mrml.logic import UNetSigmoidSegLogic
-        from ..worker.client import WorkerClient
+        from ..worker.client import WorkerRunner
         from .dependencies import pick_python
 
         volume, model = self.makeInputs()
         python = pick_python()
         self.assertIsNotNone(python, "PythonSlicer is not on PATH")
-        worker = WorkerClient(python_executable=python, idle_timeout_s=30)
+        worker = WorkerRunner(python_executable=python, idle_timeout_s=30)
         logic = UNetSigmoidSegLogic(slicer.mrmlScene, runner=worker)
         try:
             seg = logic.segment(volume, model, activation="sigmoid", threshold=0.5, device="cpu")
@@ -86,7 +88,7 @@ class SelfTest:
         from .resources import demo_files
 
         slicer.util.selectModule("UNetSigmoidSeg")
-        widget = slicer.util.getModuleWidget("UNetSigmoidSeg")
+        widget = slicer.util.getModuleWidget("UNetSigmoidSeg").panel
         demo = demo_files(MODULE_DIR)
         volume, model = (slicer.util.loadVolume(demo["image"]), demo["model"]) if demo else self.makeInputs()
         widget.ui.inputSelector.setCurrentNode(volume)

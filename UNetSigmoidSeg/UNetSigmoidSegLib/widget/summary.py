@@ -1,32 +1,33 @@
-"""The one-line model summary under the model path: read by the worker (non-blocking, and the model
-stays loaded for the run) or in this process when there is no worker; cached per (path, mtime, trust).
+"""The one-line model summary under the model path: read by the panel's runner (the worker: non-blocking,
+and the model stays loaded for the run), cached per (path, mtime, trust).
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
+from ..contract.model import ModelInfo, ModelSpec
 from ..errors import UserError
-from .rules import model_key, summary_text
+from .rules import model_key
 
-Loader = Callable[[str, bool], Dict[str, Any]]  # (path, trust_bundle) → ModelInfo as a dict
+Key = Tuple[str, int, str]
 
 
 class ModelSummaries:
-    """``request`` returns the label text at once; with a worker, ``poll`` from a timer until it returns True."""
+    """``request`` returns the label text at once; while ``inspecting``, ``poll`` from a timer until it returns True."""
 
     def __init__(self) -> None:
-        self.cache: Dict[Tuple[str, int, bool], Tuple[Optional[Dict[str, Any]], Optional[BaseException]]] = {}
+        self.cache: dict = {}  # key -> (ModelInfo or None, error or None)
         self.job: Any = None
-        self.job_key: Optional[Tuple[str, int, bool]] = None
-        self.info: Optional[Dict[str, Any]] = None  # of the path last requested, once known
+        self.job_key: Optional[Key] = None
+        self.info: Optional[ModelInfo] = None  # of the path last requested, once known
         self.error = ""  # actionable text when that model cannot be used
 
     @property
     def inspecting(self) -> bool:
         return self.job is not None
 
-    def request(self, path: str, trust_bundle: bool, worker: Any = None, busy: bool = False, loader: Optional[Loader] = None) -> str:
-        """Label text for ``path``. ``worker`` has ``submit_load``; ``busy``: a run is going on (ask again after it);
-        ``loader`` reads the model in this process when there is no worker."""
+    def request(self, path: str, trust_bundle: bool, runner: Any = None, busy: bool = False) -> str:
+        """Label text for ``path``. ``runner``: the panel's ``Runner`` (None until the dependencies are installed);
+        ``busy``: a run is going on (ask again after it)."""
         self.info, self.error = None, ""
         key = model_key(path, trust_bundle) if path else None
         if key is None:
@@ -35,20 +36,17 @@ class ModelSummaries:
             return self._show(key)
         if busy or self.job is not None:
             return "Reading the model after the current job…"
-        if worker is not None:
-            self.job, self.job_key = worker.submit_load(path, {"trust_bundle": bool(trust_bundle)}), key
-            return "Reading the model…"
-        if loader is None:
+        if runner is None:
             return "Install the dependencies to read the model."
-        try:
-            self.cache[key] = (loader(path, trust_bundle), None)
-        except UserError as exc:
-            self.cache[key] = (None, exc)
-        return self._show(key)
+        self.job, self.job_key = runner.inspect(ModelSpec(path, trust_bundle=bool(trust_bundle))), key
+        return self._show(key) if self.poll() else "Reading the model…"  # an in-process runner answers at once
 
     def poll(self) -> bool:
-        """True once the worker's answer is in the cache (then ``request`` again for the current path)."""
-        if self.job is None or not self.job.done:
+        """True once the runner's answer is in the cache (then ``request`` again for the current path)."""
+        if self.job is None:
+            return False
+        self.job.poll()
+        if not self.job.done:
             return False
         job, self.job = self.job, None
         try:
@@ -57,14 +55,7 @@ class ModelSummaries:
             self.cache[self.job_key] = (None, exc)
         return True
 
-    def _show(self, key: Tuple[str, int, bool]) -> str:
+    def _show(self, key: Key) -> str:
         info, error = self.cache[key]
         self.info, self.error = info, str(error) if error is not None else ""
-        return self.error or summary_text(info)  # type: ignore[arg-type]
-
-
-def load_info(path: str, trust_bundle: bool) -> Dict[str, Any]:
-    """``ModelInfo`` as a dict, loading the model in this process (the panel's fallback without a worker)."""
-    from ..engine.model import load_model
-
-    return load_model(path, trust_bundle=trust_bundle).info.to_dict()
+        return self.error or info.summary()

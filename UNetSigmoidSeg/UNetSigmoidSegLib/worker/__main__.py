@@ -36,15 +36,6 @@ def missing_modules() -> List[Tuple[str, str]]:
     return [(mod, pip) for mod, pip in REQUIRED if importlib.util.find_spec(mod) is None]
 
 
-def _version(dist: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(dist)
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m UNetSigmoidSegLib.worker")
     parser.add_argument("--idle-timeout", type=float, default=600.0, help="exit after this many seconds without a job")
@@ -53,6 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     proto_in, proto_out = protect_streams()
     faulthandler.enable(file=sys.stderr, all_threads=True)
 
+    from ..sysinfo import package_version
     from . import faults
     from .protocol import PROTOCOL_VERSION, encode, error_message, make
 
@@ -71,16 +63,35 @@ def main(argv: Optional[List[str]] = None) -> int:
             missing = [("torch", f"torch (import failed: {type(exc).__name__}: {exc})")]
     if missing:
         names = ", ".join(m for m, _ in missing)
-        send(error_message(
-            "worker", f"The Python at {sys.executable} cannot run the worker: {names} missing",
-            f'Install into that Python: "{sys.executable}" -m pip install {" ".join(p.split(" ")[0] for _, p in missing)} '
-            "— in 3D Slicer: install the PyTorch extension (PyTorch Utils), restart, then run pip_install('monai') in the Python console.",
-            reason="missing_dependency", missing=[p for _, p in missing], python=sys.executable))
+        packages = " ".join(p.split(" ")[0] for _, p in missing)
+        send(
+            error_message(
+                "worker",
+                f"The Python at {sys.executable} cannot run the worker: {names} missing",
+                f'Install into that Python: "{sys.executable}" -m pip install {packages} '
+                "— in 3D Slicer: install the PyTorch extension (PyTorch Utils), restart, then run "
+                "pip_install('monai') in the Python console.",
+                reason="missing_dependency",
+                missing=[p for _, p in missing],
+                python=sys.executable,
+            )
+        )
         return 3
     cuda = bool(torch.cuda.is_available())
-    send(make("hello", protocol=PROTOCOL_VERSION, pid=os.getpid(), python=platform.python_version(),
-              executable=sys.executable, torch=torch.__version__, monai=_version("monai"), cuda=cuda,
-              cuda_devices=int(torch.cuda.device_count()) if cuda else 0, torch_threads=int(torch.get_num_threads())))
+    send(
+        make(
+            "hello",
+            protocol=PROTOCOL_VERSION,
+            pid=os.getpid(),
+            python=platform.python_version(),
+            executable=sys.executable,
+            torch=torch.__version__,
+            monai=package_version("monai"),
+            cuda=cuda,
+            cuda_devices=int(torch.cuda.device_count()) if cuda else 0,
+            torch_threads=int(torch.get_num_threads()),
+        )
+    )
     from .server import Server
 
     server = Server(proto_in, proto_out, idle_timeout_s=args.idle_timeout, heartbeat_s=args.heartbeat, fault=fault)

@@ -7,7 +7,6 @@ Any death fails the running jobs with a clear error; the next ``submit`` starts 
 """
 
 import atexit
-import dataclasses
 import itertools
 import os
 import shutil
@@ -19,19 +18,32 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..contract.model import ModelSpec
+from ..contract.options import SegmentOptions
+from ..contract.runner import TERMINAL_TYPES
+from ..contract.volume import Volume
 from ..errors import InputError, WorkerError
 from .handoff import make_private_dir, read_array, remove_dir, sweep_stale, write_array, write_pid_file
 from .job import Job
 from .process import WorkerProcess, describe_exit, kill_tree
-from .protocol import (PROTOCOL_VERSION, TERMINAL_TYPES, WORKER_TYPES, ProtocolError, encode, error_message,
-                       log_tail_text, make, read_messages)
+from .protocol import (
+    PROTOCOL_VERSION,
+    WORKER_TYPES,
+    ProtocolError,
+    encode,
+    error_message,
+    log_tail_text,
+    make,
+    read_messages,
+)
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WARM_IDLE_S, COLD_IDLE_S = 600.0, 5.0  # how long an idle worker waits for the next run (keep_warm on / off)
 SLICER_HINT = "in 3D Slicer the worker runs in PythonSlicer: install the PyTorch extension (PyTorch Utils) and restart"
 
 
-class WorkerClient:
-    """Runs engine jobs in a background worker process (``python -m UNetSigmoidSegLib.worker``).
+class WorkerRunner:
+    """The ``Runner`` whose jobs run in a warm background worker process (``python -m UNetSigmoidSegLib.worker``).
 
     python_executable: interpreter with torch + MONAI (Slicer: PythonSlicer). idle_timeout_s: the
     worker exits after this long without a job. heartbeat_timeout_s: no message for this long → hung →
@@ -40,12 +52,24 @@ class WorkerClient:
     environment for the worker (e.g. ``UNETSEG_WORKER_FAULT`` for tests).
     """
 
-    def __init__(self, python_executable: Optional[str] = None, idle_timeout_s: float = 600.0,
-                 heartbeat_timeout_s: float = 20.0, start_timeout_s: float = 180.0, cancel_timeout_s: float = 2.0,
-                 heartbeat_s: float = 1.0, temp_root: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> None:
+    kind = "worker"
+
+    def __init__(
+        self,
+        python_executable: Optional[str] = None,
+        idle_timeout_s: float = WARM_IDLE_S,
+        heartbeat_timeout_s: float = 20.0,
+        start_timeout_s: float = 180.0,
+        cancel_timeout_s: float = 2.0,
+        heartbeat_s: float = 1.0,
+        temp_root: Optional[str] = None,
+        env: Optional[Dict[str, str]] = None,
+    ) -> None:
         self.python_executable = python_executable or sys.executable
         self.idle_timeout_s, self.heartbeat_timeout_s = float(idle_timeout_s), float(heartbeat_timeout_s)
-        self.start_timeout_s, self.cancel_timeout_s, self.heartbeat_s = float(start_timeout_s), float(cancel_timeout_s), float(heartbeat_s)
+        self.start_timeout_s = float(start_timeout_s)
+        self.cancel_timeout_s = float(cancel_timeout_s)
+        self.heartbeat_s = float(heartbeat_s)
         self.temp_root, self.env = temp_root, dict(env or {})
         self.swept = sweep_stale(temp_root)
         self.temp_dir = make_private_dir(temp_root)
@@ -87,18 +111,30 @@ class WorkerClient:
                 raise self._death_error(proc, None)
         return proc.hello
 
-    def submit(self, volume_array: np.ndarray, affine: np.ndarray, model_path: str,
-               model_options: Optional[Dict[str, Any]] = None, segment_options: Any = None) -> Job:
-        """Start a segmentation of ``volume_array`` ``(C, I, J, K)`` with voxel→RAS ``affine`` ``(4, 4)``.
+    def describe(self) -> Optional[Dict[str, Any]]:
+        """The worker's hello once it started (Python / torch / MONAI versions, CUDA devices), else None."""
+        return self.hello
 
-        model_options: ``trust_bundle``, ``network_config``, ``network_overrides`` (as ``load_model``).
-        segment_options: a ``SegmentOptions`` or its ``dataclasses.asdict`` dict. Returns at once.
-        """
-        array = np.asarray(volume_array)
+    def keep_warm(self, keep: bool) -> None:
+        """Keep the worker and its loaded networks for ``WARM_IDLE_S`` between runs (and start it now, so
+        torch imports while the user picks inputs), or let it exit seconds after each run (and stop an idle one now)."""
+        self.idle_timeout_s = WARM_IDLE_S if keep else COLD_IDLE_S  # used by the next worker process
+        if keep:
+            self.start(wait=False)
+            return
+        with self._lock:
+            proc = self._proc
+            idle = proc is not None and not proc.dead.is_set() and not self._jobs_of(proc)
+        if idle:
+            self._write(proc, make("shutdown"))
+            if not proc.dead.wait(3.0):
+                self._kill(proc, "closed", "stopped while idle")
+
+    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> Job:
+        """Start segmenting ``volume`` (``(C, I, J, K)`` array + voxel→RAS affine) with ``model``; returns at once."""
+        array = np.asarray(volume.array)
         if array.dtype.kind not in "biuf":
             raise InputError(f"Cannot hand a {array.dtype} array to the worker", "Give a numeric (C, I, J, K) array.")
-        if dataclasses.is_dataclass(segment_options):
-            segment_options = dataclasses.asdict(segment_options)
         job_id, folder = self._new_folder()
         try:
             t0 = time.perf_counter()
@@ -106,23 +142,26 @@ class WorkerClient:
             write_s = time.perf_counter() - t0
         except Exception as exc:
             remove_dir(folder)
-            raise WorkerError(f"Cannot write the input for the worker to {folder}: {exc}", "Free disk space in the temp folder.",
-                              reason="handoff") from None
-        command = make("run", job=job_id, model_path=os.path.abspath(os.path.expanduser(str(model_path))),
-                       model_options=dict(model_options or {}), segment_options=dict(segment_options or {}),
-                       input=desc, affine=np.asarray(affine, dtype=float).tolist(), output_dir=folder)
+            raise WorkerError(
+                f"Cannot write the input for the worker to {folder}: {exc}",
+                "Free disk space in the temp folder.",
+                reason="handoff",
+            ) from None
+        command = make(
+            "run",
+            job=job_id,
+            model=model.to_dict(),
+            options=options.to_dict(),
+            input=desc,
+            affine=np.asarray(volume.affine, dtype=float).tolist(),
+            output_dir=folder,
+        )
         return self._launch(job_id, "run", folder, command, {"client_timings": {"write_input_s": write_s}})
 
-    def submit_load(self, model_path: str, model_options: Optional[Dict[str, Any]] = None) -> Job:
-        """Load (and cache) a model in the worker; the job's result is the ``ModelInfo`` as a dict."""
+    def inspect(self, model: ModelSpec) -> Job:
+        """Load (and cache) ``model`` in the worker; the job's value is its ``ModelInfo``."""
         job_id = str(next(self._ids))
-        command = make("load", job=job_id, model_path=os.path.abspath(os.path.expanduser(str(model_path))),
-                       model_options=dict(model_options or {}))
-        return self._launch(job_id, "load", None, command)
-
-    def inspect(self, model_path: str, timeout: Optional[float] = None, **model_options: Any) -> Dict[str, Any]:
-        """``ModelInfo`` of ``model_path`` as a dict, loaded by the worker (which then keeps it warm)."""
-        return self.submit_load(model_path, model_options).wait(timeout=timeout)
+        return self._launch(job_id, "load", None, make("load", job=job_id, model=model.to_dict()))
 
     def close(self, timeout: float = 3.0) -> None:
         """Stop the worker (shutdown, then kill), fail running jobs as cancelled, remove the temp folder."""
@@ -142,7 +181,7 @@ class WorkerClient:
         except Exception:  # noqa: BLE001
             pass
 
-    def __enter__(self) -> "WorkerClient":
+    def __enter__(self) -> "WorkerRunner":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -151,21 +190,27 @@ class WorkerClient:
     # -- processes ------------------------------------------------------------------------------
     def _new_folder(self):
         if self._closed:
-            raise WorkerError("The worker client is closed", "Create a new WorkerClient.", reason="closed")
+            raise WorkerError("The worker runner is closed", "Create a new WorkerRunner.", reason="closed")
         job_id = str(next(self._ids))
         folder = os.path.join(self.temp_dir, f"job-{job_id}")
         os.mkdir(folder, 0o700)
         return job_id, folder
 
-    def _launch(self, job_id: str, kind: str, folder: Optional[str], command: Dict[str, Any],
-                info: Optional[Dict[str, Any]] = None) -> Job:
+    def _launch(
+        self,
+        job_id: str,
+        kind: str,
+        folder: Optional[str],
+        command: Dict[str, Any],
+        info: Optional[Dict[str, Any]] = None,
+    ) -> Job:
         try:
             with self._lock:
                 if self._closed:
-                    raise WorkerError("The worker client is closed", "Create a new WorkerClient.", reason="closed")
+                    raise WorkerError("The worker runner is closed", "Create a new WorkerRunner.", reason="closed")
                 proc = self._ensure_process()
                 job = Job(self, proc, job_id, kind, folder, command)
-                job.worker_info.update(info or {})
+                job.info.update(info or {})
                 self._jobs[job_id] = job
         except BaseException:
             remove_dir(folder)
@@ -177,33 +222,61 @@ class WorkerClient:
         if self._proc is not None and not self._proc.dead.is_set() and self._proc.kill_reason is None:
             return self._proc
         if self._closed:
-            raise WorkerError("The worker client is closed", "Create a new WorkerClient.", reason="closed")
+            raise WorkerError("The worker runner is closed", "Create a new WorkerRunner.", reason="closed")
         exe = self.python_executable
         if os.path.basename(exe) == exe:  # a bare name such as "python3": look it up on PATH
             exe = shutil.which(exe) or exe
         if not os.path.isfile(exe) or not os.access(exe, os.X_OK):
-            raise WorkerError(f"Python interpreter not found or not executable: {exe}",
-                              f"Give the path of a Python ≥ 3.9 with torch and MONAI (e.g. {sys.executable}); {SLICER_HINT}.",
-                              reason="start")
+            raise WorkerError(
+                f"Python interpreter not found or not executable: {exe}",
+                f"Give the path of a Python ≥ 3.9 with torch and MONAI (e.g. {sys.executable}); {SLICER_HINT}.",
+                reason="start",
+            )
         env = dict(os.environ, **self.env)
         env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("PYTHONIOENCODING", "utf-8")
         env["PYTHONUNBUFFERED"] = "1"
-        cmd = [exe, "-m", "UNetSigmoidSegLib.worker", "--idle-timeout", str(self.idle_timeout_s), "--heartbeat", str(self.heartbeat_s)]
-        kwargs: Dict[str, Any] = {"start_new_session": True} if os.name == "posix" else \
-            {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+        cmd = [
+            exe,
+            "-m",
+            "UNetSigmoidSegLib.worker",
+            "--idle-timeout",
+            str(self.idle_timeout_s),
+            "--heartbeat",
+            str(self.heartbeat_s),
+        ]
+        kwargs: Dict[str, Any] = (
+            {"start_new_session": True}
+            if os.name == "posix"
+            else {
+                "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+                | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+            }
+        )
         try:
-            popen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                     close_fds=True, **kwargs)
+            popen = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                close_fds=True,
+                **kwargs,
+            )
         except OSError as exc:
-            raise WorkerError(f"Cannot start the worker with {exe}: {exc}",
-                              f"Give the path of a Python ≥ 3.9 with torch and MONAI; {SLICER_HINT}.", reason="start") from None
+            raise WorkerError(
+                f"Cannot start the worker with {exe}: {exc}",
+                f"Give the path of a Python ≥ 3.9 with torch and MONAI; {SLICER_HINT}.",
+                reason="start",
+            ) from None
         proc = WorkerProcess(popen)
         write_pid_file(os.path.join(self.temp_dir, f"worker-{popen.pid}.pid"), popen.pid)
         self._proc = self._last = proc
         self.starts += 1
         for target in (self._read_stdout, self._read_stderr, self._watch):
-            threading.Thread(target=target, args=(proc,), name=f"unetseg-worker-{popen.pid}-{target.__name__}", daemon=True).start()
+            threading.Thread(
+                target=target, args=(proc,), name=f"unetseg-worker-{popen.pid}-{target.__name__}", daemon=True
+            ).start()
         return proc
 
     def _write(self, proc: WorkerProcess, message: Dict[str, Any]) -> bool:
@@ -273,21 +346,29 @@ class WorkerClient:
                 self._kill(proc, "start_timeout", f"no hello within {self.start_timeout_s:g} s")
             elif proc.hello is not None and now - proc.last_seen > self.heartbeat_timeout_s:
                 self._kill(proc, "hang", f"no heartbeat for {self.heartbeat_timeout_s:g} s")
-            elif any(j.cancel_requested_at is not None and now - j.cancel_requested_at > self.cancel_timeout_s
-                     for j in self._jobs_of(proc)):
+            elif any(
+                j.cancel_requested_at is not None and now - j.cancel_requested_at > self.cancel_timeout_s
+                for j in self._jobs_of(proc)
+            ):
                 self._kill(proc, "cancel", f"cancel not acknowledged within {self.cancel_timeout_s:g} s")
 
     def _dispatch(self, proc: WorkerProcess, message: Dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "hello":
             if message["protocol"] != PROTOCOL_VERSION:
-                proc.fatal = error_message("worker", f"The worker speaks protocol {message['protocol']}, this client {PROTOCOL_VERSION}",
-                                           "Use the worker and client of the same UNetSigmoidSeg version.", reason="version")
+                proc.fatal = error_message(
+                    "worker",
+                    f"The worker speaks protocol {message['protocol']}, this client {PROTOCOL_VERSION}",
+                    "Use the worker and client of the same UNetSigmoidSeg version.",
+                    reason="version",
+                )
                 self._kill(proc, "version", "protocol version mismatch")
                 return
             proc.hello = message
-            proc.tail.append(f"worker {message['pid']}: Python {message.get('python')}, torch {message.get('torch')}, "
-                             f"MONAI {message.get('monai')}, CUDA {'yes' if message.get('cuda') else 'no'}")
+            proc.tail.append(
+                f"worker {message['pid']}: Python {message.get('python')}, torch {message.get('torch')}, "
+                f"MONAI {message.get('monai')}, CUDA {'yes' if message.get('cuda') else 'no'}"
+            )
             proc.hello_event.set()
             return
         if kind == "heartbeat":
@@ -308,10 +389,15 @@ class WorkerClient:
                 t0 = time.perf_counter()
                 outputs = message["outputs"]
                 message["_arrays"] = {k: read_array(d) for k, d in outputs.items() if d}
-                job.worker_info.setdefault("client_timings", {})["read_output_s"] = time.perf_counter() - t0
+                job.info.setdefault("client_timings", {})["read_output_s"] = time.perf_counter() - t0
             except Exception as exc:  # noqa: BLE001
-                message = error_message("worker", f"Cannot read the worker's results: {exc}", "Check free space in the temp folder.",
-                                        job=job.id, reason="handoff")
+                message = error_message(
+                    "worker",
+                    f"Cannot read the worker's results: {exc}",
+                    "Check free space in the temp folder.",
+                    job=job.id,
+                    reason="handoff",
+                )
         with self._lock:
             self._jobs.pop(job.id, None)
         job._finish(message)
@@ -331,16 +417,35 @@ class WorkerClient:
         except OSError:
             pass
         for job in jobs:
-            if code == 0 and proc.kill_reason is None and job.resent == 0 and job.cancel_requested_at is None and not self._closed:
+            if (
+                code == 0
+                and proc.kill_reason is None
+                and job.resent == 0
+                and job.cancel_requested_at is None
+                and not self._closed
+            ):
                 self._resend(job)  # the worker went idle just as the job arrived: give it to a fresh one
                 continue
             with self._lock:
                 self._jobs.pop(job.id, None)
-            if proc.kill_reason == "cancel" and job.cancel_requested_at is not None or proc.kill_reason == "closed" or self._closed:
-                job._finish({"type": "cancelled", "job": job.id, "message": f"cancelled ({proc.kill_detail}: the worker was stopped)"})
+            if (
+                proc.kill_reason == "cancel"
+                and job.cancel_requested_at is not None
+                or proc.kill_reason == "closed"
+                or self._closed
+            ):
+                job._finish(
+                    {
+                        "type": "cancelled",
+                        "job": job.id,
+                        "message": f"cancelled ({proc.kill_detail}: the worker was stopped)",
+                    }
+                )
             else:
                 exc = self._death_error(proc, job)
-                job._finish(error_message("worker", exc.message, exc.hint, job=job.id, log_tail=exc.log_tail, reason=exc.reason))
+                job._finish(
+                    error_message("worker", exc.message, exc.hint, job=job.id, log_tail=exc.log_tail, reason=exc.reason)
+                )
 
     def _resend(self, job: Job) -> None:
         try:
@@ -359,16 +464,26 @@ class WorkerClient:
         code = proc.popen.poll()
         fatal = proc.fatal if proc.fatal is not None and proc.fatal.get("kind") != "protocol" else None
         if fatal is not None:
-            return WorkerError(str(fatal["message"]), str(fatal.get("hint", "")), reason=str(fatal.get("reason", "start")), log_tail=tail)
+            return WorkerError(
+                str(fatal["message"]),
+                str(fatal.get("hint", "")),
+                reason=str(fatal.get("reason", "start")),
+                log_tail=tail,
+            )
         what = f"job {job.id}" if job is not None else "start-up"
         again = "Nothing partial was returned; the next run starts a fresh worker."
         if proc.kill_reason == "hang":
-            text, hint, reason = f"The worker stopped responding ({proc.kill_detail}) during {what}; it was killed.", again, "hang"
+            text = f"The worker stopped responding ({proc.kill_detail}) during {what}; it was killed."
+            hint = again
+            reason = "hang"
         elif proc.kill_reason == "start_timeout":
-            text, hint, reason = (f"The worker did not start ({proc.kill_detail}).",
-                                  f"Check that {self.python_executable} imports torch quickly; raise start_timeout_s on slow machines.", "start")
+            text = f"The worker did not start ({proc.kill_detail})."
+            hint = f"Check that {self.python_executable} imports torch quickly; raise start_timeout_s on slow machines."
+            reason = "start"
         elif proc.kill_reason in ("protocol", "version"):
-            text, hint, reason = f"Worker protocol failure: {proc.kill_detail}; the worker was stopped.", again, "protocol"
+            text = f"Worker protocol failure: {proc.kill_detail}; the worker was stopped."
+            hint = again
+            reason = "protocol"
         elif proc.hello is None:
             text = f"The worker could not start with {self.python_executable} ({describe_exit(code)})."
             if any("No module named 'UNetSigmoidSegLib" in ln for ln in tail):
@@ -377,7 +492,9 @@ class WorkerClient:
                 hint = f"Check the log below; the worker needs Python ≥ 3.9 with torch and MONAI ({SLICER_HINT})."
             reason = "start"
         else:
-            text, hint, reason = f"The worker process died ({describe_exit(code)}) during {what}.", again, "crashed"
+            text = f"The worker process died ({describe_exit(code)}) during {what}."
+            hint = again
+            reason = "crashed"
         if tail:
             text += "\nLast worker log lines:\n" + log_tail_text(tail, 15)
         return WorkerError(text, hint, reason=reason, log_tail=tail)

@@ -1,8 +1,8 @@
 """Test hook: make the worker fail on purpose at a given stage.
 
-A fault is ``KIND@STAGE``, given per run as ``segment_options["fault"]`` or for every run (and
-start-up) with the environment variable ``UNETSEG_WORKER_FAULT``. Engine faults without ``@``
-(``cuda_oom``) go on to the engine unchanged.
+A fault is ``KIND@STAGE``, given only from outside the product: the environment variable
+``UNETSEG_WORKER_FAULT`` of the worker process (tests pass it with ``WorkerRunner(env=...)``). It fires
+at start-up or in every job that reaches its stage; nothing in the product's options can trigger it.
 
 KIND: ``raise`` (unexpected exception → ``internal`` error), ``exit`` (exit code 3), ``segfault``
 (a real SIGSEGV), ``hang`` (the whole process freezes: SIGSTOP, so heartbeats stop too),
@@ -25,10 +25,6 @@ KINDS = ("raise", "exit", "segfault", "hang", "hangtree", "garbage", "noise")
 STAGES = ("start", "hello", "load", "preprocess", "inference", "postprocess", "output")
 
 
-def is_worker_fault(spec: Optional[str]) -> bool:
-    return bool(spec) and "@" in str(spec)
-
-
 def parse(spec: str):
     kind, _, stage = str(spec).partition("@")
     if kind not in KINDS or stage not in STAGES:
@@ -37,7 +33,7 @@ def parse(spec: str):
 
 
 def matches(spec: Optional[str], stage: str) -> bool:
-    return is_worker_fault(spec) and parse(str(spec))[1] == stage
+    return bool(spec) and parse(str(spec))[1] == stage
 
 
 def _hang() -> None:

@@ -3,9 +3,9 @@
 Arrays are raw ``.npy`` files (header + C-order bytes, written with one ``write``) in a private
 folder per client (``tempfile.mkdtemp``: mode 0700). The worker maps the input read-only with
 ``np.load(mmap_mode="r")`` — no parse, no copy until the engine makes its float32 tensor; the
-client reads results back with one ``read``. Masks travel bit-packed (``np.packbits``, 1 bit per
-voxel). Each folder holds ``owner.pid`` (the client) and ``worker-<pid>.pid`` files; ``sweep_stale``
-removes folders whose processes are all gone (a crashed Slicer, a killed CLI).
+client reads results back with one ``read``. Each folder holds ``owner.pid`` (the client) and
+``worker-<pid>.pid`` files; ``sweep_stale`` removes folders whose processes are all gone (a crashed
+Slicer, a killed CLI).
 """
 
 import json
@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -130,8 +130,13 @@ def write_array(folder: str, name: str, array: np.ndarray) -> Dict[str, Any]:
 
 
 def _check(array: np.ndarray, desc: Dict[str, Any]) -> np.ndarray:
-    if list(array.shape) != list(desc.get("shape", array.shape)) or array.dtype.str != desc.get("dtype", array.dtype.str):
-        raise ValueError(f"{desc['path']}: holds {array.dtype.str}{list(array.shape)}, expected {desc.get('dtype')}{desc.get('shape')}")
+    if list(array.shape) != list(desc.get("shape", array.shape)) or array.dtype.str != desc.get(
+        "dtype", array.dtype.str
+    ):
+        raise ValueError(
+            f"{desc['path']}: holds {array.dtype.str}{list(array.shape)}, "
+            f"expected {desc.get('dtype')}{desc.get('shape')}"
+        )
     return array
 
 
@@ -143,15 +148,3 @@ def map_array(desc: Dict[str, Any]) -> np.ndarray:
 def read_array(desc: Dict[str, Any]) -> np.ndarray:
     """A hand-off file read into memory (one ``read``; independent of the file afterwards)."""
     return _check(np.load(desc["path"], allow_pickle=False), desc)
-
-
-def pack_masks(masks: np.ndarray) -> np.ndarray:
-    """``(S, I, J, K)`` bool → flat uint8, 8 voxels per byte."""
-    return np.packbits(np.ascontiguousarray(masks, dtype=bool).reshape(-1))
-
-
-def unpack_masks(packed: np.ndarray, shape: Iterable[int]) -> np.ndarray:
-    """Inverse of ``pack_masks``: ``(S, I, J, K)`` bool."""
-    shape = tuple(int(s) for s in shape)
-    count = int(np.prod(shape))
-    return np.unpackbits(packed, count=count).reshape(shape).view(bool)

@@ -12,12 +12,29 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import (CancelledError, InputError, ModelError, OptionError, OutputError, UserError, WorkerError,
-                      WorkerInternalError)
-from .handoff import remove_dir, unpack_masks
-from .protocol import TERMINAL_TYPES, log_tail_text
+from ..contract.model import ModelInfo
+from ..contract.result import SegmentResult
+from ..contract.runner import TERMINAL_TYPES
+from ..errors import (
+    CancelledError,
+    InputError,
+    ModelError,
+    OptionError,
+    OutputError,
+    UserError,
+    WorkerError,
+    WorkerInternalError,
+)
+from .handoff import remove_dir
+from .protocol import log_tail_text
 
-USER_ERRORS = {"input": InputError, "model": ModelError, "option": OptionError, "output": OutputError, "error": UserError}
+USER_ERRORS = {
+    "input": InputError,
+    "model": ModelError,
+    "option": OptionError,
+    "output": OutputError,
+    "error": UserError,
+}
 
 
 def exception_from_message(message: Dict[str, Any]) -> BaseException:
@@ -27,9 +44,14 @@ def exception_from_message(message: Dict[str, Any]) -> BaseException:
     if kind == "cancelled":
         return CancelledError(message.get("message") or "cancelled")
     if kind == "busy":
-        return WorkerError(f"The worker is busy with another run (job {message.get('current')}): one run at a time",
-                           "Wait for the running job to finish, or cancel it first.", reason="busy")
-    error_kind, text, hint = message.get("kind", "error"), str(message.get("message", "")), str(message.get("hint", ""))
+        return WorkerError(
+            f"The worker is busy with another run (job {message.get('current')}): one run at a time",
+            "Wait for the running job to finish, or cancel it first.",
+            reason="busy",
+        )
+    error_kind = message.get("kind", "error")
+    text = str(message.get("message", ""))
+    hint = str(message.get("hint", ""))
     if error_kind in ("worker", "protocol"):
         return WorkerError(text, hint, reason=str(message.get("reason", error_kind)), log_tail=tail)
     if error_kind == "internal":
@@ -39,36 +61,22 @@ def exception_from_message(message: Dict[str, Any]) -> BaseException:
     return exc
 
 
-def build_result(message: Dict[str, Any], arrays: Dict[str, np.ndarray]):
-    """A ``result`` message + its arrays → the engine's ``SegmentResult`` (as an in-process ``segment`` gives it).
-
-    arrays: ``values`` ``(S, I, J, K)`` / softmax ``(1, I, J, K)`` uint8, ``labels`` ``(I, J, K)`` uint8 or absent,
-    ``masks`` packed bits of the ``(S, I, J, K)`` bool masks.
-    """
-    from ..engine.inference import DeviceChoice
-    from ..engine.pipeline import SegmentResult
-    from ..engine.postprocess import Cleanup
-    from ..engine.probabilities import ProbabilityMap
-
-    pm = ProbabilityMap(message["mode"], arrays["values"], arrays.get("labels"), n_classes=int(message["n_classes"]))
-    masks = unpack_masks(arrays["masks"], message["outputs"]["masks"]["unpacked_shape"])
-    return SegmentResult(pm, masks, list(message["names"]), [tuple(c) for c in message["colors"]],
-                         [float(t) for t in message["thresholds"]], message["activation"],
-                         np.asarray(message["affine"], dtype=float), np.asarray(message["spacing"], dtype=float),
-                         DeviceChoice(**message["device"]), message["plan"], Cleanup(**message["cleanup"]),
-                         dict(message["timings"]), list(message["warnings"]))
-
-
 class Job:
-    """One ``run`` (or ``load``) in the worker. Create with ``WorkerClient.submit`` / ``submit_load``."""
+    """One ``run`` (or ``load``) in the worker; made by ``WorkerRunner.submit`` / ``inspect``."""
 
-    def __init__(self, client: Any, proc: Any, job_id: str, kind: str, folder: Optional[str], command: Dict[str, Any]) -> None:
-        self.client, self.proc, self.id, self.kind, self.folder = client, proc, job_id, kind, folder
+    def __init__(
+        self, client: Any, proc: Any, job_id: str, kind: str, folder: Optional[str], command: Dict[str, Any]
+    ) -> None:
+        self.client = client
+        self.proc = proc
+        self.id = job_id
+        self.kind = kind
+        self.folder = folder
         self.command = command
         self.cancel_requested_at: Optional[float] = None
         self.resent = 0
-        self.worker_info: Dict[str, Any] = {}  # load_count, cache_hit, pid, peak_rss_bytes, timings of the hand-off
-        self._inbox: "queue.Queue[Dict[str, Any]]" = queue.Queue()
+        self.info: Dict[str, Any] = {}  # load_count, cache_hit, pid, peak_rss_bytes, timings of the hand-off
+        self._inbox: queue.Queue[Dict[str, Any]] = queue.Queue()
         self._done = threading.Event()
         self._finish_lock = threading.Lock()
         self._settled = False
@@ -89,9 +97,13 @@ class Job:
         """New messages (progress, log, warning, then the terminal one) without blocking."""
         return self._drain(0.0)
 
-    def wait(self, timeout: Optional[float] = None, progress: Optional[Callable[[str, float, str], None]] = None,
-             log: Optional[Callable[[str], None]] = None) -> Any:
-        """Block until the job ends; return its ``SegmentResult`` (``load``: the ``ModelInfo`` dict).
+    def wait(
+        self,
+        timeout: Optional[float] = None,
+        progress: Optional[Callable[[str, float, str], None]] = None,
+        log: Optional[Callable[[str], None]] = None,
+    ) -> Any:
+        """Block until the job ends; return its ``SegmentResult`` (``load``: the ``ModelInfo``).
 
         Raises the matching ``UserError`` subclass (with ``log_tail``), ``WorkerError`` for worker
         faults, ``CancelledError``, or ``TimeoutError`` when ``timeout`` passes (the job goes on).
@@ -152,16 +164,23 @@ class Job:
 
     def _settle(self, message: Dict[str, Any], arrays: Optional[Dict[str, np.ndarray]]) -> None:
         self._settled = True
-        info = {k: message[k] for k in ("load_count", "cache_hit", "pid", "peak_rss_bytes", "worker_timings", "load_s")
-                if k in message}
-        self.worker_info.update(info)
+        info = {
+            k: message[k]
+            for k in ("load_count", "cache_hit", "pid", "peak_rss_bytes", "worker_timings", "load_s")
+            if k in message
+        }
+        self.info.update(info)
         if message["type"] != "result":
             self._error = exception_from_message(message)
-        elif self.kind == "load":
-            self._result = message["info"]
-        else:
-            try:
-                self._result = build_result(message, arrays or {})
-            except Exception as exc:  # noqa: BLE001 - a result we cannot rebuild is a worker fault
-                self._error = WorkerError(f"Cannot rebuild the worker's result: {type(exc).__name__}: {exc}",
-                                          "This is a bug: please report it.", reason="handoff")
+            return
+        try:
+            if self.kind == "load":
+                self._result = ModelInfo.from_dict(message["info"])
+            else:
+                self._result = SegmentResult.from_wire(message["result"], arrays or {})
+        except Exception as exc:  # noqa: BLE001 - a result we cannot rebuild is a worker fault
+            self._error = WorkerError(
+                f"Cannot rebuild the worker's result: {type(exc).__name__}: {exc}",
+                "This is a bug: please report it.",
+                reason="handoff",
+            )

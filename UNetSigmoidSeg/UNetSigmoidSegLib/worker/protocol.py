@@ -4,6 +4,9 @@ Client → worker: ``load``, ``run``, ``cancel``, ``shutdown``.
 Worker → client: ``hello`` (first line: protocol version, pid, Python/torch/MONAI versions, CUDA),
 ``progress``, ``log``, ``warning``, ``result``, ``error``, ``cancelled``, ``heartbeat``, ``busy``.
 
+``load`` and ``run`` carry the model as ``ModelSpec.to_dict()`` (``model``) and ``run`` the options as
+``SegmentOptions.to_dict()`` (``options``); a run's ``result`` carries ``SegmentResult.to_wire()``'s fields
+(``result``) and its arrays as hand-off file descriptors (``outputs``).
 Every job-related message carries the ``job`` id the client chose. Arrays never travel in
 messages: they are raw ``.npy`` files in the client's private temp folder (see ``handoff``), so
 lines stay small; a line over ``MAX_MESSAGE_BYTES`` or one that is not a JSON object of a known
@@ -13,18 +16,24 @@ type is a ``ProtocolError`` for that line only — the reader skips it and goes 
 import json
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB per line; results and errors are far smaller
 MAX_TEXT_CHARS = 16000  # log / message texts are cut to this before encoding
 
 CLIENT_TYPES = ("load", "run", "cancel", "shutdown")
 WORKER_TYPES = ("hello", "progress", "log", "warning", "result", "error", "cancelled", "heartbeat", "busy")
-TERMINAL_TYPES = ("result", "error", "cancelled", "busy")  # the last message of a job
 
 # Fields each message type must have (more may be present), with their JSON types.
 REQUIRED: Dict[str, Dict[str, Tuple[type, ...]]] = {
-    "load": {"job": (str,), "model_path": (str,)},
-    "run": {"job": (str,), "model_path": (str,), "input": (dict,), "affine": (list,), "output_dir": (str,)},
+    "load": {"job": (str,), "model": (dict,)},
+    "run": {
+        "job": (str,),
+        "model": (dict,),
+        "options": (dict,),
+        "input": (dict,),
+        "affine": (list,),
+        "output_dir": (str,),
+    },
     "cancel": {"job": (str,)},
     "shutdown": {},
     "hello": {"protocol": (int,), "pid": (int,)},
@@ -51,7 +60,7 @@ class ProtocolError(Exception):
 def clip_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """``text`` cut to ``limit`` characters, keeping the end (where tracebacks say what failed)."""
     text = str(text)
-    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
 def make(message_type: str, **fields: Any) -> Dict[str, Any]:
@@ -112,8 +121,9 @@ def decode(line: bytes, allowed: Tuple[str, ...], max_bytes: int = MAX_MESSAGE_B
         raise ProtocolError(exc.message, line) from None
 
 
-def read_messages(stream: BinaryIO, allowed: Tuple[str, ...],
-                  max_bytes: int = MAX_MESSAGE_BYTES) -> Iterator[Union[Dict[str, Any], ProtocolError]]:
+def read_messages(
+    stream: BinaryIO, allowed: Tuple[str, ...], max_bytes: int = MAX_MESSAGE_BYTES
+) -> Iterator[Union[Dict[str, Any], ProtocolError]]:
     """Messages from a binary stream until EOF; a bad line yields a ``ProtocolError`` and reading goes on.
 
     An oversized line is consumed in chunks of ``max_bytes`` (memory stays bounded) and reported once.
@@ -146,11 +156,21 @@ def log_tail_text(lines: List[str], n: int = 20) -> str:
     return "\n".join("    " + ln for ln in tail)
 
 
-def error_message(kind: str, message: str, hint: str = "", job: Optional[str] = None,
-                  log_tail: Optional[List[str]] = None, **extra: Any) -> Dict[str, Any]:
+def error_message(
+    kind: str,
+    message: str,
+    hint: str = "",
+    job: Optional[str] = None,
+    log_tail: Optional[List[str]] = None,
+    **extra: Any,
+) -> Dict[str, Any]:
     """An ``error`` message (``kind``: a ``UserError`` kind, ``internal`` or ``protocol``)."""
-    fields: Dict[str, Any] = {"kind": kind, "message": clip_text(message), "hint": clip_text(hint),
-                              "log_tail": [clip_text(ln, 2000) for ln in (log_tail or [])[-40:]]}
+    fields: Dict[str, Any] = {
+        "kind": kind,
+        "message": clip_text(message),
+        "hint": clip_text(hint),
+        "log_tail": [clip_text(ln, 2000) for ln in (log_tail or [])[-40:]],
+    }
     if job is not None:
         fields["job"] = job
     fields.update(extra)

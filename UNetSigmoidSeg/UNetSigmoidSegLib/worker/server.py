@@ -7,7 +7,6 @@ after ``hello`` so the first job does not pay for it. Every message goes through
 lock, one flush). Knows nothing of MRML, Qt or the client.
 """
 
-import os
 import queue
 import sys
 import threading
@@ -16,42 +15,32 @@ import traceback
 from collections import OrderedDict, deque
 from typing import Any, BinaryIO, Deque, Dict, Optional, Tuple
 
-from ..engine.modelkey import model_cache_key
+from ..contract.model import ModelSpec
 from . import faults
+from .execute import load_job, run_job
 from .protocol import CLIENT_TYPES, ProtocolError, clip_text, encode, error_message, make, read_messages
 
 CACHE_SIZE = 2  # networks kept warm
-MODEL_OPTION_KEYS = ("trust_bundle", "network_config", "network_overrides")
-
-
-def peak_rss_bytes() -> Optional[int]:
-    """This process's peak resident set size so far."""
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(peak if sys.platform == "darwin" else peak * 1024)
-    except (ImportError, OSError):
-        try:
-            import psutil
-
-            info = psutil.Process().memory_info()
-            return int(getattr(info, "peak_wset", info.rss))
-        except Exception:  # noqa: BLE001
-            return None
 
 
 class Server:
-    """Serves commands from ``inp`` and writes messages to ``out`` (both binary streams)."""
+    """Serves commands from ``inp`` and writes messages to ``out`` (both binary streams); the ``JobContext``
+    of the jobs it runs."""
 
-    def __init__(self, inp: BinaryIO, out: BinaryIO, idle_timeout_s: float = 600.0, heartbeat_s: float = 1.0,
-                 fault: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        inp: BinaryIO,
+        out: BinaryIO,
+        idle_timeout_s: float = 600.0,
+        heartbeat_s: float = 1.0,
+        fault: Optional[str] = None,
+    ) -> None:
         self.inp, self.out = inp, out
         self.idle_timeout_s, self.heartbeat_s = float(idle_timeout_s), float(heartbeat_s)
         self.env_fault = fault
         self._send_lock = threading.Lock()
         self._state = threading.Lock()
-        self._jobs: "queue.Queue[Optional[Dict[str, Any]]]" = queue.Queue()
+        self._jobs: queue.Queue[Optional[Dict[str, Any]]] = queue.Queue()
         self._current: Optional[str] = None  # job accepted and not finished
         self._started = False  # whether the main thread began the current job
         self._skipped: set = set()  # jobs cancelled before they started
@@ -60,7 +49,7 @@ class Server:
         self._preloaded = threading.Event()
         self._preload_error: Optional[str] = None
         self.tail: Deque[str] = deque(maxlen=60)
-        self.cache: "OrderedDict[Tuple[str, int, str], Any]" = OrderedDict()
+        self.cache: OrderedDict[Tuple[str, int, str], Any] = OrderedDict()
         self.load_count = 0
 
     # -- output ---------------------------------------------------------------------------------
@@ -69,8 +58,14 @@ class Server:
         try:
             data = encode(message)
         except ProtocolError as exc:
-            data = encode(error_message("internal", f"worker could not send a {message.get('type')} message: {exc}",
-                                        job=message.get("job"), log_tail=list(self.tail)))
+            data = encode(
+                error_message(
+                    "internal",
+                    f"worker could not send a {message.get('type')} message: {exc}",
+                    job=message.get("job"),
+                    log_tail=list(self.tail),
+                )
+            )
         try:
             with self._send_lock:
                 self.out.write(data)
@@ -92,9 +87,14 @@ class Server:
         for item in read_messages(self.inp, CLIENT_TYPES):
             if isinstance(item, ProtocolError):
                 self.tail.append(f"protocol error: {item.message}")
-                self.send(error_message("protocol", f"The worker rejected a command: {item.message}",
-                                        "The client and worker must speak the same protocol; this is a bug in the caller.",
-                                        line_start=item.line_start.decode("utf-8", "replace")))
+                self.send(
+                    error_message(
+                        "protocol",
+                        f"The worker rejected a command: {item.message}",
+                        "The client and worker must speak the same protocol; this is a bug in the caller.",
+                        line_start=item.line_start.decode("utf-8", "replace"),
+                    )
+                )
                 continue
             kind = item["type"]
             if kind == "cancel":
@@ -108,8 +108,14 @@ class Server:
                         self._current, self._started = item["job"], False
                         self._cancel.clear()
                 if busy is not None:
-                    self.send(make("busy", job=item["job"], current=busy,
-                                   message=f"the worker is busy with job {busy}; one run at a time"))
+                    self.send(
+                        make(
+                            "busy",
+                            job=item["job"],
+                            current=busy,
+                            message=f"the worker is busy with job {busy}; one run at a time",
+                        )
+                    )
                 else:
                     self._jobs.put(item)
         self._stop.set()  # shutdown or EOF (the client closed the pipe or died)
@@ -139,10 +145,13 @@ class Server:
     def _preload(self) -> None:
         try:
             import monai  # noqa: F401
-            from ..engine import pipeline  # noqa: F401
-            from ..engine import model  # noqa: F401
             from monai.inferers import sliding_window_inference  # noqa: F401
             from monai.networks.nets import UNet  # noqa: F401
+
+            from ..engine import (
+                model,  # noqa: F401
+                pipeline,  # noqa: F401
+            )
         except Exception as exc:  # noqa: BLE001 - reported with the first job
             self._preload_error = f"{type(exc).__name__}: {exc}"
             self.tail.append(traceback.format_exc())
@@ -184,16 +193,15 @@ class Server:
         try:
             self._preloaded.wait()
             if self._preload_error:
-                return error_message("worker", f"The worker cannot import MONAI / the engine: {self._preload_error}",
-                                     f'Install them into that Python: "{sys.executable}" -m pip install torch monai SimpleITK',
-                                     job=job, log_tail=list(self.tail), reason="missing_dependency")
-            if item["type"] == "load":
-                model, hit, load_s = self._model(item["model_path"], item.get("model_options") or {}, job)
-                return make("result", job=job, info=model.info.to_dict(), cache_hit=hit, load_count=self.load_count,
-                            load_s=load_s, pid=os.getpid())
-            from .runner import run_job
-
-            return run_job(self, item)
+                return error_message(
+                    "worker",
+                    f"The worker cannot import MONAI / the engine: {self._preload_error}",
+                    f'Install them into that Python: "{sys.executable}" -m pip install torch monai SimpleITK',
+                    job=job,
+                    log_tail=list(self.tail),
+                    reason="missing_dependency",
+                )
+            return load_job(self, item) if item["type"] == "load" else run_job(self, item)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message, never a dead pipe
             return self.error_for(exc, job)
 
@@ -211,40 +219,36 @@ class Server:
         sys.stderr.write(text)
         for line in text.rstrip().splitlines():
             self.tail.append(line)
-        return error_message("internal", f"Unexpected error in the worker: {type(exc).__name__}: {exc}",
-                             "This is a bug: please report it with the log below.", job=job, log_tail=list(self.tail))
+        return error_message(
+            "internal",
+            f"Unexpected error in the worker: {type(exc).__name__}: {exc}",
+            "This is a bug: please report it with the log below.",
+            job=job,
+            log_tail=list(self.tail),
+        )
 
     def should_cancel(self) -> bool:
         return self._cancel.is_set()
 
-    def fire(self, spec: Optional[str], stage: str, job: Optional[str] = None) -> None:
-        """Test hook: inject the fault ``spec`` (``KIND@STAGE``) when ``stage`` is reached."""
-        for s in (spec, self.env_fault):
-            if faults.matches(s, stage):
-                self.log(f"test hook: injecting fault {s}", job)
-                faults.inject(s, self)
+    def fire(self, stage: str, job: Optional[str] = None) -> None:
+        """Test hook: carry out the fault of ``UNETSEG_WORKER_FAULT`` (``KIND@STAGE``) when ``stage`` is reached."""
+        if faults.matches(self.env_fault, stage):
+            self.log(f"test hook: injecting fault {self.env_fault}", job)
+            faults.inject(str(self.env_fault), self)
 
-    def _model(self, path: str, options: Dict[str, Any], job: str) -> Tuple[Any, bool, float]:
-        """The cached network for (path, mtime, options), loading it on a miss."""
+    def model(self, spec: ModelSpec, job: str) -> Tuple[Any, bool, float]:
+        """The cached network of ``spec`` (keyed by ``ModelSpec.cache_key``), loading it on a miss."""
         from ..engine.model import load_model
-        from ..errors import OptionError
 
-        unknown = sorted(set(options) - set(MODEL_OPTION_KEYS))
-        if unknown:
-            raise OptionError(f"Unknown model option(s): {', '.join(unknown)}", f"Use: {', '.join(MODEL_OPTION_KEYS)}.")
-        key = model_cache_key(path, options)
+        key = spec.cache_key()
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key], True, 0.0
         t0 = time.perf_counter()
-        model = load_model(key[0], **options)
+        model = load_model(spec)
         self.load_count += 1
         self.cache[key] = model
         while len(self.cache) > CACHE_SIZE:
             self.cache.popitem(last=False)
         self.log(f"model loaded ({self.load_count} load(s) so far): {model.info.summary()}", job)
         return model, False, time.perf_counter() - t0
-
-    def model_for(self, item: Dict[str, Any], job: str) -> Tuple[Any, bool, float]:
-        return self._model(item["model_path"], item.get("model_options") or {}, job)
-

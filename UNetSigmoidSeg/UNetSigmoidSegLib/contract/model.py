@@ -1,0 +1,103 @@
+"""Which network a run uses (``ModelSpec``: a path and how to load it) and what was found in it (``ModelInfo``).
+
+Plain Python: the Slicer panel imports this before torch is installed.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import OptionError
+from .options import _from_dict, check_number
+
+
+@dataclass
+class ModelSpec:
+    """A model to load: a checkpoint (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder / .zip.
+
+    trust_bundle: run the bundle's own code with MONAI's ConfigParser (only for models whose author you trust).
+    network_config: JSON with UNet settings / labels for a plain checkpoint (default: the JSON next to it).
+    strides: UNet strides per level for a plain state_dict whose strides are not 2.
+    """
+
+    path: str
+    trust_bundle: bool = False
+    network_config: Optional[str] = None
+    strides: Optional[List[int]] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise OptionError(
+                f"Model path {self.path!r} is not a path", "Give a checkpoint, TorchScript file or bundle."
+            )
+        self.path = os.path.abspath(os.path.expanduser(self.path))
+        self.trust_bundle = bool(self.trust_bundle)
+        if self.network_config is not None:
+            self.network_config = os.path.abspath(os.path.expanduser(str(self.network_config)))
+        if self.strides is not None:
+            values = [self.strides] if isinstance(self.strides, (int, float)) else list(self.strides)
+            hint = "Give one stride per UNet level, each ≥ 1, e.g. --strides 2 2 1."
+            if not values:
+                raise OptionError("Strides are empty", hint)
+            self.strides = [int(check_number("strides", v, integer=True, lo=1, hi=16, hint=hint)) for v in values]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelSpec":
+        return _from_dict(cls, data, "model option")
+
+    def cache_key(self) -> Tuple[str, int, str]:
+        """Key for caching the loaded network: the path, the newest modification time (the file and the JSON
+        next to it, or any file in a bundle folder) and the load options. Editing any of them means a reload."""
+        candidates = [self.path, os.path.splitext(self.path)[0] + ".json", self.network_config or ""]
+        if os.path.isdir(self.path):
+            candidates = [os.path.join(root, name) for root, _dirs, files in os.walk(self.path) for name in files]
+        mtime = max([os.stat(c).st_mtime_ns for c in candidates if c and os.path.isfile(c)] or [0])
+        options = {k: v for k, v in self.to_dict().items() if k != "path"}
+        return self.path, mtime, json.dumps(options, sort_keys=True)
+
+
+@dataclass
+class ModelInfo:
+    """What was detected in a model file, and the inference defaults it brings."""
+
+    path: str
+    format: str  # "bundle" | "bundle (TorchScript)" | "torchscript" | "checkpoint"
+    architecture: str
+    in_channels: Optional[int]
+    out_channels: Optional[int]
+    activation: str  # applied when the user asks for "auto": sigmoid | softmax | none
+    activation_source: str
+    threshold: Optional[float] = None
+    labels: List[str] = field(default_factory=list)  # segment names
+    network_args: Optional[Dict[str, Any]] = None
+    roi_size: Optional[List[int]] = None
+    sw_batch_size: Optional[int] = None
+    overlap: Optional[float] = None
+    blend_mode: Optional[str] = None
+    size_divisor: int = 1
+    spatial_dims: int = 3
+    preprocessing: Dict[str, Any] = field(default_factory=dict)  # normalization / spacing / orientation / ct_window
+    notes: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the panel and the CLI."""
+        n_in = self.in_channels if self.in_channels is not None else "?"
+        n_out = self.out_channels if self.out_channels is not None else "?"
+        labels = f", labels: {', '.join(self.labels)}" if self.labels else ""
+        return (
+            f"{self.format}: {self.architecture}, {n_in}→{n_out} channels, "
+            f"activation {self.activation} ({self.activation_source}){labels}"
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ModelInfo":
+        """From ``to_dict`` (keys this version does not know are ignored: a newer worker may send more)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

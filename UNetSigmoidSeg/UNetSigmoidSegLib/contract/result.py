@@ -1,0 +1,236 @@
+"""What a run gives back: ``SegmentResult`` with its cached ``Probabilities``, and their one serialisation.
+
+Quantisation (documented): probabilities are cached as ``uint8`` ``q = round(255 · p)``, one byte per
+voxel and segment (resolution 1/255 ≈ 0.004, finer than the slider's 0.01 step). Re-thresholding at
+``t`` keeps voxels with ``q ≥ ceil(255 · t)``; it can differ from thresholding the float probabilities
+only for voxels within 1/510 of ``t`` (at ``t = 0.5`` it is exact).
+
+``SegmentResult.to_wire`` / ``from_wire`` is the only way a result crosses a process or a network: JSON
+fields plus named numpy arrays (the worker writes them as ``.npy`` files, the remote server compresses them).
+numpy only: no torch, no SimpleITK at import.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .options import Cleanup, check_thresholds
+
+SCALE = 255
+WIRE_VERSION = 1
+
+
+@dataclass
+class DeviceChoice:
+    """The device a run used and why it was chosen."""
+
+    device: str
+    reason: str
+
+
+def quantize(probabilities: np.ndarray) -> np.ndarray:
+    """float probabilities in [0, 1] → uint8 ``round(255 · p)``."""
+    out = np.empty(probabilities.shape, dtype=np.uint8)
+    np.rint(np.clip(probabilities, 0.0, 1.0) * SCALE, out=out, casting="unsafe")
+    return out
+
+
+def level(t: float) -> int:
+    """Cache level equivalent to probability threshold ``t``: keep ``q >= level(t)``."""
+    return int(math.ceil(round(t * SCALE, 6)))
+
+
+@dataclass
+class Probabilities:
+    """The probabilities of a run, cached on the input grid.
+
+    sigmoid / none: ``quantized`` is ``(S, I, J, K)`` uint8, one channel per segment, ``argmax`` is None.
+    softmax: ``quantized`` is ``(1, I, J, K)`` uint8 confidence of the winning class and ``argmax``
+    ``(I, J, K)`` uint8 the winning class (0 = background, segment s ↔ class s + 1).
+    """
+
+    activation: str
+    quantized: np.ndarray
+    argmax: Optional[np.ndarray] = None
+    n_classes: int = 0  # softmax only: classes including background
+
+    @property
+    def softmax(self) -> bool:
+        return self.argmax is not None
+
+    @property
+    def n_segments(self) -> int:
+        return int(self.n_classes - 1) if self.softmax else int(self.quantized.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.quantized.nbytes + (self.argmax.nbytes if self.argmax is not None else 0))
+
+    def as_float(self, segment: int = 0) -> np.ndarray:
+        """Probability (or winning-class confidence for softmax) of one segment as float32 in [0, 1]."""
+        return self.quantized[0 if self.softmax else segment].astype(np.float32) / SCALE
+
+    def transposed(self) -> "Probabilities":
+        """The same probabilities with the spatial axes reversed ((I, J, K) ⇄ (K, J, I)), contiguous."""
+        return Probabilities(
+            self.activation,
+            np.ascontiguousarray(self.quantized.transpose(0, 3, 2, 1)),
+            None if self.argmax is None else np.ascontiguousarray(self.argmax.T),
+            self.n_classes,
+        )
+
+
+def make_probabilities(probabilities: np.ndarray, activation: str) -> Probabilities:
+    """``(C, I, J, K)`` float probabilities → compact cache (softmax keeps argmax + confidence)."""
+    if activation == "softmax":
+        argmax = np.argmax(probabilities, axis=0).astype(np.uint8)
+        confidence = quantize(np.max(probabilities, axis=0))[None]
+        return Probabilities("softmax", confidence, argmax, n_classes=int(probabilities.shape[0]))
+    return Probabilities(activation, quantize(probabilities))
+
+
+def threshold_map(
+    probabilities: Probabilities,
+    thresholds: Sequence[float],
+    segment: Optional[int] = None,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Pure, fast re-threshold of the cache: ``(S, I, J, K)`` bool masks (or one ``(I, J, K)`` for ``segment``).
+
+    sigmoid/none: segment s = ``q_s ≥ level(t_s)``. softmax: segment s = argmax is s + 1 and the
+    winning confidence ≥ t_s (minimum confidence; 0 gives the plain argmax). ``out`` (bool, the
+    result's shape) is reused when given, so live updates allocate nothing.
+    """
+    segments = list(range(probabilities.n_segments)) if segment is None else [segment]
+    shape = probabilities.quantized.shape[1:]
+    if out is None:
+        out = np.empty((len(segments),) + shape, dtype=bool)
+    masks = out.reshape((len(segments),) + shape)
+    for i, s in enumerate(segments):
+        t = thresholds[s]
+        if probabilities.softmax:
+            np.equal(probabilities.argmax, s + 1, out=masks[i])
+            if t > 0:
+                masks[i] &= probabilities.quantized[0] >= level(t)
+        else:
+            np.greater_equal(probabilities.quantized[s], level(t), out=masks[i])
+    return masks[0] if segment is not None else masks
+
+
+def statistics(masks: np.ndarray, labels: Sequence[str], voxel_volume_ml: float) -> List[Dict[str, object]]:
+    """Voxel count and volume (mL) of each ``(S, I, J, K)`` mask."""
+    out = []
+    for label, m in zip(labels, masks):
+        n = int(np.count_nonzero(m))
+        out.append({"segment": label, "voxels": n, "volume_ml": round(n * voxel_volume_ml, 4)})
+    return out
+
+
+def pack_masks(masks: np.ndarray) -> np.ndarray:
+    """``(S, I, J, K)`` bool → flat uint8, 8 voxels per byte."""
+    return np.packbits(np.ascontiguousarray(masks, dtype=bool).reshape(-1))
+
+
+def unpack_masks(packed: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Inverse of ``pack_masks``: ``(S, I, J, K)`` bool."""
+    shape = tuple(int(s) for s in shape)
+    return np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).view(bool)
+
+
+@dataclass
+class SegmentResult:
+    """Probabilities cached on the input grid and the segments at the chosen thresholds.
+
+    masks: ``(S, I, J, K)`` bool; affine: voxel → RAS ``(4, 4)``; spacing: ``(3,)`` mm; labels: segment names;
+    placement: where the windows ran and where they were stitched (``CPU``, ``CUDA``, or an out-of-memory fallback).
+    """
+
+    probabilities: Probabilities
+    masks: np.ndarray
+    labels: List[str]
+    colors: List[Tuple[float, ...]]
+    thresholds: List[float]
+    activation: str
+    affine: np.ndarray
+    spacing: np.ndarray
+    device: DeviceChoice
+    placement: str
+    cleanup: Cleanup
+    timings: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+    def statistics(self) -> List[Dict[str, object]]:
+        return statistics(self.masks, self.labels, self.voxel_volume_ml)
+
+    def rethreshold(self, threshold: Union[float, Sequence[float]]) -> np.ndarray:
+        """New thresholds on the cache (no network run), with the run's clean-up; updates and returns ``masks``."""
+        from ..engine.postprocess import clean_mask  # SimpleITK, imported only when clean-up is asked for
+
+        self.thresholds = check_thresholds(threshold, self.probabilities.n_segments)
+        masks = threshold_map(self.probabilities, self.thresholds)
+        if self.cleanup.active:
+            masks = np.stack([clean_mask(m, self.spacing, self.cleanup) for m in masks])
+        self.masks = masks
+        return self.masks
+
+    # ------------------------------------------------------------------ the one serialisation
+    def to_wire(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+        """JSON-able fields and named arrays (``quantized``, ``argmax`` for softmax, bit-packed ``masks``)."""
+        fields_ = {
+            "version": WIRE_VERSION,
+            "activation": self.activation,
+            "n_classes": int(self.probabilities.n_classes),
+            "probabilities_activation": self.probabilities.activation,
+            "masks_shape": [int(s) for s in self.masks.shape],
+            "labels": list(self.labels),
+            "colors": [[float(c) for c in color] for color in self.colors],
+            "thresholds": [float(t) for t in self.thresholds],
+            "affine": np.asarray(self.affine, float).tolist(),
+            "spacing": np.asarray(self.spacing, float).tolist(),
+            "device": {"device": self.device.device, "reason": self.device.reason},
+            "placement": self.placement,
+            "cleanup": self.cleanup.__dict__.copy(),
+            "timings": {k: float(v) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
+        }
+        arrays = {"quantized": self.probabilities.quantized, "masks": pack_masks(self.masks)}
+        if self.probabilities.argmax is not None:
+            arrays["argmax"] = self.probabilities.argmax
+        return fields_, arrays
+
+    @classmethod
+    def from_wire(cls, fields_: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> "SegmentResult":
+        """Inverse of ``to_wire``; a mismatch raises ``ValueError`` naming it."""
+        if fields_.get("version") != WIRE_VERSION:
+            raise ValueError(f"result format {fields_.get('version')!r}, this version reads {WIRE_VERSION}")
+        shape = [int(s) for s in fields_["masks_shape"]]
+        quantized = np.asarray(arrays["quantized"])
+        argmax = arrays.get("argmax")
+        if quantized.dtype != np.uint8 or list(quantized.shape[1:]) != shape[1:]:
+            raise ValueError(f"probabilities {quantized.dtype}{list(quantized.shape)} do not fit masks {shape}")
+        if argmax is not None and (argmax.dtype != np.uint8 or list(argmax.shape) != shape[1:]):
+            raise ValueError(f"argmax {argmax.dtype}{list(argmax.shape)} does not fit masks {shape}")
+        probabilities = Probabilities(
+            str(fields_["probabilities_activation"]), quantized, argmax, n_classes=int(fields_["n_classes"])
+        )
+        return cls(
+            probabilities,
+            unpack_masks(np.asarray(arrays["masks"]), shape),
+            [str(x) for x in fields_["labels"]],
+            [tuple(float(v) for v in c) for c in fields_["colors"]],
+            [float(t) for t in fields_["thresholds"]],
+            str(fields_["activation"]),
+            np.asarray(fields_["affine"], dtype=float),
+            np.asarray(fields_["spacing"], dtype=float),
+            DeviceChoice(**fields_["device"]),
+            str(fields_["placement"]),
+            Cleanup.from_dict(fields_["cleanup"]),
+            {str(k): float(v) for k, v in fields_["timings"].items()},
+            [str(w) for w in fields_["warnings"]],
+        )

@@ -1,0 +1,74 @@
+"""The run contract's protocols: a ``Runner`` takes runs and model inspections and returns ``Job`` handles.
+
+Implementations: ``runners.inprocess.InProcessRunner`` (this process) and ``worker.client.WorkerRunner``
+(a warm background process). The CLI, the Slicer logic and the panel hold a ``Runner`` and never ask
+which one. A job's messages are dicts with a ``type``: ``progress`` (``stage``, ``fraction`` 0..1,
+``message``), ``log`` / ``warning`` (``message``), then one terminal message: ``result``, ``error``,
+``cancelled`` or ``busy``.
+"""
+
+from typing import Any, Callable, Dict, List, Optional
+
+try:  # Python ≥ 3.8
+    from typing import Protocol, runtime_checkable
+except ImportError:  # pragma: no cover
+    from typing_extensions import Protocol, runtime_checkable  # type: ignore[assignment]
+
+from .model import ModelInfo, ModelSpec
+from .options import SegmentOptions
+from .volume import Volume
+
+Message = Dict[str, Any]
+ProgressFn = Callable[[str, float, str], None]  # (stage, fraction 0..1, message)
+LogFn = Callable[[str], None]
+CancelFn = Callable[[], bool]
+TERMINAL_TYPES = ("result", "error", "cancelled", "busy")  # the last message of a job
+
+
+@runtime_checkable
+class Job(Protocol):
+    """One run or model inspection. ``poll`` from a timer, or ``wait``; ``cancel`` stops it."""
+
+    id: str
+    info: Dict[str, Any]  # what the runner knows about how it ran (pid, cache_hit, load_count, timings …)
+
+    @property
+    def done(self) -> bool:
+        """True once the job ended (result, error or cancelled) and its temporary files are gone."""
+
+    def poll(self) -> List[Message]:
+        """New messages without blocking: progress, log and warning, then the terminal one."""
+
+    def wait(
+        self, timeout: Optional[float] = None, progress: Optional[ProgressFn] = None, log: Optional[LogFn] = None
+    ) -> Any:
+        """Block until the job ends and return its value (a ``SegmentResult``, or a ``ModelInfo`` for an
+        inspection); raise its ``UserError`` / ``WorkerError`` / ``CancelledError``, or ``TimeoutError``."""
+
+    def cancel(self) -> None:
+        """Ask the job to stop; nothing partial is returned."""
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Runs segmentations and model inspections somewhere (this process, a worker process, …)."""
+
+    kind: str  # "in-process" | "worker"
+
+    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> Job:
+        """Start segmenting ``volume`` with ``model``; returns at once."""
+
+    def inspect(self, model: ModelSpec) -> Job:
+        """Start loading ``model`` (it stays loaded for the next run); the job's value is its ``ModelInfo``."""
+
+    def describe(self) -> Optional[Dict[str, Any]]:
+        """What the runner runs with once known (Python, torch, MONAI versions, CUDA devices), else None."""
+
+    def keep_warm(self, keep: bool) -> None:
+        """Keep loaded networks (and a worker process) ready between runs, or free them after each run."""
+
+    def close(self) -> None:
+        """Stop background work and free what the runner holds."""
+
+
+__all__ = ["CancelFn", "Job", "LogFn", "Message", "ModelInfo", "ProgressFn", "Runner", "TERMINAL_TYPES"]

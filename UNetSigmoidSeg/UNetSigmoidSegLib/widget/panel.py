@@ -1,0 +1,422 @@
+"""The module's panel: Qt widgets ⇄ parameter node, buttons → ``UNetSigmoidSegLogic``, a timer polling the run.
+
+Wiring only; what the panel shows and allows is decided by ``rules`` (plain Python, tested without Qt). The
+module file's ``UNetSigmoidSegWidget`` creates one ``Panel`` in ``setup`` and delegates to it. Needs Slicer's
+``qt``, ``ctk`` and ``slicer`` (imported here at the top: this file runs only inside Slicer, or over the test
+stand-ins); torch is imported only if the user runs in Slicer's own process.
+"""
+
+import contextlib
+import os
+import time
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer.i18n import tr as _
+from slicer.util import VTKObservationMixin
+
+from ..contract.runner import Runner
+from ..errors import CancelledError, UserError
+from ..mrml import parameters as P
+from . import bindings, dependencies, rules
+from .debounce import Debouncer
+from .resources import resource_path
+from .summary import ModelSummaries
+
+HELLO_WAIT_S = 200.0  # how long the panel polls for a starting worker's versions
+
+
+@contextlib.contextmanager
+def showErrors(message, waitCursor=True):
+    """``tryWithErrorDisplay``; a UserError (shown with what to do) then stops there instead of printing a traceback."""
+    with contextlib.suppress(UserError), slicer.util.tryWithErrorDisplay(message, waitCursor=waitCursor):
+        yield
+
+
+class Panel(VTKObservationMixin):
+    """The panel inside the module widget ``host`` (a ``ScriptedLoadableModuleWidget``); ``moduleDir`` holds the
+    module file (resources are found from it)."""
+
+    def __init__(self, host, moduleDir):
+        VTKObservationMixin.__init__(self)
+        self.host, self.moduleDir = host, moduleDir
+        self.logic = None
+        self.runner: Runner = None
+        self.handle = None
+        self._parameterNode = None
+        self._syncing = False
+        self._applyDefaults = False
+        self._started = 0.0
+        self._helloDeadline = 0.0
+        self._sliders = []
+        self.summaries = ModelSummaries()
+        self.debouncer = Debouncer(50)
+        uiWidget = slicer.util.loadUI(resource_path(moduleDir, "UI/UNetSigmoidSeg.ui"))
+        host.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        for combo, items in (
+            (self.ui.activationComboBox, rules.ACTIVATIONS),
+            (self.ui.deviceComboBox, rules.DEVICES),
+            (self.ui.blendModeComboBox, rules.BLEND_MODES),
+        ):
+            for value, tip in items:
+                combo.addItem(value)
+                combo.setItemData(combo.count - 1, tip, qt.Qt.ToolTipRole)
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(100)
+        self.pollTimer.connect("timeout()", self.onPoll)
+        self.thresholdTimer = qt.QTimer()
+        self.thresholdTimer.setSingleShot(True)
+        self.thresholdTimer.setInterval(self.debouncer.delay_ms)
+        self.thresholdTimer.connect("timeout()", self.onThresholdTimer)
+        self.connectSignals()
+        self.deps = self.checkDependencies()
+        if self.deps.ok:
+            self.createLogic()
+        self.initializeParameterNode()
+
+    def connectSignals(self):
+        ui = self.ui
+        bindings.connect(ui, self.updateParameterNodeFromGUI)
+        ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+        ui.outputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputChanged)
+        ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        # a cleared path emits no currentPathChanged
+        ui.modelPathLineEdit.connect("validInputChanged(bool)", self.updateParameterNodeFromGUI)
+        ui.trustBundleCheckBox.connect("toggled(bool)", lambda on: self.requestSummary())
+        ui.keepWorkerWarmCheckBox.connect("toggled(bool)", self.onKeepWarmToggled)
+        ui.bundleFolderButton.connect("clicked()", self.onBrowseBundle)
+        ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
+        ui.segmentButton.connect("clicked()", self.onSegmentButton)
+        ui.thresholdSlider.connect("valueIsChanging(double)", self.onThresholdChanging)
+        ui.thresholdSlider.connect("valueChanged(double)", self.onThresholdReleased)
+        ui.showHistogramButton.connect("clicked()", self.onShowHistogram)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+    # ---------------------------------------------------------------- dependencies, runner, logic
+    def checkDependencies(self):
+        return dependencies.check(dependencies.read_requirements(resource_path(self.moduleDir, "requirements.txt")))
+
+    def createLogic(self):
+        from ..mrml.logic import UNetSigmoidSegLogic
+
+        self.runner = self.makeRunner()
+        self.logic = UNetSigmoidSegLogic(slicer.mrmlScene, runner=self.runner)
+        self.onKeepWarmToggled(self.ui.keepWorkerWarmCheckBox.checked)
+
+    def makeRunner(self):
+        """The background worker in ``PythonSlicer``; Slicer's own process when there is none (said in the log)."""
+        python = dependencies.pick_python()
+        if python:
+            from ..worker.client import WorkerRunner
+
+            return WorkerRunner(python_executable=python)
+        from ..runners.inprocess import InProcessRunner
+
+        self.log("PythonSlicer not found on PATH: runs happen in Slicer's process and the panel waits for them.")
+        return InProcessRunner()
+
+    def ensureLogic(self):
+        """The logic, after installing torch / MONAI with the user's consent (a refusal raises DependencyError)."""
+        if self.logic is None:
+            self.deps = dependencies.ensure(
+                self.checkDependencies(),
+                dependencies.slicer_confirm,
+                dependencies.slicer_install_torch,
+                dependencies.slicer_install_packages,
+                self.checkDependencies,
+            )
+            self.createLogic()
+        return self.logic
+
+    def onInstallDependencies(self):
+        with showErrors(_("PyTorch and MONAI were not installed.")):
+            self.ensureLogic()
+        self.requestSummary()
+
+    def onKeepWarmToggled(self, warm):
+        if self.runner is None or (not warm and (self.handle is not None or self.summaries.inspecting)):
+            return
+        self.runner.keep_warm(bool(warm))  # warm: the worker starts now and torch imports while inputs are picked
+        if warm and self.runner.describe() is None:
+            self._helloDeadline = time.time() + HELLO_WAIT_S  # poll until its versions are known
+            self.pollTimer.start()
+
+    # ---------------------------------------------------------------- parameter node
+    def initializeParameterNode(self):
+        self.setParameterNode(P.get_parameter_node(slicer.mrmlScene))
+        if P.get_reference(self._parameterNode, "InputVolume") is None:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            P.set_reference(self._parameterNode, "InputVolume", first)
+
+    def setParameterNode(self, node):
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = node
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        if self._syncing or self._parameterNode is None:
+            return
+        self._syncing = True
+        try:
+            params = P.read_parameters(self._parameterNode)
+            bindings.show(self.ui, params)
+            self.ui.thresholdSlider.value = params.threshold
+            self.ui.inputSelector.setCurrentNode(P.get_reference(self._parameterNode, "InputVolume"))
+            self.ui.outputSelector.setCurrentNode(P.get_reference(self._parameterNode, "OutputSegmentation"))
+        finally:
+            self._syncing = False
+        self.onOutputChanged()
+
+    def updateParameterNodeFromGUI(self, *args):
+        if self._syncing or self._parameterNode is None:
+            return
+        self._syncing = True
+        try:
+            params = bindings.read(self.ui, P.read_parameters(self._parameterNode))
+            params.threshold = self.ui.thresholdSlider.value
+            params.segmentThresholds = [s.value for s in self._sliders]
+            P.write_parameters(self._parameterNode, params)
+            P.set_reference(self._parameterNode, "InputVolume", self.ui.inputSelector.currentNode())
+            P.set_reference(self._parameterNode, "OutputSegmentation", self.ui.outputSelector.currentNode())
+        finally:
+            self._syncing = False
+        self.updateStatus()
+
+    # ---------------------------------------------------------------- model
+    def onBrowseBundle(self):
+        folder = qt.QFileDialog.getExistingDirectory(
+            self.host.parent, _("MONAI bundle folder"), self.ui.modelPathLineEdit.currentPath
+        )
+        if folder:
+            self.ui.modelPathLineEdit.currentPath = folder
+
+    def onModelPathChanged(self, path):
+        self._applyDefaults = (
+            not self._syncing
+        )  # a model the user picks brings its defaults; a restored scene keeps its values
+        self.requestSummary()
+
+    def requestSummary(self):
+        path = self.ui.modelPathLineEdit.currentPath
+        self.ui.modelSummaryLabel.text = self.summaries.request(
+            path,
+            self.ui.trustBundleCheckBox.checked,
+            self.runner if self.logic is not None else None,
+            self.handle is not None,
+        )
+        if self.summaries.inspecting:
+            self.pollTimer.start()
+        info = self.summaries.info
+        if info is not None and self._applyDefaults and self._parameterNode is not None:
+            self._applyDefaults = False
+            params = P.read_parameters(self._parameterNode)
+            for name, value in rules.model_defaults(info, params.activation).items():
+                setattr(params, name, value)
+            P.write_parameters(self._parameterNode, params)  # the observer shows them
+        self.updateStatus()
+
+    # ---------------------------------------------------------------- running
+    def onSegmentButton(self):
+        if self.handle is not None:
+            self.handle.cancel()
+            self.updateStatus()
+            return
+        with showErrors(_("Segmentation could not start.")):
+            self.ensureLogic()
+            self.updateParameterNodeFromGUI()
+            params = P.read_parameters(self._parameterNode)
+            spec, options, probabilityVolume = rules.run_request(params, self.ui.roiSizeLineEdit.text)
+            volume = self.ui.inputSelector.currentNode()
+            self.log(f"--- {time.strftime('%H:%M:%S')} segment {volume.GetName()} with {params.modelPath}")
+            self._started = time.time()
+            self.handle = self.logic.segmentAsync(
+                volume,
+                spec,
+                options,
+                outputSegmentation=self.ui.outputSelector.currentNode(),
+                probabilityVolume=probabilityVolume,
+                onProgress=self.onProgress,
+                onFinished=self.onFinished,
+                onError=self.onError,
+                onLog=self.log,
+            )
+            params.recentModels = rules.remember(params.recentModels, params.modelPath)
+            P.write_parameters(self._parameterNode, params)
+            self.ui.modelPathLineEdit.addCurrentPathToHistory()
+            self.ui.progressBar.value = 0
+            self.pollTimer.start()
+        self.updateStatus()
+
+    def onPoll(self):
+        if self.handle is not None and self.handle.poll():
+            self.handle = None
+            self.requestSummary()
+        if self.summaries.poll():
+            self.requestSummary()  # for the path shown now (it may have changed meanwhile)
+        waiting = self.runner is not None and self.runner.describe() is None and time.time() < self._helloDeadline
+        if self.handle is None and not self.summaries.inspecting and not waiting:
+            self.pollTimer.stop()
+        self.updateStatus()
+
+    def onProgress(self, stage, fraction, message):
+        self.ui.progressBar.value = int(100 * fraction)
+        self.ui.statusLabel.text = rules.progress_text(stage, fraction, message)
+
+    def log(self, text):
+        self.ui.logTextEdit.appendPlainText(text)
+
+    def onFinished(self, segmentationNode):
+        self.handle = None
+        self.ui.progressBar.value = 100
+        probabilityVolume = segmentationNode.GetNodeReference("UNetSigmoidSeg.Probabilities")
+        P.set_reference(self._parameterNode, "ProbabilityVolume", probabilityVolume)
+        self.ui.outputSelector.setCurrentNode(segmentationNode)
+        self.onOutputChanged()  # its thresholds, per-segment sliders and table (also when it was selected already)
+        stats = self.logic.statistics(segmentationNode)
+        device = segmentationNode.GetAttribute("UNetSigmoidSeg.Device")
+        self.ui.statusLabel.text = rules.run_summary(stats, time.time() - self._started, device)
+        self.log(self.ui.statusLabel.text)
+
+    def onError(self, exc):
+        self.handle = None
+        self.ui.progressBar.value = 0
+        text, details = rules.error_text(exc)
+        self.ui.statusLabel.text = text
+        self.log(text + ("\n" + details if details else ""))
+        if not isinstance(exc, CancelledError):
+            slicer.util.errorDisplay(_("Segmentation failed.") + "\n\n" + text, detailedText=details)
+
+    # ---------------------------------------------------------------- live threshold and review
+    def liveResult(self, node):
+        try:
+            return self.logic.liveResult(node) if self.logic is not None and node is not None else None
+        except UserError:
+            return None
+
+    def onOutputChanged(self, *args):
+        """Show the selected segmentation's live thresholds: one slider, plus one per segment (multi-label), and its
+        table."""
+        live = self.liveResult(self.ui.outputSelector.currentNode())
+        box = self.ui.segmentThresholdsGroupBox
+        self._sliders = []
+        while box.layout().rowCount():
+            box.layout().removeRow(0)
+        box.setVisible(live is not None and len(live.labels) > 1)
+        if live is not None:
+            self.ui.thresholdLabel.text, self.ui.thresholdSlider.toolTip = rules.threshold_label(
+                "softmax" if live.probabilities.softmax else "sigmoid"
+            )
+            for label, t in zip(live.labels, live.thresholds) if len(live.labels) > 1 else ():
+                box.layout().addRow(label + ":", self.segmentSlider(t))
+            self.ui.thresholdSlider.blockSignals(True)
+            self.ui.thresholdSlider.value = live.thresholds[0]
+            self.ui.thresholdSlider.blockSignals(False)
+            self.debouncer.reset(self.currentThresholds(None) or (live.thresholds[0],))
+        self.ui.statisticsTableView.setMRMLTableNode(live.table if live is not None else None)
+        self.updateParameterNodeFromGUI()
+
+    def segmentSlider(self, value):
+        slider = ctk.ctkSliderWidget()
+        slider.decimals = 2
+        slider.singleStep = 0.01
+        slider.minimum = 0.0
+        slider.maximum = 1.0
+        slider.tracking = False
+        slider.value = value
+        slider.connect("valueIsChanging(double)", lambda v: self.onThresholdChanging(None))
+        slider.connect("valueChanged(double)", lambda v: self.onThresholdReleased(None))
+        self._sliders.append(slider)
+        return slider
+
+    def currentThresholds(self, value):
+        """One per segment slider when ``value`` is None; else ``value`` for all (copied into the segment sliders)."""
+        if value is None:
+            return tuple(s.value for s in self._sliders)
+        for slider in self._sliders:
+            slider.blockSignals(True)
+            slider.value = value
+            slider.blockSignals(False)
+        return (value,) * max(1, len(self._sliders))
+
+    def onThresholdChanging(self, value):
+        if not self._syncing and self.debouncer.changing(self.currentThresholds(value)):
+            self.thresholdTimer.start()
+
+    def onThresholdTimer(self):
+        thresholds = self.debouncer.fire()
+        if thresholds is not None:
+            self.applyThreshold(thresholds, cleanup=False)
+
+    def onThresholdReleased(self, value):
+        if self._syncing:
+            return
+        self.thresholdTimer.stop()
+        thresholds = self.debouncer.release(self.currentThresholds(value))
+        if thresholds is not None:
+            self.applyThreshold(thresholds, cleanup=True)
+        self.updateParameterNodeFromGUI()
+
+    def applyThreshold(self, thresholds, cleanup):
+        node = self.ui.outputSelector.currentNode()
+        if self.liveResult(node) is not None:  # else: no result yet, the value is for the next run
+            with showErrors(_("The threshold could not be applied."), waitCursor=False):
+                self.logic.setThreshold(node, list(thresholds), cleanup=cleanup)
+
+    def onShowHistogram(self):
+        live = self.liveResult(self.ui.outputSelector.currentNode())
+        if live is not None and live.plot:
+            slicer.modules.plots.logic().ShowChartInLayout(live.plot[0])
+
+    def updateStatus(self):
+        path = self.ui.modelPathLineEdit.currentPath
+        state = rules.PanelState(
+            volume=self.ui.inputSelector.currentNode() is not None,
+            model_path=path,
+            model_exists=bool(path) and os.path.exists(path),
+            model_error=self.summaries.error,
+            inspecting=self.summaries.inspecting,
+            running=self.handle is not None,
+            cancelling=self.handle is not None and self.handle.cancel_reason is not None,
+            dependencies_ok=self.logic is not None,
+        )
+        button = rules.segment_button(state)
+        self.ui.segmentButton.text = button.text
+        self.ui.segmentButton.enabled = button.enabled
+        self.ui.segmentButton.toolTip = button.tooltip
+        described = self.runner.describe() if self.runner is not None else None
+        self.ui.dependenciesLabel.text = dependencies.versions_text(self.deps, described)
+        self.ui.installDependenciesButton.visible = self.logic is None
+        self.ui.deviceInfoLabel.text = dependencies.device_label(self.ui.deviceComboBox.currentText, described)
+        self.ui.showHistogramButton.enabled = self.liveResult(self.ui.outputSelector.currentNode()) is not None
+
+    # ---------------------------------------------------------------- scene and module life
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)  # the logic cancels the run (the timer polls it to its end) and drops its cache
+
+    def onSceneEndClose(self, caller, event):
+        if self.host.parent.isEntered:
+            self.initializeParameterNode()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        """Stop the timers, cancel the run, stop the runner: closing or reloading the module leaves no process."""
+        self.removeObservers()
+        self.pollTimer.stop()
+        self.thresholdTimer.stop()
+        if self.logic is not None:
+            self.logic.cleanup()  # cancels the run and closes the runner
+        elif self.runner is not None:
+            self.runner.close()
+        self.handle = None
+        self.logic = None
+        self.runner = None
