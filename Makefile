@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(VENV)/bin/unetsigmoidseg demo --output-dir unetsigmoidseg-demo
 
 test: $(STAMP)
+	$(PY) -m ruff check UNetSigmoidSeg Testing Resources
+	$(PY) -m ruff format --check --quiet UNetSigmoidSeg Testing Resources
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
