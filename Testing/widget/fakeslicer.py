@@ -332,6 +332,11 @@ def load_ui(path: str) -> TopWidget:
     return top
 
 
+def child_widget_variables(top: "TopWidget") -> types.SimpleNamespace:
+    """slicer.util.childWidgetVariables: every child widget under its ``objectName``."""
+    return types.SimpleNamespace(**{c.name: c for c in top.children})
+
+
 TIMERS: List["Timer"] = []
 
 
@@ -417,7 +422,11 @@ def make_scripted_loadable_module(module_path: str) -> types.ModuleType:
 
 
 class App:
-    """slicer.app: ``processEvents`` fires every active timer once (time passes only there, as in an event loop)."""
+    """slicer.app: ``processEvents`` fires every active timer once (time passes only there, as in an event loop);
+    ``testingEnabled()`` is what ``--testing`` (ctest) sets."""
+
+    def __init__(self, testing: bool = True) -> None:
+        self.testing = testing
 
     def processEvents(self) -> None:
         for timer in list(TIMERS):
@@ -425,7 +434,7 @@ class App:
                 timer.fire()
 
     def testingEnabled(self) -> bool:
-        return True
+        return self.testing
 
 
 def make_i18n() -> types.ModuleType:
