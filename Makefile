@@ -11,9 +11,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 # Slicer-version matrix: the Slicer adapter's tests against the newest slicer-core build of every release line on
 # the package index from 5.11 on (5.11 and 5.12 pin vtk 9.6.0, 5.13 pins vtk 9.6.2), each in its own virtualenv
-# .venv-slicer-<version>/ holding only what those tests need; then the same tests with Slicer 5.8's vtkSegment.
+# .venv-slicer-<version>/ holding only what those tests need; then the same tests once more with Slicer 5.8's
+# vtkSegment, checking every Slicer method the module calls against Slicer 5.8.0's and 5.10.0's headers.
 SLICER_CORE_VERSIONS ?= 5.11.0.6 5.12.4.0 5.13.31053.0
-SLICER_MATRIX_PACKAGES := monai numpy SimpleITK slicerio psutil pyyaml pytest
+SLICER_MATRIX_PACKAGES := monai numpy SimpleITK slicerio psutil pyyaml nibabel pytest  # pyproject's dependencies + pytest
 SLICER_MATRIX_TESTS := Testing/mrml Testing/widget/test_panel.py
 SLICER_MATRIX_KEY := $(shell echo "$(TORCH_SPEC) $(SLICER_MATRIX_PACKAGES)" | cksum | cut -d' ' -f1)
 PYTEST := -m pytest -q -p no:cacheprovider
@@ -53,8 +54,9 @@ test-slicer: $(foreach v,$(SLICER_CORE_VERSIONS),.venv-slicer-$(v)/.installed-$(
 	  .venv-slicer-$$v/bin/python $(PYTEST) $(SLICER_MATRIX_TESTS) || failed="$$failed $$v"; \
 	done; \
 	v=$(firstword $(SLICER_CORE_VERSIONS)); \
-	echo "== Slicer 5.8 emulation (Testing/mrml/slicer58.py) on slicer-core $$v: Testing/mrml"; \
-	PYTHONPATH=Testing/mrml .venv-slicer-$$v/bin/python $(PYTEST) -p slicer58 Testing/mrml || failed="$$failed 5.8-emulation"; \
+	echo "== Slicer 5.8 emulation and API check (Testing/mrml/slicer58.py) on slicer-core $$v: $(SLICER_MATRIX_TESTS)"; \
+	PYTHONPATH=Testing/mrml .venv-slicer-$$v/bin/python $(PYTEST) -p slicer58 $(SLICER_MATRIX_TESTS) \
+	  || failed="$$failed 5.8-emulation"; \
 	if [ -n "$$failed" ]; then echo "Slicer matrix failed on:$$failed"; exit 1; fi
 
 bench: $(STAMP)

@@ -102,6 +102,27 @@ def test_terminology_is_set_through_a_tag_that_slicer_5_8_has(scene, model_file,
         assert REAL_SEGMENT.GetTerminology(segment) == str(entry)
 
 
+def test_class_level_slicer_calls_exist_in_every_checked_release():
+    """Calls on a Slicer class (static methods such as ``vtkSegment.GetTerminologyEntryTagName``) never reach
+    slicer58.py's profiler: each one in the module's source must be declared at every release of slicer_api.json."""
+    import re
+
+    from slicer58 import PRODUCT, RELEASES, is_slicer_class, missing_at
+
+    calls = set()
+    for path in Path(PRODUCT).rglob("*.py"):
+        calls |= {(m[0], m[1], path.name) for m in re.findall(r"slicer\.(vtk\w+)\.([A-Z]\w*)\(", path.read_text())}
+    assert {c[:2] for c in calls} >= {("vtkSegment", "GetTerminologyEntryTagName")}
+    assert RELEASES[:2] == ["5.8.0", "5.10.0"]
+    wrong = []
+    for cls, method, where in sorted(calls):
+        chain = [c.__name__ for c in getattr(slicer, cls).__mro__ if is_slicer_class(c)]
+        if missing_at(chain, method):
+            wrong.append(f"{where}: {cls}.{method} missing at {missing_at(chain, method)}")
+    assert not wrong, wrong
+    assert missing_at(["vtkSegment"], "SetTerminology") == ["5.8.0"]  # the table knows what 5.8 lacks
+
+
 def test_threshold_moves_update_segments_in_place(scene, model_file):
     vol = add_volume(scene, blob_volume((32, 28, 16)))
     logic = UNetSigmoidSegLogic(scene)

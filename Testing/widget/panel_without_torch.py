@@ -50,6 +50,9 @@ def main(model, tmp):
         panel = host.panel
         ui = panel.ui
         report["runner"] = type(panel.runner).__name__
+        if panel.runner is None:  # the dependency check failed: say what is missing
+            print(json.dumps({**report, "missing": panel.deps.describe_missing()}))
+            return
         run_until(panel, lambda: not panel.pollTimer.active)  # the warm worker says hello
         report["after setup"] = imported()
         grid = np.zeros((12, 24, 28), np.float32)  # (K, J, I)

@@ -306,7 +306,8 @@ def test_panel_with_a_worker_never_imports_torch(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["runner"] == "WorkerRunner" and report["worker runs"], report
+    assert report["runner"] == "WorkerRunner", report
+    assert report["worker runs"], report
     assert report["summary"].startswith("checkpoint: UNet") and report["segments"] == 1, report
     assert not report["errors"], report["errors"]
     for step in ("at start", "after setup", "after summary", "after run"):

@@ -271,7 +271,7 @@ MACRO_PREFIX = re.compile(
 def class_bodies(text: str) -> Dict[str, Tuple[str, int, List[str]]]:
     """{class name: (body text, line of the opening brace, [public base classes])} for top-level class definitions."""
     out = {}
-    for m in re.finditer(r"\bclass\s+(?:[A-Z_]+EXPORT\s+|Q_[A-Z_]+_EXPORT\s+)?(\w+)\s*(:[^;{]*)?\{", text):
+    for m in re.finditer(r"\bclass\s+(?:\w+_EXPORT\s+)?(\w+)\s*(:[^;{]*)?\{", text):
         name, bases = m.group(1), m.group(2) or ""
         start = m.end()  # just after '{'
         depth, i = 1, start
