@@ -96,11 +96,11 @@ def pytest_sessionfinish(session, exitstatus):
         f"Slicer API check: {len(CALLS)} Slicer methods the module called, checked against {', '.join(RELEASES)}; "
         f"{len(VTK_CALLS)} VTK methods (not checked)"
     ]
-    if len(CALLS) < 60:  # 82 when written
-        wrong.append(f"only {len(CALLS)} Slicer methods traced: is the profiler working?")
+    if not CALLS and session.testscollected:  # 85 for Testing/mrml + test_panel.py when written
+        wrong.append("no Slicer method call traced: is the profiler working?")
     lines += wrong
     if reporter is not None:
-        reporter.ensure_newline()
+        reporter.write("\n")  # after the progress dots
         for line in lines:
             reporter.write_line(line, red=bool(wrong) and line in wrong)
     if wrong and session.exitstatus == 0:
