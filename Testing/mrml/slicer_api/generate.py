@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
-QT_GENERATOR = Path(__file__).resolve().parents[2] / "widget" / "qt_api" / "generate.py"
-_spec = importlib.util.spec_from_file_location("qt_api_generate", QT_GENERATOR)
+HEADER_PARSER = Path(__file__).resolve().parents[2] / "widget" / "qt_api" / "headers.py"
+_spec = importlib.util.spec_from_file_location("headers", HEADER_PARSER)
 qtgen = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(qtgen)  # the header parser: Source, strip_comments, class_bodies, parse_class
 
