@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import slicer
+import vtk
 
 from ..contract.model import ModelSpec
 from ..contract.options import Cleanup, SegmentOptions, check_thresholds
@@ -255,8 +256,9 @@ class UNetSigmoidSegLogic:
         self.cancel("cancelled: the scene was closed")
         self._live.clear()
 
+    @vtk.calldata_type(vtk.VTK_OBJECT)  # the node about to be removed arrives as ``calldata``
     def _on_node_removed(self, caller: Any, event: Any, calldata: Any = None) -> None:
-        # vtk passes the node only with the VTK_OBJECT calldata type; we check the run's nodes instead
+        """Cancel the run at once when its input volume or output segmentation is about to be removed."""
         if self._active is None or self._active.done:
             return
         request = self._active.request
@@ -264,8 +266,6 @@ class UNetSigmoidSegLogic:
             node = self.scene.GetNodeByID(node_id) if node_id else None
             if node_id and (node is None or node is calldata):
                 self.cancel(f"cancelled: the {role} was removed")
-
-    _on_node_removed.CallDataType = 13  # vtk.VTK_OBJECT: receive the node about to be removed
 
     # ---------------------------------------------------------------- results
     def _apply(self, result: SegmentResult, request: Dict[str, Any]) -> Any:
