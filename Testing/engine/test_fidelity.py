@@ -78,7 +78,7 @@ CASES = {
     ),
     "spleen tutorial softmax, Lightning self._model, default window": (
         CT,
-        dict(out_channels=2, channels=(4, 8, 16, 32, 64), res_units=2),
+        dict(out_channels=2, channels=(2, 4, 8, 16, 32), res_units=2),
         "lightning:_model",
         [],
         "softmax",
@@ -94,7 +94,7 @@ CASES = {
     ),
     "custom strides (2, 1, 2) and kernels 5 / 3, read from the residual units, Ignite": (
         T1,
-        dict(channels=(4, 8, 16, 32), strides=(2, 1, 2), res_units=2, kernel_size=5, up_kernel_size=3, seed=3),
+        dict(channels=(2, 4, 8, 16), strides=(2, 1, 2), res_units=2, kernel_size=5, up_kernel_size=3, seed=3),
         "ignite",
         ["--roi-size", "64", "64", "30", "--blend-mode", "constant", "--sw-batch-size", "3"],
         "sigmoid",
