@@ -573,10 +573,8 @@ def test_preprocessing_and_strides_reach_the_engine(scene, model_file, tmp_path)
 
     torch.save(torch_net.state_dict(), tmp_path / "s.pt")
     logic = UNetSigmoidSegLogic(scene)
-    with pytest.raises(UserError):
-        logic.segment(
-            vol, str(tmp_path / "s.pt"), device="cpu", roiSize=[15, 15, 15]
-        )  # strides 2,2 assumed: the weights fit, the shapes do not
+    with pytest.raises(UserError, match="strides"):  # the residual units show level 2 does not downsample
+        logic.segment(vol, str(tmp_path / "s.pt"), device="cpu", strides=[2, 2])
     seg = logic.segment(
         vol, str(tmp_path / "s.pt"), device="cpu", strides=[2, 1], normalization="zscore", orientation="RAS"
     )

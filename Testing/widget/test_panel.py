@@ -114,6 +114,7 @@ def test_segment_then_debounced_live_threshold(slicer_app, in_process, tmp_path)
     seg = ui.outputSelector.currentNode()
     assert seg is not None and seg.GetSegmentation().GetNumberOfSegments() == 2
     assert ui.statusLabel.text.startswith("Done in") and ui.progressBar.value == 100
+    assert " with roi " in ui.statusLabel.text and ", overlap " in ui.statusLabel.text  # the window used (issue #12)
     assert ui.segmentThresholdsGroupBox.visible and len(widget._sliders) == 2
     assert ui.statisticsTableView.tableNode is widget.logic.liveResult(seg).table
     assert "device: cpu" in ui.logTextEdit.plainText  # engine log lines reach the panel through the tapped runner

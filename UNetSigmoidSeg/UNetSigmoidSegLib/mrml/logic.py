@@ -81,6 +81,7 @@ class LiveResult:
     histograms: List[np.ndarray]
     table: Any = None
     plot: List[Any] = field(default_factory=list)
+    window: str = ""  # the sliding window MONAI's inferer got (``Window.describe()``), "" if not known
 
 
 class RunHandle:
@@ -321,11 +322,13 @@ class UNetSigmoidSegLogic:
             old.table if old else None,
             old.plot if old else [],
         )
+        live.window = result.window.describe() if result.window is not None else ""
         self._live[seg_node.GetID()] = live
         self._place_beside(volume_node, seg_node)
         seg_node.SetAttribute("UNetSigmoidSeg.Model", str(model))
         seg_node.SetAttribute("UNetSigmoidSeg.Activation", result.activation)
         seg_node.SetAttribute("UNetSigmoidSeg.Device", f"{result.device.device}: {result.device.reason}")
+        seg_node.SetAttribute("UNetSigmoidSeg.Window", live.window)
         if probabilityVolume:
             name = f"{seg_node.GetName()} probabilities"
             existing = seg_node.GetNodeReference("UNetSigmoidSeg.Probabilities")
@@ -381,7 +384,8 @@ class UNetSigmoidSegLogic:
         return updated
 
     def statistics(self, segmentationNode: Any) -> List[Dict[str, Any]]:
-        """Per segment: name, threshold, voxel count and volume (mL) as currently in the segmentation."""
+        """Per segment: name, threshold, voxel count and volume (mL) as currently in the segmentation, and the
+        window the network ran with (roi size, overlap, batch, blend mode; 2-D: the slice axis)."""
         live = self.liveResult(segmentationNode)
         out = []
         for label, sid, t in zip(live.labels, live.writer.segment_ids, live.thresholds):
@@ -394,6 +398,7 @@ class UNetSigmoidSegLogic:
                     "voxels": n,
                     "volume_ml": round(n * live.voxel_ml, 4),
                     "note": live.writer.edited.get(sid, ""),
+                    "window": live.window,
                 }
             )
         return out
