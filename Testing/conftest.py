@@ -16,6 +16,24 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "UNetSigmoidSeg"))  # also works without `pip install -e .`
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_backend_cache(tmp_path_factory):
+    """Tests never write into the user's cache folder (exported networks go to a session folder, inherited by the
+    workers the tests start), and ``auto`` stays on PyTorch unless a test asks for its measurement
+    (``UNETSEG_AUTO_MIN_SECONDS``): runs in the rest of the suite do not depend on the machine's speed."""
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("UNETSEG_CACHE_DIR", "UNETSEG_AUTO_MIN_SECONDS")}
+    os.environ["UNETSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("backend-cache"))
+    os.environ["UNETSEG_AUTO_MIN_SECONDS"] = "inf"
+    yield os.environ["UNETSEG_CACHE_DIR"]
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def shared_data(*parts: str) -> Path:
     """A file in ../shared/data; a missing file fails loudly (never a silent skip)."""
     path = SHARED_DATA.joinpath(*parts)

@@ -108,6 +108,7 @@ def _options(args: argparse.Namespace) -> SegmentOptions:
         threshold=threshold,
         device=args.device,
         amp=not args.no_amp,
+        backend=args.backend,
         roi_size=args.roi_size,
         sw_batch_size=args.sw_batch_size,
         overlap=args.overlap,
@@ -214,6 +215,7 @@ def _segment_cases(
             "activation": result.activation,
             "thresholds": result.thresholds,
             "window": window,
+            "backend": result.backend.to_dict() if result.backend is not None else None,
             "segments": stats,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "warnings": result.warnings,
@@ -223,7 +225,11 @@ def _segment_cases(
         summary["cases"].append(row)
         if not args.json and not args.quiet:
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
-            where = ", ".join([result.device.device] + ([result.window.describe()] if result.window else []))
+            where = ", ".join(
+                [result.device.device]
+                + ([result.backend.backend] if result.backend else [])
+                + ([result.window.describe()] if result.window else [])
+            )
             seconds = timings["total_s"] + (load_s if i == 0 else 0.0)
             loading = f" incl. {load_s:.1f} s loading the model" if i == 0 else ""
             print(f"{case['input']} → {case['segmentation']} ({vols}; {where}; {seconds:.1f} s{loading})")
@@ -329,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="2-D networks: slide along axis 0, 1 or 2 (i, j, k; default: the axis of largest spacing, ties → k)",
     )
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA (never used on CPU)")
+    g.add_argument(
+        "--backend",
+        default="auto",
+        help="what runs the windows on the CPU: auto (the fastest validated one, measured once) | torch | onednn | "
+        "openvino (default auto; CUDA/MPS runs use PyTorch)",
+    )
     g.add_argument("--strides", type=int, nargs="+", help="UNet strides per level when not 2 (plain checkpoints)")
     p = s.add_argument_group("preprocessing (plain checkpoints; bundles bring their own)")
     p.add_argument("--normalization", help="none | zscore | zscore-nonzero | ct | range-sigmoid")

@@ -2,17 +2,19 @@
 
 ``options``: ``SegmentOptions`` / ``Cleanup`` and the vocabulary, ranges and defaults. ``model``:
 ``ModelSpec`` (which network, how to load it) and ``ModelInfo`` (what was found in it). ``volume``:
-``Volume`` (array + affine). ``result``: ``SegmentResult``, its ``Probabilities`` cache and ``Window``, with
-the one serialisation ``to_wire`` / ``from_wire``. ``runner``: the ``Runner`` / ``Job`` protocols.
+``Volume`` (array + affine). ``result``: ``SegmentResult``, its ``Probabilities`` cache, ``Window`` and
+``BackendChoice``, with the one serialisation ``to_wire`` / ``from_wire``. ``runner``: the ``Runner`` / ``Job``
+protocols.
 """
 
 from .model import ModelInfo, ModelSpec
 from .options import Cleanup, SegmentOptions
-from .result import DeviceChoice, Probabilities, SegmentResult, Window
+from .result import BackendChoice, DeviceChoice, Probabilities, SegmentResult, Window
 from .runner import Job, Runner
 from .volume import Volume
 
 __all__ = [
+    "BackendChoice",
     "Cleanup",
     "DeviceChoice",
     "Job",

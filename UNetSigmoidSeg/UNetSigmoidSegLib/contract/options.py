@@ -33,12 +33,31 @@ DEVICE_CHOICES: Tuple[Tuple[str, str], ...] = (
     ("cpu", "Processor only: always available, slower for large volumes."),
     ("mps", "Apple GPU (Metal) on Apple-silicon Macs."),
 )
+BACKEND_CHOICES: Tuple[Tuple[str, str], ...] = (
+    (
+        "auto",
+        "CPU runs: the fastest backend measured on this model and window (once; remembered), PyTorch for short runs; "
+        "CUDA / MPS: PyTorch (with AMP on CUDA). The log and the summary say which ran and why.",
+    ),
+    ("torch", "PyTorch as it is: the reference, on every device."),
+    (
+        "onednn",
+        "PyTorch with every convolution sent to oneDNN (no extra package); CPU, non-TorchScript networks; checked "
+        "against PyTorch on a probe window first.",
+    ),
+    (
+        "openvino",
+        "Intel OpenVINO (f32) on the CPU: the network is exported to ONNX once per model and window, checked against "
+        "PyTorch and cached in your private cache folder.",
+    ),
+)
 BLEND_MODE_CHOICES: Tuple[Tuple[str, str], ...] = (
     ("gaussian", "Weight each window's centre more than its border (MONAI default): smoother seams."),
     ("constant", "Average overlapping windows equally: faster, may show seams."),
 )
 ACTIVATIONS = tuple(v for v, _ in ACTIVATION_CHOICES)
 DEVICES = tuple(v for v, _ in DEVICE_CHOICES)
+BACKENDS = tuple(v for v, _ in BACKEND_CHOICES)
 BLEND_MODES = tuple(v for v, _ in BLEND_MODE_CHOICES)
 NORMALIZATIONS = ("none", "zscore", "zscore-nonzero", "ct", "range-sigmoid")
 ORIENTATIONS = ("keep", "RAS")
@@ -174,6 +193,8 @@ class SegmentOptions:
     divisible by its downsampling. A 2-D network takes one or two in-plane sizes (of three, the slice axis' is unused).
     slice_axis: 2-D networks only: the axis (0, 1, 2 = i, j, k of the image the network sees) along which MONAI's
     ``SliceInferer`` runs slice by slice; None: the axis of largest spacing (ties: the later axis; axial for CT).
+    backend: what runs the network's windows on the CPU (``BACKENDS``): ``auto`` picks the fastest one validated
+    against PyTorch; an explicit one that cannot be used falls back to PyTorch with a warning saying why.
     spacing / ct_window / normalization / orientation: preprocessing of plain checkpoints.
     labels: segment names (one per segment), overriding the model's.
     """
@@ -182,6 +203,7 @@ class SegmentOptions:
     threshold: Union[None, float, List[float]] = None
     device: str = "auto"
     amp: bool = True
+    backend: str = "auto"
     roi_size: Optional[List[int]] = None
     sw_batch_size: Optional[int] = None
     overlap: Optional[float] = None
@@ -198,6 +220,7 @@ class SegmentOptions:
         self.activation = check_activation(self.activation)
         self.device = check_choice("device", self.device, DEVICES)
         self.amp = bool(self.amp)
+        self.backend = check_choice("backend", self.backend, BACKENDS)
         if self.threshold is not None:
             values = check_thresholds(
                 self.threshold, 1 if isinstance(self.threshold, (int, float)) else max(1, len(self.threshold))

@@ -30,6 +30,44 @@ class DeviceChoice:
     reason: str
 
 
+@dataclass
+class BackendChoice:
+    """What ran the network's windows, and why (``SegmentOptions.backend`` asked for ``requested``).
+
+    backend: ``torch`` | ``onednn`` | ``openvino``; reason: one line (auto's measurement, or why a faster backend
+    was not used); runtime: its name and version; source: where the prepared network came from (``exported`` now,
+    ``disk cache``, ``warm`` in this process' memory, ``""`` when nothing needs preparing); prepare_s: seconds spent
+    preparing it in this run (export, compile, validation, measurement).
+    """
+
+    requested: str
+    backend: str
+    reason: str
+    runtime: str = ""
+    source: str = ""
+    prepare_s: float = 0.0
+
+    def describe(self) -> str:
+        """One line, e.g. ``openvino (auto: fastest on a probe window, …)``."""
+        return f"{self.backend} ({self.reason})" if self.reason else self.backend
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "requested": str(self.requested),
+            "backend": str(self.backend),
+            "reason": str(self.reason),
+            "runtime": str(self.runtime),
+            "source": str(self.source),
+            "prepare_s": round(float(self.prepare_s), 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "BackendChoice":
+        """Inverse of ``to_dict`` (keys this version does not know are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 AXIS_NAMES = ("i", "j", "k")
 
 
@@ -189,6 +227,7 @@ class SegmentResult:
     masks: ``(S, I, J, K)`` bool; affine: voxel → RAS ``(4, 4)``; spacing: ``(3,)`` mm; labels: segment names;
     placement: where the windows ran and where they were stitched (``CPU``, ``CUDA``, or an out-of-memory fallback).
     window: the sliding window MONAI's inferer got (roi size, overlap, batch, blend mode; 2-D: the slice axis).
+    backend: what ran the windows (PyTorch, oneDNN, OpenVINO) and why.
     """
 
     probabilities: Probabilities
@@ -205,6 +244,7 @@ class SegmentResult:
     timings: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     window: Optional[Window] = None
+    backend: Optional[BackendChoice] = None
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -244,6 +284,7 @@ class SegmentResult:
             "timings": {k: float(v) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
             "window": None if self.window is None else self.window.to_dict(),
+            "backend": None if self.backend is None else self.backend.to_dict(),
         }
         arrays = {"quantized": self.probabilities.quantized, "masks": pack_masks(self.masks)}
         if self.probabilities.argmax is not None:
@@ -280,4 +321,5 @@ class SegmentResult:
             {str(k): float(v) for k, v in fields_["timings"].items()},
             [str(w) for w in fields_["warnings"]],
             Window.from_dict(fields_["window"]) if fields_.get("window") else None,
+            BackendChoice.from_dict(fields_["backend"]) if fields_.get("backend") else None,
         )

@@ -114,7 +114,8 @@ def default_slice_axis(shape: Sequence[int], spacing: Sequence[float]) -> int:
 
 
 class _Predictor:
-    """Wraps the network for ``sliding_window_inference``: AMP, cancel checks, progress."""
+    """Wraps the network (or a CPU backend's forward) for ``sliding_window_inference``: AMP, cancel checks,
+    progress."""
 
     def __init__(
         self,
@@ -179,6 +180,7 @@ def run_sliding_window(
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
     log: Optional[Callable[[str], None]] = None,
+    forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, str]:
     """``(1, C, I, J, K)`` image → ``(1, C_out, I, J, K)`` float32 logits on the CPU, and the placement used.
 
@@ -186,7 +188,8 @@ def run_sliding_window(
     2-D networks (``slice_axis`` 0, 1 or 2): MONAI's ``SliceInferer(roi_size, sw_batch_size, spatial_dim=slice_axis,
     overlap, blend_mode)``, ``roi_size`` in-plane. Progress and cancel come with every window (2-D: batch of slices).
     On CUDA, an out-of-memory error retries with the next of ``placements(device)``; each step is announced
-    through ``log``.
+    through ``log``. ``forward``: what runs the windows on the CPU instead of ``network`` itself (a CPU backend of
+    ``engine.backends``), behind the same predictor.
     """
     from monai.inferers import SliceInferer, sliding_window_inference
 
@@ -198,7 +201,8 @@ def run_sliding_window(
     unit = "window" if slice_axis is None else "slice batch"
     for i, (sw_device, out_device, label) in enumerate(chain):
         network.to(sw_device)
-        predictor = _Predictor(network, sw_device, amp and sw_device == "cuda", total, progress, should_cancel, unit)
+        runs = forward if forward is not None and sw_device == "cpu" else network
+        predictor = _Predictor(runs, sw_device, amp and sw_device == "cuda", total, progress, should_cancel, unit)
         try:
             with torch.inference_mode():
                 if slice_axis is None:

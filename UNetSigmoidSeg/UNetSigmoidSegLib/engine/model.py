@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
 import torch
@@ -30,9 +30,15 @@ from .unet import build_unet, check_strides, detect_unet, size_divisor, torchscr
 
 @dataclass
 class LoadedModel:
+    """A network on the CPU in eval mode and what was found in it. ``spec_key``: its ``ModelSpec.cache_key()``
+    (None for a network built in code); ``backends``: CPU backends prepared for it (``engine.backends``), kept
+    warm with the model by the runners' model cache."""
+
     network: torch.nn.Module
     info: ModelInfo
     bundle_preprocessing: Any = None  # MONAI Compose of dict transforms (bundle only), minus image loading
+    spec_key: Any = None
+    backends: Dict[Any, Any] = field(default_factory=dict)
 
 
 def default_activation(out_channels: Optional[int]) -> str:

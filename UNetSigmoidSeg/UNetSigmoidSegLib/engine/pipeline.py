@@ -12,7 +12,8 @@ from ..contract.runner import CancelFn, ProgressFn
 from ..errors import CancelledError, InputError, OptionError
 from ..sysinfo import available_memory_bytes
 from . import preprocess
-from .inference import default_slice_axis, run_sliding_window, select_device, window_roi
+from .backends import prepare as prepare_backend
+from .inference import count_windows, default_slice_axis, run_sliding_window, select_device, window_roi
 from .model import LoadedModel
 from .postprocess import clean_mask
 from .probabilities import activate, activation_warnings, threshold_float
@@ -148,9 +149,15 @@ def segment(
     blend_mode = opts.blend_mode or info.blend_mode or DEFAULT_BLEND_MODE
     window = Window(roi, overlap, sw_batch, blend_mode, slice_axis, requested)
     step("inference", 0.0, f"{window.describe()} on {choice.device}")
-    t1 = time.perf_counter()
     tensor = image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None]
-    logits, placement = _infer(model.network, tensor, window, choice.device, opts.amp, progress, should_cancel, say)
+    forward, backend, backend_warnings = _backend(model, tensor, window, opts.backend, choice.device, step, say)
+    say(f"backend: {backend.describe()}" + (f" [{backend.source}]" if backend.source else ""))
+    warnings += backend_warnings
+    timings["backend_s"] = backend.prepare_s
+    t1 = time.perf_counter()
+    logits, placement = _infer(
+        model.network, tensor, window, choice.device, opts.amp, progress, should_cancel, say, forward
+    )
     timings["inference_s"] = time.perf_counter() - t1
     if placement not in ("CUDA", choice.device.upper()):
         warnings.append(f"Ran with fallback: {placement}")
@@ -209,10 +216,29 @@ def segment(
         timings,
         warnings,
         window,
+        backend,
     )
 
 
-def _infer(network, tensor, window: Window, device, amp, progress, should_cancel, say):
+def _backend(model: LoadedModel, tensor, window: Window, requested: str, device: str, step, say):
+    """``engine.backends.prepare`` for this run's windows (its steps are progress messages that can be cancelled)."""
+    roi_3d = list(window.roi_size)
+    if window.slice_axis is not None:
+        roi_3d.insert(window.slice_axis, 1)
+    total = count_windows(tensor.shape[2:], roi_3d, window.overlap, window.sw_batch_size)
+    return prepare_backend(
+        model,
+        tensor,
+        window,
+        requested,
+        device,
+        total,
+        lambda message: step("inference", 0.0, message),
+        say,
+    )
+
+
+def _infer(network, tensor, window: Window, device, amp, progress, should_cancel, say, forward=None):
     """``run_sliding_window`` with its failures turned into clear errors."""
     try:
         return run_sliding_window(
@@ -228,6 +254,7 @@ def _infer(network, tensor, window: Window, device, amp, progress, should_cancel
             progress=progress,
             should_cancel=should_cancel,
             log=say,
+            forward=forward,
         )
     except torch.cuda.OutOfMemoryError:
         raise InputError("Out of memory even on the CPU", MEMORY_HINT) from None

@@ -45,7 +45,7 @@ def run_request(
     model: Union[str, ModelSpec], options: Optional[SegmentOptions] = None, **keywords: Any
 ) -> Tuple[ModelSpec, SegmentOptions]:
     """``(ModelSpec, SegmentOptions)`` from a path or spec, optional options, and console keywords
-    (``activation``, ``threshold``, ``device``, ``roiSize``, ``largestComponent``, ``trustBundle``, …) that
+    (``activation``, ``threshold``, ``device``, ``backend``, ``roiSize``, ``largestComponent``, ``trustBundle``, …) that
     override them. An unknown keyword is an ``OptionError`` listing the known ones."""
     unknown = sorted(set(keywords) - set(MODEL_KEYWORDS) - set(OPTION_KEYWORDS) - set(CLEANUP_KEYWORDS))
     if unknown:
@@ -218,9 +218,9 @@ class UNetSigmoidSegLogic:
         """Non-blocking: start a run and return its handle (call ``handle.poll()`` from a timer).
 
         ``model``: a path or a ``ModelSpec``; ``options``: a ``SegmentOptions``; console keywords
-        (``activation=``, ``threshold=``, ``device=``, ``roiSize=``, ``largestComponent=``, ``trustBundle=`` …)
-        override both. ``outputSegmentation``: a segmentation node to update (only segments this module produced
-        are replaced), else a new one. ``probabilityVolume``: also show the probabilities as a volume.
+        (``activation=``, ``threshold=``, ``device=``, ``backend=``, ``roiSize=``, ``largestComponent=``,
+        ``trustBundle=`` …) override both. ``outputSegmentation``: a segmentation node to update (only segments this
+        module produced are replaced), else a new one. ``probabilityVolume``: also show the probabilities as a volume.
         """
         if self.isRunning:
             raise UserError("A segmentation is already running", "Wait for it to finish or press Cancel.")
@@ -329,6 +329,7 @@ class UNetSigmoidSegLogic:
         seg_node.SetAttribute("UNetSigmoidSeg.Activation", result.activation)
         seg_node.SetAttribute("UNetSigmoidSeg.Device", f"{result.device.device}: {result.device.reason}")
         seg_node.SetAttribute("UNetSigmoidSeg.Window", live.window)
+        seg_node.SetAttribute("UNetSigmoidSeg.Backend", result.backend.describe() if result.backend else "")
         if probabilityVolume:
             name = f"{seg_node.GetName()} probabilities"
             existing = seg_node.GetNodeReference("UNetSigmoidSeg.Probabilities")

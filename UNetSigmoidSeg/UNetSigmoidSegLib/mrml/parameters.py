@@ -29,6 +29,7 @@ class Parameters:
     swBatchSize: int = 1
     blendMode: str = "gaussian"
     amp: bool = True
+    backend: str = "auto"
     keepWorkerWarm: bool = True
     trustBundle: bool = False
     recentModels: List[str] = field(default_factory=list)

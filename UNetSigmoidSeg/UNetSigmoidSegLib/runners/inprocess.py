@@ -78,7 +78,8 @@ class InProcessJob:
 
 
 class InProcessRunner:
-    """Runs the engine in this process; keeps the last loaded network (keyed by ``ModelSpec.cache_key``)."""
+    """Runs the engine in this process; keeps the last loaded network (keyed by ``ModelSpec.cache_key``) with the
+    CPU backends prepared for it (``LoadedModel.backends``)."""
 
     kind = "in-process"
 
@@ -93,7 +94,9 @@ class InProcessRunner:
 
         key = spec.cache_key()
         if key not in self._models:
-            self._models = {key: load_model(spec)}
+            loaded = load_model(spec)
+            loaded.spec_key = key  # the disk cache of exported backends is keyed by it too
+            self._models = {key: loaded}
             self.load_count += 1
         return self._models[key]
 

@@ -25,6 +25,7 @@ BINDINGS: Tuple[Tuple[str, str, str], ...] = (
     ("swBatchSize", "swBatchSizeSpinBox", "int"),
     ("blendMode", "blendModeComboBox", "combo"),
     ("amp", "ampCheckBox", "check"),
+    ("backend", "backendComboBox", "combo"),
     ("keepWorkerWarm", "keepWorkerWarmCheckBox", "check"),
     ("trustBundle", "trustBundleCheckBox", "check"),
 )

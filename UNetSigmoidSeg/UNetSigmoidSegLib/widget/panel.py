@@ -61,6 +61,7 @@ class Panel(VTKObservationMixin):
             (self.ui.activationComboBox, rules.ACTIVATIONS),
             (self.ui.deviceComboBox, rules.DEVICES),
             (self.ui.blendModeComboBox, rules.BLEND_MODES),
+            (self.ui.backendComboBox, rules.BACKENDS),
         ):
             for value, tip in items:
                 combo.addItem(value)
@@ -283,7 +284,9 @@ class Panel(VTKObservationMixin):
         stats = self.logic.statistics(segmentationNode)
         device = segmentationNode.GetAttribute("UNetSigmoidSeg.Device")
         window = segmentationNode.GetAttribute("UNetSigmoidSeg.Window")
-        self.ui.statusLabel.text = rules.run_summary(stats, time.time() - self._started, device, window)
+        backend = segmentationNode.GetAttribute("UNetSigmoidSeg.Backend")
+        self.ui.statusLabel.text = rules.run_summary(stats, time.time() - self._started, device, window, backend)
+        self.ui.backendInfoLabel.text = rules.backend_label(backend)
         self.log(self.ui.statusLabel.text)
 
     def onError(self, exc):

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..contract.model import ModelInfo, ModelSpec
-from ..contract.options import ACTIVATION_CHOICES, BLEND_MODE_CHOICES, DEVICE_CHOICES, Cleanup, SegmentOptions
+from ..contract.options import (
+    ACTIVATION_CHOICES,
+    BACKEND_CHOICES,
+    BLEND_MODE_CHOICES,
+    DEVICE_CHOICES,
+    Cleanup,
+    SegmentOptions,
+)
 from ..contract.options import default_threshold as product_default_threshold
 from ..errors import CancelledError, OptionError, UserError, WorkerError
 
@@ -16,6 +23,7 @@ from ..errors import CancelledError, OptionError, UserError, WorkerError
 ACTIVATIONS = ACTIVATION_CHOICES
 DEVICES = DEVICE_CHOICES
 BLEND_MODES = BLEND_MODE_CHOICES
+BACKENDS = BACKEND_CHOICES
 RECENT_MODELS = 10
 
 
@@ -156,6 +164,7 @@ def run_request(params: Any, roi_text: Optional[str] = None) -> Tuple[ModelSpec,
         sw_batch_size=int(params.swBatchSize),
         blend_mode=params.blendMode,
         amp=bool(params.amp),
+        backend=params.backend,
         cleanup=Cleanup(params.largestComponent, params.fillHoles, params.minIslandMm3),
     )
     return (
@@ -190,11 +199,22 @@ def error_text(exc: BaseException) -> Tuple[str, str]:
 
 
 def run_summary(
-    stats: List[Dict[str, Any]], seconds: float, device: Optional[str], window: Optional[str] = None
+    stats: List[Dict[str, Any]],
+    seconds: float,
+    device: Optional[str],
+    window: Optional[str] = None,
+    backend: Optional[str] = None,
 ) -> str:
-    """One status line after a run: time, device (``"cpu: why"`` as the segmentation's attribute has it), the window
+    """One status line after a run: time, device (``"cpu: why"`` as the segmentation's attribute has it), the backend
+    that ran the windows (``BackendChoice.describe()``: only its name here; ``backend_label`` has the why), the window
     the network ran with (``Window.describe()``, as the segmentation's attribute has it) and the segment volumes."""
     name, _, why = (device or "unknown device").partition(": ")
     parts = ", ".join(f"{s['segment']} {s['volume_ml']:g} mL" for s in stats)
+    ran = f" using {backend.split(' (', 1)[0]}" if backend else ""
     used = f" with {window}" if window else ""
-    return f"Done in {seconds:.1f} s on {name}{f' ({why})' if why else ''}{used}: {parts or 'no segments'}."
+    return f"Done in {seconds:.1f} s on {name}{f' ({why})' if why else ''}{ran}{used}: {parts or 'no segments'}."
+
+
+def backend_label(backend: Optional[str]) -> str:
+    """The Advanced section's line under the backend choice: what the last run used and why."""
+    return f"Last run: {backend}" if backend else ""

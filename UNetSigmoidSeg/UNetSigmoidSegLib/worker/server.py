@@ -237,7 +237,8 @@ class Server:
             faults.inject(str(self.env_fault), self)
 
     def model(self, spec: ModelSpec, job: str) -> Tuple[Any, bool, float]:
-        """The cached network of ``spec`` (keyed by ``ModelSpec.cache_key``), loading it on a miss."""
+        """The cached network of ``spec`` (keyed by ``ModelSpec.cache_key``), loading it on a miss. The CPU backends
+        prepared for it (``LoadedModel.backends``: e.g. a compiled OpenVINO model) stay warm with it."""
         from ..engine.model import load_model
 
         key = spec.cache_key()
@@ -246,6 +247,7 @@ class Server:
             return self.cache[key], True, 0.0
         t0 = time.perf_counter()
         model = load_model(spec)
+        model.spec_key = key  # the disk cache of exported backends is keyed by it too
         self.load_count += 1
         self.cache[key] = model
         while len(self.cache) > CACHE_SIZE:
