@@ -124,13 +124,14 @@ class BackendCache:
         return data, ""
 
     def store(self, key: str, manifest: Dict[str, Any], data: Optional[bytes] = None) -> Optional[str]:
-        """Write the manifest (and the exported bytes, recording their hash); returns why it failed, or None."""
-        manifest = dict(manifest, format=FORMAT)
+        """Write the manifest (and the exported bytes, recording their hash in ``manifest["onnx"]``); returns why it
+        failed, or None."""
         try:
             if data is not None:
                 manifest["onnx"] = {"sha256": digest(data), "bytes": len(data)}
                 self._write(self._path(key, ".onnx"), data)
-            self._write(self._path(key, ".json"), json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
+            text = json.dumps(dict(manifest, format=FORMAT), indent=1, sort_keys=True)
+            self._write(self._path(key, ".json"), text.encode("utf-8"))
         except OSError as exc:
             return f"cannot write the cache in {self.folder}: {exc.strerror or exc}"
         self._evict()
