@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # .venv-slicer-<version>/ holding only what those tests need; then the same tests once more with Slicer 5.8's
 # vtkSegment, checking every Slicer method the module calls against Slicer 5.8.0's and 5.10.0's headers.
 SLICER_CORE_VERSIONS ?= 5.11.0.6 5.12.4.0 5.13.31053.0
-SLICER_MATRIX_PACKAGES := monai numpy SimpleITK slicerio psutil pyyaml nibabel pytest  # pyproject's dependencies + pytest
+SLICER_MATRIX_PACKAGES := monai numpy SimpleITK slicerio psutil pyyaml nibabel openvino onnx pytest  # pyproject's dependencies + pytest
 SLICER_MATRIX_TESTS := Testing/mrml Testing/widget/test_panel.py
 SLICER_MATRIX_KEY := $(shell echo "$(TORCH_SPEC) $(SLICER_MATRIX_PACKAGES)" | cksum | cut -d' ' -f1)
 PYTEST := -m pytest -q -p no:cacheprovider

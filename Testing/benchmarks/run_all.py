@@ -8,6 +8,8 @@ P3 cold first run vs ``python -c "import torch, monai"``                        
 P4 array hand-off 512×512×300 vs uncompressed NRRD write+read                            bench_worker.py W3
 P5 memory: cached probabilities bytes/voxel; worker peak RSS at 512×512×300              bench_mrml.py / W4
 P6 GPU: AMP vs fp32, engine vs bare MONAI with AMP (only where CUDA is available)        bench_gpu.py
+B  CPU backends: one window and 256×256×128 end to end per backend vs bare MONAI on
+   PyTorch; first use (export) and cached re-use in fresh processes; peak memory         bench_backends.py
 E1/E2 engine overhead at 128³ and re-threshold 256³                                       bench_engine.py
 S  scaling with volume size (three sizes, plotted): engine vs bare inference; threshold step
 Every figure is measured side by side with its baseline in the same run (medians).
@@ -126,6 +128,34 @@ def _fmt(results, name):
     return next((r for r in results.get("results", []) if r.get("name", "").startswith(name)), {})
 
 
+def backend_lines(results):
+    """The CPU-backend rows of the report (bench_backends.py)."""
+    if not results.get("results"):
+        return [
+            f"| B | CPU backends | not measured: {results.get('skipped') or results.get('error', '?')[-300:]} | | | |"
+        ]
+    lines = []
+    for r in results["results"]:
+        if r["name"].startswith("BW"):
+            lines.append(f"| BW | {r['name']}, {r['backend']} | {r['s']} s | torch | {r['ratio_vs_torch']} | |")
+        elif r["name"].startswith("BE"):
+            goal = {"tutorial": "auto ≤ 0.5", "seed": "auto ≤ 0.8"}.get(r["net"], "auto ≤ 1.0")
+            figures = f"{r['segment_s']} s (ran {r['ran']})"
+            lines.append(
+                f"| BE | {r['name']}, {r['backend']} | {figures} | bare MONAI {r['bare_monai_torch_s']} s | "
+                f"{r['ratio_vs_bare']} | {goal} |"
+            )
+        else:
+            first, cached = r.get("first", {}), r.get("cached", {})
+            figures = (
+                f"first: prepare {first.get('prepare_s')} s, run {first.get('segment_s')} s, "
+                f"{first.get('peak_rss_mb')} MB; cached: prepare {cached.get('prepare_s')} s ({cached.get('source')}), "
+                f"{cached.get('peak_rss_mb')} MB"
+            )
+            lines.append(f"| BX | {r['name']}, {r['backend']} | {figures} | | | ≤ 20 s / ≤ 1 s |")
+    return lines
+
+
 def report(all_results, rows, out_dir):
     mrml, worker, engine, gpu = (all_results.get(k, {}) for k in ("mrml", "worker", "engine", "gpu"))
     p1 = [r for r in mrml.get("results", [])]
@@ -159,6 +189,7 @@ def report(all_results, rows, out_dir):
             lines.append(f"| P6 | {r['name']} | {json.dumps(r)} | | {r.get('ratio', '')} | |")
     else:
         lines.append(f"| P6 | GPU | not measured: {gpu.get('skipped') or gpu.get('error', 'no CUDA')} | | | |")
+    lines += backend_lines(all_results.get("backends", {}))
     lines += [
         "",
         "## Scaling with volume size",
@@ -201,6 +232,9 @@ def main(argv=None):
         "bench_worker.py", args.out, *(["--repeats", "3", "--cold", "2"] if args.quick else [])
     )
     results["gpu"] = _run_script("bench_gpu.py", args.out)
+    results["backends"] = _run_script(
+        "bench_backends.py", args.out, *(["--quick", "--nets", "tutorial,seed"] if args.quick else [])
+    )
     rows = scaling([32, 48, 64] if args.quick else [64, 96, 128], 3)
     results["scaling"] = rows
     with open(os.path.join(args.out, "all.json"), "w") as f:

@@ -147,7 +147,7 @@ def test_auto_keeps_short_runs_on_pytorch(cache, monkeypatch):
     before = backends.export_count
     result = segment(_volume(), _model(seed=6), SegmentOptions(device="cpu", roi_size=[16, 16, 16]))
     assert (
-        result.backend.backend == "torch" and "faster backends are prepared for runs over 3 s" in result.backend.reason
+        result.backend.backend == "torch" and "faster backends are prepared for runs over 1 s" in result.backend.reason
     )
     assert backends.export_count == before and not result.warnings
 

@@ -40,7 +40,7 @@ from ..errors import CancelledError
 from . import runtimes
 from .backend_cache import open_cache
 
-AUTO_MIN_SECONDS = 3.0  # auto: runs shorter than this on PyTorch do not pay for an export (env override below)
+AUTO_MIN_SECONDS = 1.0  # auto: runs shorter than this on PyTorch do not pay for an export (env override below)
 AUTO_MIN_ENV = "UNETSEG_AUTO_MIN_SECONDS"
 RELATIVE_TOLERANCE = 1e-4
 TOLERANCE_CAP = 1.0 / 255
