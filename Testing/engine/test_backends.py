@@ -254,6 +254,25 @@ def test_cache_folder_not_private_is_not_used(tmp_path, monkeypatch):
     assert cache is not None and not why and stat.S_IMODE(os.stat(loose).st_mode) == 0o700
 
 
+def test_cache_keeps_the_most_recent_entries_and_sweeps_leftovers(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNETSEG_CACHE_DIR", str(tmp_path / "cache"))
+    cache, _why = backend_cache.open_cache()
+    leftover = tmp_path / "cache" / "backends" / ".tmp-killed.onnx"  # a process killed mid-write
+    leftover.write_bytes(b"partial")
+    os.utime(leftover, (0, 0))
+    keys = [backend_cache.digest(str(i).encode()) for i in range(backend_cache.MAX_ENTRIES + 2)]
+    for i, key in enumerate(keys):
+        assert cache.store(key, {"key": {"i": i}}, data=b"onnx %d" % i) is None
+        os.utime(cache.folder + f"/{key}.json", (1000 + i, 1000 + i))
+    cache.store(keys[-1], {"key": {"i": len(keys) - 1}})  # the newest once more: evicts beyond the limit
+    assert [cache.manifest(k, {"i": i}) is not None for i, k in enumerate(keys)] == [False, False] + [
+        True
+    ] * backend_cache.MAX_ENTRIES
+    data, why = cache.exported(keys[5], cache.manifest(keys[5], {"i": 5}))
+    assert data == b"onnx 5" and not why and not leftover.exists()
+    assert not (tmp_path / "cache" / "backends" / f"{keys[0]}.onnx").exists()
+
+
 # ---------------------------------------------------------------- fallbacks, each with its line
 
 

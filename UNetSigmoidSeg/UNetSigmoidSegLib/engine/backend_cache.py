@@ -19,6 +19,7 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from typing import Any, Dict, Optional, Tuple
 
 CACHE_ENV = "UNETSEG_CACHE_DIR"
@@ -158,7 +159,13 @@ class BackendCache:
             raise
 
     def _evict(self) -> None:
+        """Least recently used entries beyond ``MAX_ENTRIES``, and temporary files a killed process left (> 1 h)."""
         try:
+            stale = time.time() - 3600
+            for name in os.listdir(self.folder):
+                path = os.path.join(self.folder, name)
+                if name.startswith(".tmp-") and os.stat(path).st_mtime < stale:
+                    os.unlink(path)
             names = [n for n in os.listdir(self.folder) if n.endswith(".json") and not n.startswith(".")]
             entries = sorted(names, key=lambda n: os.stat(os.path.join(self.folder, n)).st_mtime, reverse=True)
             for name in entries[MAX_ENTRIES:]:
