@@ -215,21 +215,26 @@ def detect_unet(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List[st
 
 
 def build_unet(args: Dict[str, Any], state: Dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Instantiate ``monai.networks.nets.UNet(**args)`` and load ``state`` strictly."""
+    """``monai.networks.nets.UNet(**args)`` holding ``state``: sized first on the ``meta`` device (no memory), so
+    settings that do not fit the weights are refused before anything is allocated."""
     from monai.networks.nets import UNet
 
     try:
-        net = UNet(**args)
-    except (TypeError, ValueError, AssertionError) as exc:
+        with torch.device("meta"):
+            probe = UNet(**args)
+    except (TypeError, ValueError, AssertionError, IndexError) as exc:
         raise ModelError(
             f"Cannot build UNet({args}): {exc}", "Check the network settings in the JSON next to the checkpoint."
         ) from None
-    load_strict(net, state, "UNet")
+    check_weights_fit(probe, state, "UNet")
+    net = UNet(**args)
+    net.load_state_dict(state, strict=True)
     return net
 
 
-def load_strict(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
-    """``load_state_dict(strict=True)`` with an error naming missing/unexpected keys and the likely cause."""
+def check_weights_fit(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
+    """A ``ModelError`` naming missing / unexpected keys and shape mismatches when ``state`` does not fit ``net``
+    (which may live on the ``meta`` device: only names and shapes are compared)."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -251,4 +256,9 @@ def load_strict(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str)
             "Likely the network settings differ from training (channels, res units, norm, act): "
             "fix them in the JSON next to the checkpoint, or give the matching bundle.",
         )
+
+
+def load_strict(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with an error naming missing/unexpected keys and the likely cause."""
+    check_weights_fit(net, state, what)
     net.load_state_dict(state, strict=True)

@@ -9,11 +9,13 @@ import torch
 from ..contract.options import DEFAULT_BLEND_MODE, DEFAULT_OVERLAP, SegmentOptions, check_thresholds, default_threshold
 from ..contract.result import SegmentResult, make_probabilities
 from ..contract.runner import CancelFn, ProgressFn
-from ..errors import CancelledError, InputError, OptionError
+from ..errors import CancelledError, InputError, ModelError, OptionError
 from ..sysinfo import available_memory_bytes
 from . import preprocess
 from .inference import effective_roi, run_sliding_window, select_device
+from .memory import check_memory, network_width, predicted_spatial_shape
 from .model import LoadedModel
+from .netguard import CheckedNetwork
 from .postprocess import clean_mask
 from .probabilities import activate, activation_warnings, threshold_float
 from .volume import Volume
@@ -34,10 +36,7 @@ PALETTE = [
 
 
 MEMORY_HINT = "Reduce --roi-size / --sw-batch-size, crop or downsample the volume."
-
-
-def _size(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Optional[int]) -> None:
@@ -66,18 +65,26 @@ def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Op
             f"The volume has {bad} NaN/Inf voxel(s)", "Replace them first (e.g. with 0 or the background value)."
         )
     lo, hi = arr.min(), arr.max()
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and (hi > FLOAT32_MAX or lo < -FLOAT32_MAX):
+        raise InputError(
+            f"The volume has values up to {max(abs(float(lo)), abs(float(hi))):.3g}, beyond the float32 range "
+            f"(±{FLOAT32_MAX:.3g}) the network computes in: they would become infinite",
+            "Rescale or clip the image to a physical range first (e.g. HU for CT).",
+        )
     if lo == hi:
         raise InputError(
             f"The volume is constant (every voxel is {lo})",
             "Nothing to segment: check that the right image was loaded.",
         )
-    need = arr[0].size * (4 * arr.shape[0] * 3 + 4 * max(1, out_channels or 1) * 4)
-    avail = available_memory_bytes()
-    if avail is not None and need > 0.9 * avail:
-        raise InputError(
-            f"The volume {arr.shape[1:]} needs about {_size(need)} of memory to segment; {_size(avail)} is free",
-            "Crop the volume, downsample it (--spacing), or free memory.",
-        )
+
+
+def _guard_memory(volume: Volume, info, pre_shape, roi, sw_batch: int) -> None:
+    """The memory guard for the grid after preprocessing, the window and the batch (``memory.check_memory``)."""
+    width = network_width(info.network_args)
+    channels = volume.array.shape[0]
+    check_memory(
+        volume.spatial_shape, pre_shape, channels, info.out_channels, roi, sw_batch, width, available_memory_bytes()
+    )
 
 
 def segment(
@@ -119,6 +126,9 @@ def segment(
             orientation=opts.orientation or pre.get("orientation", "keep"),
             spacing=opts.spacing or pre.get("spacing"),
         )
+    predicted = predicted_spatial_shape(transforms, volume.spatial_shape, volume.affine)
+    sw_request = int(opts.sw_batch_size or info.sw_batch_size or 1)
+    _guard_memory(volume, info, predicted, effective_roi(predicted, opts.roi_size or info.roi_size, 1), sw_request)
     data = preprocess.apply(transforms, preprocess.to_meta(volume.array, volume.affine))
     image = data["image"]
     timings["preprocess_s"] = time.perf_counter() - t0
@@ -130,6 +140,7 @@ def segment(
         raise OptionError(f"Overlap {overlap} is outside [0, 1)", "e.g. --overlap 0.25")
     sw_batch = int(opts.sw_batch_size or info.sw_batch_size or 1)
     blend_mode = opts.blend_mode or info.blend_mode or DEFAULT_BLEND_MODE
+    _guard_memory(volume, info, image.shape[1:], roi, sw_batch)
     step("inference", 0.0, f"roi {roi}, overlap {overlap}, batch {sw_batch}, {blend_mode} blending on {choice.device}")
     t1 = time.perf_counter()
     tensor = image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None]
@@ -137,6 +148,10 @@ def segment(
         model.network, tensor, roi, sw_batch, overlap, blend_mode, choice.device, opts.amp, progress, should_cancel, say
     )
     timings["inference_s"] = time.perf_counter() - t1
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelError(
+            "The network produced NaN/Inf values on this input", "The model file may be damaged; try another model."
+        )
     if placement not in ("CUDA", choice.device.upper()):
         warnings.append(f"Ran with fallback: {placement}")
     t2 = time.perf_counter()
@@ -199,7 +214,7 @@ def _infer(network, tensor, roi, sw_batch, overlap, blend_mode, device, amp, pro
     """``run_sliding_window`` with its failures turned into clear errors."""
     try:
         return run_sliding_window(
-            network,
+            CheckedNetwork(network),
             tensor,
             roi,
             sw_batch_size=sw_batch,
