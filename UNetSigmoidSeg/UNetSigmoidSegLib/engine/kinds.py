@@ -107,7 +107,8 @@ class Const(Kind):
 
 class ListOf(Kind):
     def __init__(self, item: Kind, min_len: int = 1, max_len: int = MAX_LIST) -> None:
-        self.item, self.min_len, self.max_len = item, min_len, max_len
+        self.item = item
+        self.min_len, self.max_len = min_len, max_len
         self.text = f"a list of {min_len}–{max_len} × {item.text}"
 
     def check(self, value: Any, where: str) -> Any:

@@ -100,11 +100,9 @@ def predicted_spatial_shape(transforms: Any, shape: Sequence[int], affine: np.nd
             if codes and len(set(world)) == 3:  # an axis halfway between two: the voxel count is what matters
                 axis = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
                 order = [world.index(axis[c]) for c in str(codes).upper()]
-                shape, spacing, world = (
-                    [shape[i] for i in order],
-                    [spacing[i] for i in order],
-                    [world[i] for i in order],
-                )
+                shape = [shape[i] for i in order]
+                spacing = [spacing[i] for i in order]
+                world = [world[i] for i in order]
         elif name == "Spacingd":
             pixdim = [float(p) for p in np.atleast_1d(step.spacing_transform.pixdim)]
             pixdim = (pixdim * 3)[:3] if len(pixdim) == 1 else pixdim + spacing[len(pixdim) :]

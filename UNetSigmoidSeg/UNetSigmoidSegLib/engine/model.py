@@ -157,7 +157,8 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
     notes: List[str] = []
     if trust:
         parsed = bundle_mod.parse_trusted(folder, inference)
-        net, pre, inferer = parsed["network"], parsed["preprocessing"], parsed["inferer"]
+        net, inferer = parsed["network"], parsed["inferer"]
+        pre = parsed["preprocessing"]
         kept = bundle_mod.without_loaders(pre) if pre is not None else None
         nd = inference["network_def"]
         network_args = {k: v for k, v in nd.items() if k != "_target_"} if isinstance(nd, dict) else {}
