@@ -74,9 +74,9 @@ class ConfigReader:
         """A plain-data copy of ``node`` with references substituted and disabled items removed."""
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise Refused(where, f"the config expands to more than {MAX_NODES:,} values through its references")
+            raise Refused(where, f"makes the config expand to more than {MAX_NODES:,} values through its references")
         if depth > MAX_DEPTH:
-            raise Refused(where, f"nested more than {MAX_DEPTH} levels deep")
+            raise Refused(where, f"is nested more than {MAX_DEPTH} levels deep (or refers to itself)")
         if isinstance(node, dict):
             return self._resolve_dict(node, where, depth, chain)
         if isinstance(node, list):

@@ -17,7 +17,7 @@ class Refused(Exception):
     """A config value outside the allow-list. ``where`` is its key path, the message says why."""
 
     def __init__(self, where: str, why: str) -> None:
-        super().__init__(f"{where}: {why}" if where else why)
+        super().__init__(f"{where} {why}" if where else why)
         self.where, self.why = where, why
 
 
@@ -30,7 +30,7 @@ class Kind:
         raise NotImplementedError
 
     def refuse(self, value: Any, where: str) -> Refused:
-        return Refused(where, f"{_show(value)} is not {self.text}")
+        return Refused(where, f"= {_show(value)} is not {self.text}")
 
 
 def _show(value: Any) -> str:
@@ -222,7 +222,8 @@ CHANNELS = Int(1, 4096)
 SIZE = Int(-1, 2048)
 KERNEL = one_or_list(Int(1, 15), 3)
 STRIDE = one_or_list(Int(1, 16), 3)
-DIMS3 = Int(3, 3)  # this product segments 3-D volumes
+DIMS3 = Int(3, 3)
+DIMS3.text = "3 (this product segments 3-D volumes with 3-D networks)"
 INTERP = Choice("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
 PAD = Choice("constant", "edge", "linear_ramp", "maximum", "mean", "median", "minimum", "reflect", "symmetric", "wrap")
 UPSAMPLE = Choice("deconv", "deconvgroup", "nontrainable", "pixelshuffle")

@@ -91,6 +91,15 @@ def _load_checkpoint(spec: ModelSpec) -> LoadedModel:
     return LoadedModel(net.eval(), info)
 
 
+def _network_object(value: Any, where: str) -> torch.nn.Module:
+    """What a trusted config built for its network must be: a torch module."""
+    if not isinstance(value, torch.nn.Module):
+        raise ModelError(
+            f"The model's {where} made a {type(value).__name__}, not a network", "The config's network is broken."
+        )
+    return value
+
+
 def _network_from_config(network: Any, state: Dict[str, Any], trust: bool):
     """(network, its arguments, architecture text) from the ``config.network`` of a MONAIAuto3DSeg checkpoint."""
     where = "the checkpoint's config (config.network)"
@@ -105,7 +114,9 @@ def _network_from_config(network: Any, state: Dict[str, Any], trust: bool):
     from monai.bundle import ConfigParser
 
     try:
-        net = ConfigParser({"network": network}).get_parsed_content("network")
+        net = _network_object(ConfigParser({"network": network}).get_parsed_content("network"), "config.network")
+    except ModelError:
+        raise
     except Exception as exc:  # noqa: BLE001 - trusted: anything MONAI raises
         raise ModelError(
             f"Cannot build the network from the checkpoint's config: {exc}",
@@ -157,7 +168,7 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
     notes: List[str] = []
     if trust:
         parsed = bundle_mod.parse_trusted(folder, inference)
-        net, inferer = parsed["network"], parsed["inferer"]
+        net, inferer = _network_object(parsed["network"], "network_def"), parsed["inferer"]
         pre = parsed["preprocessing"]
         kept = bundle_mod.without_loaders(pre) if pre is not None else None
         nd = inference["network_def"]
