@@ -62,18 +62,13 @@ SERIES_FIX = "Pick one with --series UID (the command line), or move each series
 
 
 def _nifti_expected_bytes(header: bytes) -> Optional[int]:
-    """Header + voxel bytes a single-file NIfTI-1/2 announces, or None when ``header`` is not one."""
+    """Header + voxel bytes a single-file NIfTI-1 (either byte order) announces, or None when it is not one."""
     for order in ("<", ">"):
-        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348 and header[344:347] == b"n+1":
-            dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = max(352, int(struct.unpack(order + "f", header[108:112])[0]))
-        elif len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540 and header[4:7] == b"n+2":
-            dims = struct.unpack(order + "8q", header[16:80])
-            bitpix = struct.unpack(order + "h", header[14:16])[0]
-            offset = max(544, struct.unpack(order + "q", header[168:176])[0])
-        else:
+        if len(header) < 348 or struct.unpack(order + "i", header[:4])[0] != 348 or header[344:347] != b"n+1":
             continue
+        dims = struct.unpack(order + "8h", header[40:56])
+        bitpix = struct.unpack(order + "h", header[72:74])[0]
+        offset = max(352, int(struct.unpack(order + "f", header[108:112])[0]))
         if not 1 <= dims[0] <= 7 or bitpix <= 0:
             return None
         voxels = 1
@@ -90,13 +85,13 @@ def check_complete_nifti(path: str) -> None:
         compressed = raw.read(2) == b"\x1f\x8b"
     try:
         with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
-            header = f.read(540)
+            header = f.read(348)
             expected = _nifti_expected_bytes(header)
             if expected is None:
                 return  # not a NIfTI header: SimpleITK decides
-            got = len(header)
-            while got < expected:
-                chunk = f.read(min(1 << 22, expected - got))
+            got = len(header) if compressed else os.path.getsize(path)
+            while compressed:  # to the end: a gzip stream is verified (length, CRC) only there
+                chunk = f.read(1 << 22)
                 if not chunk:
                     break
                 got += len(chunk)
