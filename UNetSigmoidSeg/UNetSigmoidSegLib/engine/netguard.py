@@ -20,17 +20,14 @@ class CheckedNetwork(torch.nn.Module):
             y = self.network(x)
         except (torch.cuda.OutOfMemoryError, UserError, CancelledError):
             raise
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - the network is the model's code (TorchScript raises its own type)
             text = str(exc)
-            if "memory" in text.lower() or any(k in text for k in ("channels", "Sizes of tensors must match")):
-                raise
-            raise ModelError(
-                f"The network failed on a window of {tuple(x.shape[2:])}: {_first_line(text)}", NETWORK_FIX
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - the network is the model's code
-            raise ModelError(
-                f"The network failed: {type(exc).__name__}: {_first_line(str(exc))}", NETWORK_FIX
-            ) from None
+            if isinstance(exc, RuntimeError) and (
+                "memory" in text.lower() or any(k in text for k in ("channels", "Sizes of tensors must match"))
+            ):
+                raise  # out of memory (fallbacks) and input mismatches get their own messages in the pipeline
+            reason = _first_line(text).replace("builtins.", "") or type(exc).__name__
+            raise ModelError(f"The network failed on a window of {tuple(x.shape[2:])}: {reason}", NETWORK_FIX) from None
         out = y[0] if isinstance(y, (list, tuple)) and y else y
         if not isinstance(out, torch.Tensor):
             raise ModelError(f"The network returned {type(y).__name__}, not an image tensor", NETWORK_FIX)
