@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -165,3 +166,30 @@ def marker_command(marker: str) -> List[str]:
 
 def random_volume_array(shape=(24, 20, 12)) -> np.ndarray:
     return blob_volume(shape)
+
+
+def write_series(folder, uid, description, slices, seed):
+    """A DICOM CT series written slice by slice with SimpleITK (its own UID, description, positions)."""
+    folder.mkdir(exist_ok=True)
+    volume = np.random.default_rng(seed).normal(100, 20, (slices, 24, 20)).astype(np.int16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(slices):
+        image = sitk.GetImageFromArray(volume[k])
+        image.SetSpacing((0.8, 0.8))
+        tags = {
+            "0020|000e": uid,
+            "0008|103e": description,
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0008|0060": "CT",
+            "0020|0013": str(k + 1),
+            "0020|0032": f"0\\0\\{2.5 * k}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
+            "0008|0018": f"{uid}.{k + 1}",
+            "0028|0030": "0.8\\0.8",
+        }
+        for tag, value in tags.items():
+            image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{description[:2]}{k:03d}.dcm"))
+        writer.Execute(image)
