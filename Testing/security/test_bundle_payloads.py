@@ -183,6 +183,10 @@ PAYLOADS = {
         lambda m: {"network_def": {**UNET_DEF, "channels": "@a"}, "a": "@b", "b": "@a"},
         r"refers back to itself",
     ),
+    "disabled argument (its default would be used silently)": (
+        lambda m: {"network_def": {**UNET_DEF, "norm": {"_target_": "x", "_disabled_": True}}},
+        r"network_def\.norm is disabled; only items of a list",
+    ),
     "_disabled_ decided by a reference": (
         lambda m: {"network_def": {**UNET_DEF, "_disabled_": "@flag"}, "flag": "$True"},
         r"network_def\._disabled_ = '@flag' must be true or false",

@@ -116,6 +116,8 @@ class ConfigReader:
                 raise Refused(at, _WHY_SPECIAL.get(key, "is a special key this product does not accept untrusted"))
             else:
                 out[key] = self.resolve(value, at, depth + 1, chain)
+                if out[key] is _DISABLED:
+                    raise Refused(at, "is disabled; only items of a list (e.g. a transform) may be")
         return out
 
     @staticmethod
