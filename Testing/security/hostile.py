@@ -8,13 +8,14 @@ written, the inputs and the model are byte-identical, and nothing is left in the
 
 import hashlib
 import json
+import locale
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -138,6 +139,8 @@ def cli(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         cwd=str(tmp),
         env=run_env,
     )
@@ -160,16 +163,19 @@ def assert_user_error(rc: int, err: str, pattern: str) -> str:
     return err
 
 
-def marker_command(marker: str) -> List[str]:
-    return ["/bin/sh", "-c", f"touch '{marker}'"]
-
-
-def random_volume_array(shape=(24, 20, 12)) -> np.ndarray:
-    return blob_volume(shape)
-
-
 def write_series(folder, uid, description, slices, seed):
-    """A DICOM CT series written slice by slice with SimpleITK (its own UID, description, positions)."""
+    """A DICOM CT series written slice by slice with SimpleITK (its own UID, description, positions).
+
+    GDCM's writer switches the process locale to "C" (ASCII): it is restored afterwards, or every later
+    ``open()`` / ``subprocess`` text decoding in the test process would fail on non-ASCII text."""
+    previous = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_series(folder, uid, description, slices, seed)
+    finally:
+        locale.setlocale(locale.LC_ALL, previous)
+
+
+def _write_series(folder, uid, description, slices, seed):
     folder.mkdir(exist_ok=True)
     volume = np.random.default_rng(seed).normal(100, 20, (slices, 24, 20)).astype(np.int16)
     writer = sitk.ImageFileWriter()

@@ -137,6 +137,7 @@ def test_signal_during_extraction_leaves_nothing(signame, tmp_path, guard):  # n
         [sys.executable, "-c", SIGNAL_DURING_EXTRACTION, signame, archive],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=120,
         env=env,
         stdin=subprocess.DEVNULL,
