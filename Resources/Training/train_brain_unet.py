@@ -38,8 +38,7 @@ DATA = os.path.join(RESOURCES, "Data")
 sys.path.insert(0, os.path.join(REPO, "UNetSigmoidSeg"))  # the product, also without `pip install -e .`
 
 from UNetSigmoidSegLib.engine import bundle as bundle_mod  # noqa: E402
-from UNetSigmoidSegLib.engine import configreader  # noqa: E402
-from UNetSigmoidSegLib.engine import preprocess  # noqa: E402
+from UNetSigmoidSegLib.engine import configreader, preprocess  # noqa: E402
 from UNetSigmoidSegLib.engine.volume import Volume, read_volume  # noqa: E402
 
 PATCH = (64, 64, 64)  # training patch (voxels at the bundle's 2 mm spacing)

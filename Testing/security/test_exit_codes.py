@@ -18,5 +18,7 @@ def test_unexpected_exception_is_exit_1_naming_the_log(tmp_path, guard):  # noqa
     assert "This is a bug in UNetSigmoidSeg, not a problem with your files" in run.stderr
     logs = sorted((tmp_path / "logs").glob("error-*.log"))
     assert len(logs) == 1 and f"The full traceback is in {logs[0]}" in run.stderr
-    assert "Traceback (most recent call last)" in logs[0].read_text() and "Traceback" not in run.stderr
+    assert "Traceback (most recent call last)" in logs[0].read_text()
+    last = run.stderr.strip().splitlines()[-2:]  # the worker's own log lines (its traceback) come before
+    assert last[0].startswith("error: unexpected WorkerInternalError") and "please report it" in last[1]
     assert not (tmp_path / "o.seg.nrrd").exists()

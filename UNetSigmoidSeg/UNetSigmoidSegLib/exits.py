@@ -103,8 +103,9 @@ def report_bug(exc: BaseException, argv: Optional[list] = None) -> int:
     """The exit-1 message for an unexpected exception: a bug, where its traceback is."""
     path = write_bug_log(exc, argv)
     where = f"The full traceback is in {path}" if path else "The traceback follows"
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
     say(
-        f"error: unexpected {type(exc).__name__}: {str(exc)[:300]}\n"
+        f"error: unexpected {type(exc).__name__}: {first}\n"
         f"This is a bug in UNetSigmoidSeg, not a problem with your files. {where}; please report it with that log."
     )
     if path is None:
