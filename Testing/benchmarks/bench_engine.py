@@ -19,10 +19,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "UNetSigm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import emit, environment, paired  # noqa: E402
-from UNetSigmoidSegLib.contract.options import SegmentOptions
+from UNetSigmoidSegLib.contract.options import SegmentOptions  # noqa: E402
+from UNetSigmoidSegLib.contract.result import make_probabilities, threshold_map  # noqa: E402
 from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo  # noqa: E402
 from UNetSigmoidSegLib.engine.pipeline import segment  # noqa: E402
-from UNetSigmoidSegLib.engine.probabilities import make_probability_map, threshold_map  # noqa: E402
 from UNetSigmoidSegLib.engine.volume import Volume  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def bench_overhead(repeats: int, size: int = 128):
 def bench_rethreshold(repeats: int, size: int = 256):
     rng = np.random.default_rng(1)
     p = rng.random((1, size, size, size), dtype=np.float32)
-    pm = make_probability_map(p, "sigmoid")
+    pm = make_probabilities(p, "sigmoid")
     cached = _median_ms(lambda: threshold_map(pm, [0.37]), repeats)
     numpy_float = _median_ms(lambda: p[0] >= 0.37, repeats)
     return {

@@ -23,10 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 
-from UNetSigmoidSegLib.engine.inference import DeviceChoice  # noqa: E402
-from UNetSigmoidSegLib.engine.pipeline import SegmentResult  # noqa: E402
-from UNetSigmoidSegLib.engine.postprocess import Cleanup  # noqa: E402
-from UNetSigmoidSegLib.engine.probabilities import level, make_probability_map  # noqa: E402
+from UNetSigmoidSegLib.contract.options import Cleanup  # noqa: E402
+from UNetSigmoidSegLib.contract.result import DeviceChoice, SegmentResult, level, make_probabilities  # noqa: E402
 from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic  # noqa: E402
 from UNetSigmoidSegLib.mrml.scene import create_headless_scene, volumes_logic  # noqa: E402
 
@@ -49,7 +47,7 @@ def _setup(shape):
     p = _smooth_probabilities(shape)[None]
     affine = np.diag([-0.8, -0.8, 1.5, 1.0])
     result = SegmentResult(
-        make_probability_map(p, "sigmoid"),
+        make_probabilities(p, "sigmoid"),
         p >= 0.5,
         ["organ"],
         [(0.9, 0.3, 0.2)],
@@ -109,7 +107,7 @@ def bench(shape, repeats):
         "import_route_ms": round(mb, 2),
         "ratio": round(ma / mb, 3),
         "goal": "<= 25 ms and <= 0.3x" if shape == (256, 256, 256) else "<= 100 ms",
-        "cache_bytes_per_voxel": logic.liveResult(seg).cache.nbytes / float(np.prod(shape)),
+        "cache_bytes_per_voxel": logic.liveResult(seg).probabilities.nbytes / float(np.prod(shape)),
     }
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import tiny_unet, write_json
-from UNetSigmoidSegLib.engine.checkpoint import detect_unet
 from UNetSigmoidSegLib.engine.model import load_model
+from UNetSigmoidSegLib.engine.unet import detect_unet
 from UNetSigmoidSegLib.errors import ModelError
 
 
@@ -131,9 +131,12 @@ def test_torchscript(tmp_path):
 
 
 def test_detect_reports_assumptions():
-    args, notes = detect_unet(tiny_unet(act="relu").state_dict())
+    args, notes = detect_unet(tiny_unet(act="relu", res_units=0).state_dict())
     assert args["act"] == "relu"
     assert any("strides" in n for n in notes) and any("ReLU" in n for n in notes)
+    # with residual units the strides are read from the weights: no strides note (issue #12)
+    args, notes = detect_unet(tiny_unet(act="relu", res_units=1).state_dict())
+    assert args["strides"] == [2, 2] and not any("strides" in n for n in notes)
 
 
 # ----------------------------------------------------------------------------- bad checkpoints

@@ -8,7 +8,7 @@ from conftest import blob_volume, injected_out_of_memory, oblique_direction, tin
 from UNetSigmoidSegLib.contract import options as O
 from UNetSigmoidSegLib.contract import result as R
 from UNetSigmoidSegLib.contract.options import Cleanup, SegmentOptions
-from UNetSigmoidSegLib.engine.inference import effective_roi, select_device
+from UNetSigmoidSegLib.engine.inference import select_device, window_roi
 from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
 from UNetSigmoidSegLib.engine.pipeline import segment
 from UNetSigmoidSegLib.engine.postprocess import clean_mask
@@ -128,8 +128,11 @@ def test_image_smaller_than_roi_and_odd_sizes():
     vol = _volume(shape=(13, 7, 9))
     result = segment(vol, _model(tiny_unet()), SegmentOptions(roi_size=[96, 96, 96], device="cpu"))
     assert result.masks.shape[1:] == (13, 7, 9)
-    assert effective_roi((13, 7, 9), [96], 4) == [16, 8, 12]
-    assert effective_roi((200, 200, 50), [95, 96, 97], 8) == [96, 96, 56]
+    # MONAI's semantics: the window is never shrunk to the image (MONAI pads it); only rounded up to the divisor
+    assert result.window.roi_size == [96, 96, 96] and result.window.requested_roi is None
+    assert window_roi([96], 3, [4, 4, 4]) == ([96, 96, 96], None, [])
+    roi, asked, notes = window_roi([95, 96, 97], 3, [8, 8, 8])
+    assert roi == [96, 96, 104] and asked == [95, 96, 97] and len(notes) == 1 and "rounded up" in notes[0]
 
 
 def test_orientation_and_spacing_are_inverted_onto_the_input_grid(tmp_path):

@@ -1,5 +1,9 @@
 """The Slicer logic on a real slicer-core scene: geometry, segments, live threshold, edits, safety, parameters."""
 
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import slicer
@@ -8,6 +12,7 @@ import vtk
 
 from conftest import blob_volume
 from mrml_helpers import add_volume, export_segment, volume_hash
+from slicer58 import REAL_SEGMENT
 from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.engine.model import load_model
 from UNetSigmoidSegLib.engine.pipeline import segment
@@ -71,6 +76,51 @@ def test_seg_nrrd_saved_by_slicer_loads_in_slicerio(scene, model_file, tmp_path)
     stats = {s["segment"]: s["voxels"] for s in logic.statistics(seg)}
     for s in data["segments"]:
         assert slicerio.segment_mask(data, s).sum() == stats[s["name"]]
+
+
+def test_terminology_is_set_through_a_tag_that_slicer_5_8_has(scene, model_file, monkeypatch):
+    """``vtkSegment.SetTerminology`` exists only from Slicer 5.10: the module sets the terminology tag itself, which
+    every release reads the same way. Runs with Slicer 5.8's vtkSegment (Testing/mrml/slicer58.py)."""
+    import json
+
+    from slicer58 import Segment58
+
+    monkeypatch.setattr(slicer, "vtkSegment", Segment58)
+    vol = add_volume(scene, blob_volume((20, 18, 10)))
+    path = model_file(out_channels=1, seed=2)
+    (Path(path).parent / "model.json").write_text(json.dumps({"labels": ["brain"]}))  # the demo model's label
+    seg = UNetSigmoidSegLogic(scene).segment(vol, path, device="cpu")
+    segmentation = seg.GetSegmentation()
+    [segment] = [segmentation.GetSegment(sid) for sid in segmentation.GetSegmentIDs()]
+    assert isinstance(segment, Segment58)
+    tag = slicer.vtkSegment.GetTerminologyEntryTagName()
+    assert tag == "TerminologyEntry"
+    entry = vtk.mutable("")
+    assert segment.GetTag(tag, entry)
+    assert "~SCT^12738006^Brain~" in str(entry) and "SCT^123037004^Anatomical Structure" in str(entry)
+    if hasattr(REAL_SEGMENT, "GetTerminology"):  # the 5.10+ accessor reads the very same tag
+        assert REAL_SEGMENT.GetTerminology(segment) == str(entry)
+
+
+def test_class_level_slicer_calls_exist_in_every_checked_release():
+    """Calls on a Slicer class (static methods such as ``vtkSegment.GetTerminologyEntryTagName``) never reach
+    slicer58.py's profiler: each one in the module's source must be declared at every release of slicer_api.json."""
+    import re
+
+    from slicer58 import PRODUCT, RELEASES, is_slicer_class, missing_at
+
+    calls = set()
+    for path in Path(PRODUCT).rglob("*.py"):
+        calls |= {(m[0], m[1], path.name) for m in re.findall(r"slicer\.(vtk\w+)\.([A-Z]\w*)\(", path.read_text())}
+    assert {c[:2] for c in calls} >= {("vtkSegment", "GetTerminologyEntryTagName")}
+    assert RELEASES[:2] == ["5.8.0", "5.10.0"]
+    wrong = []
+    for cls, method, where in sorted(calls):
+        chain = [c.__name__ for c in getattr(slicer, cls).__mro__ if is_slicer_class(c)]
+        if missing_at(chain, method):
+            wrong.append(f"{where}: {cls}.{method} missing at {missing_at(chain, method)}")
+    assert not wrong, wrong
+    assert missing_at(["vtkSegment"], "SetTerminology") == ["5.8.0"]  # the table knows what 5.8 lacks
 
 
 def test_threshold_moves_update_segments_in_place(scene, model_file):
@@ -264,29 +314,81 @@ def test_scene_close_mid_run_cancels_cleanly(scene, model_file):
     assert logic.segment(vol2, model_file(), device="cpu") is not None  # the next run works
 
 
+def remove_at_first_window(scene, doomed, handle_box):
+    """A progress callback that removes ``doomed`` at the first inference window and records, right after the
+    removal, the run's ``cancel_reason``, the time, and how many progress calls follow."""
+    seen = {"after": 0}
+
+    def on_progress(stage, fraction, message):
+        if "removed_at" in seen:
+            seen["after"] += 1
+        elif stage == "inference" and fraction > 0:
+            scene.RemoveNode(doomed)
+            seen["reason"] = handle_box[0].cancel_reason
+            seen["removed_at"] = time.perf_counter()
+
+    return seen, on_progress
+
+
 @pytest.mark.parametrize("removed", ["input volume", "output segmentation"])
-def test_node_removed_mid_run_cancels(scene, model_file, removed):
+def test_node_removed_mid_run_cancels_at_once(scene, model_file, removed):
+    """The scene's NodeAboutToBeRemoved observer receives the node (VTK_OBJECT call data) and cancels the run
+    during the removal itself: no further window runs, nothing is created."""
     vol = add_volume(scene, blob_volume((64, 64, 32)))
     out = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "target")
     doomed = vol if removed == "input volume" else out
     logic = UNetSigmoidSegLogic(scene)
-    handle = logic.segmentAsync(
-        vol,
-        model_file(),
-        device="cpu",
-        roiSize=[16, 16, 16],
-        outputSegmentation=out,
-        onProgress=lambda s, f, m: (
-            scene.RemoveNode(doomed) if s == "inference" and scene.IsNodePresent(doomed) else None
-        ),
+    box = []
+    seen, on_progress = remove_at_first_window(scene, doomed, box)
+    box.append(
+        logic.segmentAsync(
+            vol, model_file(), device="cpu", roiSize=[16, 16, 16], outputSegmentation=out, onProgress=on_progress
+        )
     )
     with pytest.raises(CancelledError, match=f"{removed} was removed"):
-        handle.wait()
+        box[0].wait()
+    ended_after_s = time.perf_counter() - seen["removed_at"]
+    assert seen["reason"] == f"cancelled: the {removed} was removed"  # set by the removal, not at the run's end
+    assert seen["after"] == 0, f"{seen['after']} more windows ran after the removal"
+    assert ended_after_s < 1.0, f"the run ended {ended_after_s:.2f} s after the removal"
     assert not logic.isRunning
     assert all(
         scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode").GetSegmentation().GetNumberOfSegments() == 0
         for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))
     )
+
+
+def test_node_removed_mid_worker_run_cancels_at_once(scene, model_file):
+    """The same through a real worker: the cancel reaches the worker during the removal, the worker acknowledges
+    it between windows (it is not killed: the same process serves the next run), the run ends within 1 s."""
+    import psutil
+
+    from UNetSigmoidSegLib.worker.client import WorkerRunner
+
+    vol = add_volume(scene, blob_volume((96, 96, 48)))
+    path = model_file()
+    client = WorkerRunner(python_executable=sys.executable)
+    logic = UNetSigmoidSegLogic(scene, runner=client)
+    try:
+        box = []
+        seen, on_progress = remove_at_first_window(scene, vol, box)
+        box.append(logic.segmentAsync(vol, path, device="cpu", roiSize=[16, 16, 16], onProgress=on_progress))
+        pid, deadline = None, time.time() + 180
+        while not box[0].poll():
+            pid = pid or client.pid
+            assert time.time() < deadline, "the run neither finished nor was cancelled"
+            time.sleep(0.01)
+        ended_after_s = time.perf_counter() - seen["removed_at"]
+        with pytest.raises(CancelledError, match="input volume was removed"):
+            box[0].wait()
+        assert seen["reason"] == "cancelled: the input volume was removed"
+        assert ended_after_s < 1.0, f"the run ended {ended_after_s:.2f} s after the removal"
+        assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+        assert client.pid == pid and psutil.pid_exists(pid)  # acknowledged by the worker, not killed
+        assert logic.segment(add_volume(scene, blob_volume((20, 20, 10))), path, device="cpu") is not None
+        assert client.pid == pid
+    finally:
+        logic.cleanup()
 
 
 def test_double_segment_is_refused_while_running(scene, model_file):
@@ -384,9 +486,6 @@ def test_result_is_placed_in_the_input_study(scene, model_file):
 
 def test_logic_through_the_background_worker(scene, model_file):
     """The panel's path: the logic drives a real worker process, polled like a Qt timer would."""
-    import sys
-    import time
-
     from UNetSigmoidSegLib.worker.client import WorkerRunner
 
     vol = add_volume(scene, blob_volume((40, 36, 20)))
@@ -474,10 +573,8 @@ def test_preprocessing_and_strides_reach_the_engine(scene, model_file, tmp_path)
 
     torch.save(torch_net.state_dict(), tmp_path / "s.pt")
     logic = UNetSigmoidSegLogic(scene)
-    with pytest.raises(UserError):
-        logic.segment(
-            vol, str(tmp_path / "s.pt"), device="cpu", roiSize=[15, 15, 15]
-        )  # strides 2,2 assumed: the weights fit, the shapes do not
+    with pytest.raises(UserError, match="strides"):  # the residual units show level 2 does not downsample
+        logic.segment(vol, str(tmp_path / "s.pt"), device="cpu", strides=[2, 2])
     seg = logic.segment(
         vol, str(tmp_path / "s.pt"), device="cpu", strides=[2, 1], normalization="zscore", orientation="RAS"
     )

@@ -233,9 +233,9 @@ PAYLOADS = {
         lambda m: {"network_def": {**UNET_DEF, "channels": [4096, 4096, 4096, 4096], "strides": [2, 2, 2]}},
         r"The weights do not fit the bundle network UNet",
     ),
-    "2-D network for a 3-D product": (
-        lambda m: {"network_def": {**UNET_DEF, "spatial_dims": 2}},
-        r"network_def\.spatial_dims = 2 is not 3",
+    "4-D network": (
+        lambda m: {"network_def": {**UNET_DEF, "spatial_dims": 4}},
+        r"network_def\.spatial_dims = 4 is not a whole number in \[2, 3\]",
     ),
 }
 

@@ -3,54 +3,89 @@ wiring here (CI has no Slicer and no Qt): widgets are built from ``Resources/UI/
 the scene is a real slicer-core scene, the logic and the worker are the real ones.
 
 Fidelity where it matters for catching wiring bugs:
-* each fake widget accepts only the Qt properties its class has (a typo such as ``tooltip`` fails);
+* every property, signal and slot is checked against ``qt_api/qt_api.json``, the API of the real Qt / CTK / qMRML
+  classes parsed from their headers (``qt_api/generate.py``): setting a property the class lacks or that is read-only,
+  connecting or emitting a signal it does not declare (PythonQt refuses those too), and — from the module's own code —
+  reading or calling anything that is not a Q_PROPERTY, signal, slot, ``Q_INVOKABLE`` or (for Qt's own classes) a
+  public method, all raise ``AttributeError``; tests may still use the fakes' helpers (``emit``, ``fire``, ``items`` …);
 * setting a property emits the signal Qt would emit when the value changes (``checked`` → ``toggled(bool)``,
   ``value`` → ``valueChanged(double)``, ``currentPath`` → ``currentPathChanged(QString)``, …), unless
   signals are blocked; programmatic ``QLineEdit.text`` emits nothing (as ``editingFinished``);
 * slot exceptions are recorded (PythonQt prints them and goes on) so tests can assert there were none;
 * timers only fire when the test calls ``fire()``.
-It does not render, lay out, or check signal signatures against C++.
+It does not render or lay out.
 """
 
 import contextlib
+import functools
+import json
 import re
+import sys
 import types
 import xml.etree.ElementTree as ET
-from typing import Any, Callable, Dict, List
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
 
 ERRORS: List[str] = []  # exceptions raised by slots
 DIALOGS: List[str] = []  # error / confirmation dialogs shown
 
-COMMON = {"enabled", "visible", "toolTip", "name", "objectName", "geometry", "sizePolicy"}
-PROPS = {
-    "qMRMLWidget": set(),
-    "QLabel": {"text", "wordWrap", "textInteractionFlags"},
-    "QPushButton": {"text", "checked", "checkable"},
-    "QToolButton": {"text", "checked", "checkable"},
-    "QCheckBox": {"text", "checked"},
-    "QComboBox": {"currentText", "currentIndex"},
-    "QSpinBox": {"value", "minimum", "maximum", "singleStep", "suffix"},
-    "QDoubleSpinBox": {"value", "minimum", "maximum", "singleStep", "decimals", "suffix"},
-    "QLineEdit": {"text", "placeholderText"},
-    "QProgressBar": {"value", "minimum", "maximum"},
-    "QPlainTextEdit": {"readOnly", "maximumBlockCount", "plainText"},
-    "ctkPathLineEdit": {"currentPath", "filters", "nameFilters", "settingKey"},
-    "ctkSliderWidget": {"value", "minimum", "maximum", "singleStep", "pageStep", "decimals", "tracking"},
-    "ctkCollapsibleButton": {"text", "collapsed"},
-    "ctkCollapsibleGroupBox": {"title", "collapsed"},
-    "qMRMLNodeComboBox": {
-        "nodeTypes",
-        "noneEnabled",
-        "addEnabled",
-        "removeEnabled",
-        "renameEnabled",
-        "noneDisplay",
-        "showChildNodeTypes",
-        "currentNodeID",
-    },
-    "qMRMLTableView": {"editTriggers"},
-}
-# property → signal Qt emits when the value changes
+QT_API_FILE = Path(__file__).resolve().parent / "qt_api" / "qt_api.json"
+QT_API: Dict[str, Any] = json.loads(QT_API_FILE.read_text(encoding="utf-8"))
+PYTHONQT = {"connect", "disconnect"}  # what PythonQt adds to every QObject
+
+
+def qt_chain(cls: str) -> List[Dict[str, Any]]:
+    """The table entries of ``cls`` and its bases; a class the table lacks is an error (add it to generate.py)."""
+    if cls not in QT_API:
+        raise AttributeError(f"{cls} is not in {QT_API_FILE.name}: add it to START in qt_api/generate.py")
+    chain = []
+    while cls in QT_API:
+        chain.append(QT_API[cls])
+        cls = QT_API[cls]["base"]
+    return chain
+
+
+def normalise_signature(signature: str) -> str:
+    """``"valueChanged( const QString & )"`` → ``"valueChanged(QString)"``, as moc and PythonQt compare them."""
+    name, _, params = signature.strip().partition("(")
+    types_ = []
+    for param in params.rstrip(") ").split(","):
+        param = re.sub(r"^const\s+(.*?)\s*&$", r"\1", param.strip())
+        if param:
+            types_.append(re.sub(r"\s+(?=[*&])", "", param))
+    return f"{name.strip()}({','.join(types_)})"
+
+
+@functools.cache
+def qt_property(cls: str, name: str) -> Optional[Dict[str, Any]]:
+    """``{"writable", "notify"}`` of the Q_PROPERTY ``name`` of ``cls`` or a base, else None."""
+    return next((e["property_info"][name] for e in qt_chain(cls) if name in e["property_info"]), None)
+
+
+@functools.cache
+def qt_signal(cls: str, signature: str) -> bool:
+    signature = normalise_signature(signature)
+    return any(signature in e["signals"] for e in qt_chain(cls))
+
+
+@functools.cache
+def qt_member(cls: str, name: str) -> bool:
+    """Whether PythonQt gives ``name`` on a ``cls``: a Q_PROPERTY, signal, slot or Q_INVOKABLE of the class or a base,
+    or a public method of one of Qt's own classes (PythonQt's wrappers); not a plain method of a CTK/qMRML class."""
+    for entry in qt_chain(cls):
+        kinds = ("signals", "slots", "invokables") + (("methods",) if entry["source"] == "qt" else ())
+        if name in entry["property_info"] or any(m.split("(")[0] == name for k in kinds for m in entry[k]):
+            return True
+    return False
+
+
+def _from_the_module(depth: int = 2) -> bool:
+    """Whether the code ``depth`` frames up is the module's own (not a test or this file)."""
+    name = sys._getframe(depth).f_globals.get("__name__", "")
+    return name == "UNetSigmoidSeg" or name.startswith("UNetSigmoidSegLib")
+
+
+# property → signal Qt emits when the value changes (test_qt_api.py checks each is the property's NOTIFY signal)
 NOTIFY = {
     "QCheckBox": {"checked": "toggled(bool)"},
     "QSpinBox": {"value": "valueChanged(int)"},
@@ -70,42 +105,65 @@ DEFAULTS = {
 
 
 class FakeObject:
+    """A QObject of class ``cls`` named ``name`` (its ``objectName``), with the given property values."""
+
     CLASS = "QObject"
 
     def __init__(self, cls: str = "", name: str = "", **props: Any) -> None:
         object.__setattr__(self, "_cls", cls or self.CLASS)
+        qt_chain(self._cls)
         object.__setattr__(self, "_slots", {})
         object.__setattr__(self, "_blocked", False)
-        object.__setattr__(self, "_allowed", COMMON | PROPS.get(self._cls, set()))
-        object.__setattr__(self, "enabled", True)
-        object.__setattr__(self, "visible", True)
-        object.__setattr__(self, "toolTip", "")
-        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "objectName", name)
+        if qt_property(self._cls, "enabled") is not None:
+            for key, value in (("enabled", True), ("visible", True), ("toolTip", "")):
+                object.__setattr__(self, key, value)
         for key, value in {**DEFAULTS.get(self._cls, {}), **props}.items():
+            self._check_write(key)
             object.__setattr__(self, key, value)
 
+    def __getattribute__(self, key: str) -> Any:
+        if key[0] != "_" and key not in PYTHONQT and _from_the_module():
+            cls = object.__getattribute__(self, "_cls")
+            if not qt_member(cls, key):
+                raise AttributeError(f"{cls} has no Qt property, signal or slot '{key}' ({QT_API_FILE.name})")
+        return object.__getattribute__(self, key)
+
+    def _check_write(self, key: str) -> None:
+        info = qt_property(self._cls, key)
+        if info is None:
+            raise AttributeError(f"{self._cls} has no property '{key}' ({QT_API_FILE.name})")
+        if not info["writable"]:
+            raise AttributeError(f"{self._cls}.{key} is a read-only property ({QT_API_FILE.name})")
+
     def __setattr__(self, key: str, value: Any) -> None:
-        if key not in self._allowed and not isinstance(getattr(type(self), key, None), property):
-            raise AttributeError(f"{self._cls} has no property '{key}'")
+        self._check_write(key)
         old = getattr(self, key, None)
         object.__setattr__(self, key, value)
         signal = NOTIFY.get(self._cls, {}).get(key)
         if signal and old != value:
             self.emit(signal, value)
 
+    def _check_signal(self, signal: str) -> None:
+        if not qt_signal(self._cls, signal):
+            raise AttributeError(f"{self._cls} has no signal '{signal}' ({QT_API_FILE.name})")
+
     def connect(self, signal: str, slot: Callable) -> None:
-        self._slots.setdefault(signal, []).append(slot)
+        self._check_signal(signal)
+        self._slots.setdefault(normalise_signature(signal), []).append(slot)
 
     def emit(self, signal: str, *args: Any) -> None:
+        """Test helper: emit ``signal`` (checked like ``connect``) to the connected slots."""
+        self._check_signal(signal)
         if self._blocked:
             return
-        for slot in list(self._slots.get(signal, [])):
+        for slot in list(self._slots.get(normalise_signature(signal), [])):
             try:
                 slot(*args)
             except Exception as exc:  # noqa: BLE001 - PythonQt prints slot exceptions and continues
                 import traceback
 
-                ERRORS.append(f"{self.name}.{signal}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+                ERRORS.append(f"{self.objectName}.{signal}: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 
     def blockSignals(self, block: bool) -> bool:
         old = self._blocked
@@ -122,9 +180,14 @@ class FakeObject:
         self.visible = True
 
 
-class FormLayout:
-    def __init__(self) -> None:
-        self.rows: List[Any] = []
+class FormLayout(FakeObject):
+    """A QFormLayout (or, with ``cls``, another layout): ``rows`` holds what was added."""
+
+    CLASS = "QFormLayout"
+
+    def __init__(self, cls: str = "", name: str = "") -> None:
+        super().__init__(cls, name)
+        object.__setattr__(self, "rows", [])
 
     def rowCount(self) -> int:
         return len(self.rows)
@@ -222,16 +285,17 @@ class PathLineEdit(Widget):
     def __setattr__(self, key, value):
         if key != "currentPath":
             return super().__setattr__(key, value)
+        self._check_write(key)
         changed = value != getattr(self, "currentPath", None)
-        was_valid = bool(re.fullmatch(self.pattern(), getattr(self, "currentPath", "") or ""))
+        was_valid = bool(re.fullmatch(self._pattern(), getattr(self, "currentPath", "") or ""))
         object.__setattr__(self, "currentPath", value)
-        valid = bool(re.fullmatch(self.pattern(), value or ""))
+        valid = bool(re.fullmatch(self._pattern(), value or ""))
         if changed and valid:
             self.emit("currentPathChanged(QString)", value)
         if valid != was_valid:
             self.emit("validInputChanged(bool)", valid)
 
-    def pattern(self) -> str:
+    def _pattern(self) -> str:
         parts = []
         for name_filter in getattr(self, "nameFilters", None) or []:
             m = re.match(r"^(.*)\(([^)]*)\)$", name_filter)
@@ -281,6 +345,7 @@ class SliderWidget(Widget):
 
     def __setattr__(self, key, value):
         if key == "value" and value != getattr(self, "value", None) and not getattr(self, "tracking", True):
+            self._check_write(key)
             object.__setattr__(self, "value", value)
             self.emit("valueIsChanging(double)", value)
             self.emit("valueChanged(double)", value)
@@ -313,61 +378,66 @@ def _value(prop: ET.Element) -> Any:
 
 
 def load_ui(path: str) -> TopWidget:
-    """Fake widgets for every ``<widget>`` of the .ui, with its properties (each a known property of its class)."""
+    """Fake widgets for every ``<widget>`` of the .ui, with its properties (each a writable property of its class),
+    and the .ui's signal → slot connections (each checked)."""
     root = ET.parse(path).getroot()
     widgets: Dict[str, Any] = {}
     for element in root.iter("widget"):
         cls, name = element.get("class"), element.get("name")
         props = {p.get("name"): _value(p) for p in element.findall("property") if p.get("stdset") != "0"}
-        props = {k: v for k, v in props.items() if k not in ("geometry", "sizePolicy", "orientation", "sizeHint")}
         widgets[name] = FACTORY.get(cls, Widget)(cls, name, **props)
     top = widgets[root.find("widget").get("name")]
     object.__setattr__(top, "children", [w for n, w in widgets.items() if w is not top])
-    receivers = [
-        widgets[c.findtext("receiver")]
-        for c in root.iter("connection")
-        if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
-    ]
+    receivers = []
+    for connection in root.iter("connection"):
+        sender, receiver = widgets[connection.findtext("sender")], widgets[connection.findtext("receiver")]
+        sender._check_signal(connection.findtext("signal"))
+        if not qt_signal(receiver._cls, connection.findtext("slot")) and not any(
+            normalise_signature(connection.findtext("slot")) in e["slots"] for e in qt_chain(receiver._cls)
+        ):
+            raise AttributeError(f"{receiver._cls} has no slot {connection.findtext('slot')} ({QT_API_FILE.name})")
+        if connection.findtext("slot") == "setMRMLScene(vtkMRMLScene*)":
+            receivers.append(receiver)
     object.__setattr__(top, "scene_receivers", receivers)
     return top
+
+
+def child_widget_variables(top: "TopWidget") -> types.SimpleNamespace:
+    """slicer.util.childWidgetVariables: every child widget under its ``objectName``."""
+    return types.SimpleNamespace(**{c.objectName: c for c in top.children})
 
 
 TIMERS: List["Timer"] = []
 
 
-class Timer:
+class Timer(FakeObject):
     """qt.QTimer: fires only when the test calls ``fire()`` or ``App.processEvents()``."""
 
+    CLASS = "QTimer"
+
     def __init__(self) -> None:
-        self.interval, self.singleShot, self.active, self._slots = 0, False, False, []
+        super().__init__()
+        object.__setattr__(self, "interval", 0)
+        object.__setattr__(self, "singleShot", False)
+        object.__setattr__(self, "active", False)
         TIMERS.append(self)
 
     def setInterval(self, ms: int) -> None:
-        self.interval = ms
+        object.__setattr__(self, "interval", ms)
 
     def setSingleShot(self, single: bool) -> None:
-        self.singleShot = single
-
-    def connect(self, signal: str, slot: Callable) -> None:
-        assert signal == "timeout()", signal
-        self._slots.append(slot)
+        object.__setattr__(self, "singleShot", single)
 
     def start(self) -> None:
-        self.active = True
+        object.__setattr__(self, "active", True)
 
     def stop(self) -> None:
-        self.active = False
+        object.__setattr__(self, "active", False)
 
     def fire(self) -> None:
         if self.singleShot:
-            self.active = False
-        for slot in self._slots:
-            try:
-                slot()
-            except Exception as exc:  # noqa: BLE001
-                import traceback
-
-                ERRORS.append(f"timer: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            object.__setattr__(self, "active", False)
+        self.emit("timeout()")
 
 
 def make_qt() -> types.ModuleType:
@@ -397,7 +467,7 @@ def make_scripted_loadable_module(module_path: str) -> types.ModuleType:
     class ScriptedLoadableModuleWidget:
         def __init__(self, parent: Any = None) -> None:
             self.parent = parent or types.SimpleNamespace(isEntered=True)
-            self.layout = FormLayout()
+            self.layout = FormLayout("QVBoxLayout", "moduleLayout")
             self.moduleName = type(self).__name__[: -len("Widget")]
 
         def setup(self) -> None:
@@ -417,7 +487,11 @@ def make_scripted_loadable_module(module_path: str) -> types.ModuleType:
 
 
 class App:
-    """slicer.app: ``processEvents`` fires every active timer once (time passes only there, as in an event loop)."""
+    """slicer.app: ``processEvents`` fires every active timer once (time passes only there, as in an event loop);
+    ``testingEnabled()`` is what ``--testing`` (ctest) sets."""
+
+    def __init__(self, testing: bool = True) -> None:
+        self.testing = testing
 
     def processEvents(self) -> None:
         for timer in list(TIMERS):
@@ -425,7 +499,7 @@ class App:
                 timer.fire()
 
     def testingEnabled(self) -> bool:
-        return True
+        return self.testing
 
 
 def make_i18n() -> types.ModuleType:

@@ -308,6 +308,9 @@ def test_requirements_agree_with_pyproject():
     assert not any(r.startswith("torch") for r in reqs), "torch comes from the PyTorch extension, never from pip here"
     monai = [r for r in reqs if r.startswith("monai")]
     assert monai and f'"{monai[0]}"' in pyproject
+    dependencies_block = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
+    missing = [r for r in reqs if f'"{r}"' not in dependencies_block]
+    assert not missing, f"in Resources/requirements.txt but not in pyproject's dependencies: {missing}"
 
 
 class Installer:

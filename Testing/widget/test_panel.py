@@ -114,6 +114,7 @@ def test_segment_then_debounced_live_threshold(slicer_app, in_process, tmp_path)
     seg = ui.outputSelector.currentNode()
     assert seg is not None and seg.GetSegmentation().GetNumberOfSegments() == 2
     assert ui.statusLabel.text.startswith("Done in") and ui.progressBar.value == 100
+    assert " with roi " in ui.statusLabel.text and ", overlap " in ui.statusLabel.text  # the window used (issue #12)
     assert ui.segmentThresholdsGroupBox.visible and len(widget._sliders) == 2
     assert ui.statisticsTableView.tableNode is widget.logic.liveResult(seg).table
     assert "device: cpu" in ui.logTextEdit.plainText  # engine log lines reach the panel through the tapped runner
@@ -286,3 +287,29 @@ def test_bundle_folder_from_the_folder_button_brings_its_defaults(slicer_app, in
     assert (p.modelPath, p.roiSize, p.threshold) == (demo["model"], [96, 96, 96], 0.5)  # the bundle's defaults
     assert widget.ui.roiSizeLineEdit.text == "96,96,96"
     assert_clean()
+
+
+@pytest.mark.slow
+def test_panel_with_a_worker_never_imports_torch(tmp_path):
+    """Slicer's own process never imports torch, MONAI or SimpleITK while the panel runs through the worker: the panel
+    is opened (over the fakes) in a fresh interpreter, a model summary is read and a segmentation runs, all through a
+    real worker; the imports of that interpreter are checked after each step (Testing/widget/panel_without_torch.py).
+    """
+    import json
+    import subprocess
+
+    script = MODULE_DIR.parent / "Testing" / "widget" / "panel_without_torch.py"
+    run = subprocess.run(
+        [sys.executable, str(script), make_model(tmp_path, out_channels=1), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["runner"] == "WorkerRunner", report
+    assert report["worker runs"], report
+    assert report["summary"].startswith("checkpoint: UNet") and report["segments"] == 1, report
+    assert not report["errors"], report["errors"]
+    for step in ("at start", "after setup", "after summary", "after run"):
+        assert report[step] == [], f"{step}: Slicer's process imported {report[step]}"

@@ -33,6 +33,11 @@ def slicer_app_fixture(monkeypatch):
     """The module file imported as Slicer imports it, over fake qt/ctk widgets and a real slicer-core scene.
 
     Returns ``(module, scene)``; ``fakeslicer.ERRORS`` / ``DIALOGS`` collect slot exceptions and dialogs."""
+    return load_module_over_fakes(monkeypatch)
+
+
+def load_module_over_fakes(monkeypatch):
+    """``slicer_app`` for any ``pytest.MonkeyPatch`` (also outside pytest: ``panel_without_torch.py``)."""
     import slicer
     import slicer.util
 
@@ -58,9 +63,7 @@ def slicer_app_fixture(monkeypatch):
         raising=False,
     )
     monkeypatch.setattr(slicer.util, "loadUI", fakeslicer.load_ui)
-    monkeypatch.setattr(
-        slicer.util, "childWidgetVariables", lambda top: types.SimpleNamespace(**{c.name: c for c in top.children})
-    )
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", fakeslicer.child_widget_variables)
     monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", fakeslicer.try_with_error_display)
     monkeypatch.setattr(slicer.util, "errorDisplay", fakeslicer.error_display)
     spec = importlib.util.spec_from_file_location(
@@ -77,7 +80,12 @@ def python_slicer_fixture(tmp_path, monkeypatch):
     """A ``PythonSlicer`` on PATH that runs this interpreter (as Slicer's launcher provides one)."""
     if os.name != "posix":
         pytest.skip("the PythonSlicer shim is a shell script")
-    folder = tmp_path / "bin"
+    return install_python_slicer(tmp_path, monkeypatch)
+
+
+def install_python_slicer(folder, monkeypatch):
+    """Write ``folder/bin/PythonSlicer`` (runs this interpreter) and put it first on PATH; returns its path."""
+    folder = Path(folder) / "bin"
     folder.mkdir()
     shim = folder / "PythonSlicer"
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')

@@ -129,6 +129,7 @@ def _options(args: argparse.Namespace) -> SegmentOptions:
         sw_batch_size=args.sw_batch_size,
         overlap=args.overlap,
         blend_mode=args.blend_mode,
+        slice_axis=args.slice_axis,
         normalization=args.normalization,
         ct_window=args.ct_window,
         orientation=args.orientation,
@@ -180,7 +181,7 @@ def _segment_cases(
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     log(f"model: {info.summary()}")
     for note in info.notes:
-        log(f"note: {note}")
+        log(f"note: {note}")  # the model's warnings come with every run's warnings
     if not info.format.startswith("checkpoint") or not info.architecture.startswith("UNet("):
         ignored = [
             f
@@ -203,6 +204,7 @@ def _segment_cases(
     reads = protected_files([c["input"] for c in cases] + _model_files(spec))
     progress = Progress(len(cases), quiet=args.quiet)
     summary: Dict[str, Any] = {"model": info.to_dict(), "load_s": round(load_s, 3), "cases": []}
+    started = time.perf_counter()
     for i, case in enumerate(cases):
         progress.start_case(i, _stem(case["input"] or ""))
         t1 = time.perf_counter()
@@ -221,6 +223,8 @@ def _segment_cases(
         progress.end_line()
         stats = result.statistics()
         timings = dict(result.timings, read_s=read_s, write_s=time.perf_counter() - t2)
+        timings["total_s"] = time.perf_counter() - t1  # reading, the run (and its waits) and writing
+        window = result.window.to_dict() if result.window is not None else None
         row = {
             "input": case["input"],
             "segmentation": case["segmentation"],
@@ -230,6 +234,7 @@ def _segment_cases(
             "placement": result.placement,
             "activation": result.activation,
             "thresholds": result.thresholds,
+            "window": window,
             "segments": stats,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "warnings": result.warnings,
@@ -239,8 +244,11 @@ def _segment_cases(
         summary["cases"].append(row)
         if not args.json and not args.quiet:
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
-            seconds = sum(timings.values())
-            print(f"{case['input']} → {case['segmentation']} ({vols}; {result.device.device}, {seconds:.1f} s)")
+            where = ", ".join([result.device.device] + ([result.window.describe()] if result.window else []))
+            seconds = timings["total_s"] + (load_s if i == 0 else 0.0)
+            loading = f" incl. {load_s:.1f} s loading the model" if i == 0 else ""
+            print(f"{case['input']} → {case['segmentation']} ({vols}; {where}; {seconds:.1f} s{loading})")
+    summary["total_s"] = round(load_s + time.perf_counter() - started, 3)
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
@@ -269,6 +277,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("activation", f"{info.activation} ({info.activation_source})"),
         ("threshold", info.threshold),
         ("labels", ", ".join(info.labels) or "-"),
+        (
+            "dimensions",
+            f"{info.spatial_dims}-D" + (" (runs slice by slice: --slice-axis)" if info.spatial_dims == 2 else ""),
+        ),
         ("roi size", info.roi_size),
         ("preprocessing", info.preprocessing or "none"),
         ("network", info.network_args),
@@ -277,6 +289,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {key:<16} {value}")
     for note in info.notes:
         print(f"  note: {note}")
+    for warning in info.warnings:
+        print(f"  warning: {warning}")
     return 0
 
 
@@ -334,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overlap", type=float, help="sliding-window overlap (default 0.25)")
     g.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default 1)")
     g.add_argument("--blend-mode", choices=["gaussian", "constant"], help="window blending (default gaussian)")
+    g.add_argument(
+        "--slice-axis",
+        type=int,
+        help="2-D networks: slide along axis 0, 1 or 2 (i, j, k; default: the axis of largest spacing, ties → k)",
+    )
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA (never used on CPU)")
     g.add_argument("--strides", type=int, nargs="+", help="UNet strides per level when not 2 (plain checkpoints)")
     p = s.add_argument_group("preprocessing (plain checkpoints; bundles bring their own)")

@@ -6,7 +6,7 @@ Plain Python: the Slicer panel imports this before torch is installed.
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..errors import OptionError
 from .options import _from_dict, check_number
@@ -69,7 +69,7 @@ class ModelInfo:
     architecture: str
     in_channels: Optional[int]
     out_channels: Optional[int]
-    activation: str  # applied when the user asks for "auto": sigmoid | softmax | none
+    activation: str  # applied when the user asks for "auto": sigmoid | softmax | none | auto (by the output channels)
     activation_source: str
     threshold: Optional[float] = None
     labels: List[str] = field(default_factory=list)  # segment names
@@ -78,18 +78,27 @@ class ModelInfo:
     sw_batch_size: Optional[int] = None
     overlap: Optional[float] = None
     blend_mode: Optional[str] = None
-    size_divisor: int = 1
-    spatial_dims: int = 3
+    size_divisor: Union[int, List[int]] = 1  # window sizes must be multiples of this (one value, or one per axis)
+    spatial_dims: int = 3  # 2: a 2-D network, run slice by slice with MONAI's SliceInferer
+    slice_axis: Optional[int] = None  # 2-D: the slice axis the model brings (a bundle's SliceInferer spatial_dim)
     preprocessing: Dict[str, Any] = field(default_factory=dict)  # normalization / spacing / orientation / ct_window
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)  # what may make a result wrong: repeated with every run
+
+    def divisors(self, n: int) -> List[int]:
+        """``size_divisor`` as one value per spatial axis (``n`` axes)."""
+        d = self.size_divisor
+        values = [int(d)] * n if isinstance(d, (int, float)) else [int(v) for v in d]
+        return values if len(values) == n else [max(values)] * n
 
     def summary(self) -> str:
         """One line for the panel and the CLI."""
         n_in = self.in_channels if self.in_channels is not None else "?"
         n_out = self.out_channels if self.out_channels is not None else "?"
         labels = f", labels: {', '.join(self.labels)}" if self.labels else ""
+        dims = "2-D " if self.spatial_dims == 2 else ""
         return (
-            f"{self.format}: {self.architecture}, {n_in}→{n_out} channels, "
+            f"{self.format}: {dims}{self.architecture}, {n_in}→{n_out} channels, "
             f"activation {self.activation} ({self.activation_source}){labels}"
         )
 

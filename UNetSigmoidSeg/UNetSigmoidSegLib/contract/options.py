@@ -52,6 +52,7 @@ RANGES: Dict[str, Tuple[float, float]] = {
     "roi_size": (1, 4096),
     "spacing": (1e-3, 1e3),
     "ct_window": (-1e7, 1e7),
+    "slice_axis": (0, 2),
 }
 DEFAULT_ROI = 96
 DEFAULT_OVERLAP = 0.25
@@ -168,7 +169,11 @@ class SegmentOptions:
     """Everything a run can be told. ``None`` means: the model's default, else the product default.
 
     threshold: one probability, or one per segment (softmax: a minimum confidence).
-    roi_size: the sliding window, one size for every axis or one per axis (voxels).
+    roi_size: the sliding window, one size for every axis or one per axis (voxels); exactly what MONAI's
+    ``sliding_window_inference`` gets (it pads a smaller image), rounded up only where the network needs sizes
+    divisible by its downsampling. A 2-D network takes one or two in-plane sizes (of three, the slice axis' is unused).
+    slice_axis: 2-D networks only: the axis (0, 1, 2 = i, j, k of the image the network sees) along which MONAI's
+    ``SliceInferer`` runs slice by slice; None: the axis of largest spacing (ties: the later axis; axial for CT).
     spacing / ct_window / normalization / orientation: preprocessing of plain checkpoints.
     labels: segment names (one per segment), overriding the model's.
     """
@@ -181,6 +186,7 @@ class SegmentOptions:
     sw_batch_size: Optional[int] = None
     overlap: Optional[float] = None
     blend_mode: Optional[str] = None
+    slice_axis: Optional[int] = None
     normalization: Optional[str] = None
     ct_window: Optional[List[float]] = None
     orientation: Optional[str] = None
@@ -216,6 +222,15 @@ class SegmentOptions:
             self.overlap = float(check_number("overlap", self.overlap, hint="e.g. --overlap 0.25"))
         if self.blend_mode is not None:
             self.blend_mode = check_choice("blend mode", self.blend_mode, BLEND_MODES)
+        if self.slice_axis is not None:
+            self.slice_axis = int(
+                check_number(
+                    "slice_axis",
+                    self.slice_axis,
+                    integer=True,
+                    hint="Give 0, 1 or 2 (the i, j or k axis of the volume), e.g. --slice-axis 2 for axial CT slices.",
+                )
+            )
         if self.normalization is not None:
             self.normalization = check_choice("normalization", self.normalization, NORMALIZATIONS)
         if self.orientation is not None:

@@ -11,7 +11,7 @@ numpy only: no torch, no SimpleITK at import.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -28,6 +28,49 @@ class DeviceChoice:
 
     device: str
     reason: str
+
+
+AXIS_NAMES = ("i", "j", "k")
+
+
+@dataclass
+class Window:
+    """The sliding window a run used: exactly what MONAI's inferer got.
+
+    roi_size: voxels per axis of the image the network saw (after preprocessing): 3-D ``(i, j, k)``; 2-D the two
+    in-plane axes in ``i, j, k`` order without ``slice_axis``, as MONAI's ``SliceInferer(roi_size, spatial_dim=…)``.
+    requested_roi: what the user or the model asked for, when it had to be rounded up to fit the network's downsampling.
+    """
+
+    roi_size: List[int]
+    overlap: float
+    sw_batch_size: int
+    blend_mode: str
+    slice_axis: Optional[int] = None
+    requested_roi: Optional[List[int]] = None
+
+    def describe(self) -> str:
+        """One line, e.g. ``roi 96×96×96, overlap 0.25, batch 1, gaussian`` (2-D: ``2-D slices along k, roi …``)."""
+        roi = "×".join(str(int(r)) for r in self.roi_size)
+        head = "" if self.slice_axis is None else f"2-D slices along {AXIS_NAMES[self.slice_axis]}, "
+        asked = f" (asked {'×'.join(str(int(r)) for r in self.requested_roi)})" if self.requested_roi else ""
+        return f"{head}roi {roi}{asked}, overlap {self.overlap:g}, batch {self.sw_batch_size}, {self.blend_mode}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "roi_size": [int(r) for r in self.roi_size],
+            "overlap": float(self.overlap),
+            "sw_batch_size": int(self.sw_batch_size),
+            "blend_mode": str(self.blend_mode),
+            "slice_axis": None if self.slice_axis is None else int(self.slice_axis),
+            "requested_roi": None if self.requested_roi is None else [int(r) for r in self.requested_roi],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Window":
+        """Inverse of ``to_dict`` (keys this version does not know are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def quantize(probabilities: np.ndarray) -> np.ndarray:
@@ -145,6 +188,7 @@ class SegmentResult:
 
     masks: ``(S, I, J, K)`` bool; affine: voxel → RAS ``(4, 4)``; spacing: ``(3,)`` mm; labels: segment names;
     placement: where the windows ran and where they were stitched (``CPU``, ``CUDA``, or an out-of-memory fallback).
+    window: the sliding window MONAI's inferer got (roi size, overlap, batch, blend mode; 2-D: the slice axis).
     """
 
     probabilities: Probabilities
@@ -160,6 +204,7 @@ class SegmentResult:
     cleanup: Cleanup
     timings: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    window: Optional[Window] = None
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -198,6 +243,7 @@ class SegmentResult:
             "cleanup": self.cleanup.__dict__.copy(),
             "timings": {k: float(v) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "window": None if self.window is None else self.window.to_dict(),
         }
         arrays = {"quantized": self.probabilities.quantized, "masks": pack_masks(self.masks)}
         if self.probabilities.argmax is not None:
@@ -233,4 +279,5 @@ class SegmentResult:
             Cleanup.from_dict(fields_["cleanup"]),
             {str(k): float(v) for k, v in fields_["timings"].items()},
             [str(w) for w in fields_["warnings"]],
+            Window.from_dict(fields_["window"]) if fields_.get("window") else None,
         )

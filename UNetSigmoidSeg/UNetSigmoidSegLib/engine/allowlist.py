@@ -15,7 +15,7 @@ from .kinds import (
     AXCODES,
     CHANNELS,
     DEVICE,
-    DIMS3,
+    DIMS,
     DTYPE,
     INTENSITY,
     INTERP,
@@ -47,7 +47,7 @@ _LAZY = {"lazy": Const(False)}
 Args = Dict[str, Kind]
 NETWORK_ARGS: Dict[str, Args] = {
     "UNet": {
-        "spatial_dims": DIMS3,
+        "spatial_dims": DIMS,
         "in_channels": Int(1, 64),
         "out_channels": Int(1, 1024),
         "channels": ListOf(CHANNELS, 2, 16),
@@ -62,7 +62,7 @@ NETWORK_ARGS: Dict[str, Args] = {
         "adn_ordering": Text(r"[NDA]{1,3}", "a string of N, D, A such as NDA"),
     },
     "BasicUNet": {
-        "spatial_dims": DIMS3,
+        "spatial_dims": DIMS,
         "in_channels": Int(1, 64),
         "out_channels": Int(1, 1024),
         "features": ListOf(CHANNELS, 6, 6),
@@ -73,7 +73,7 @@ NETWORK_ARGS: Dict[str, Args] = {
         "upsample": UPSAMPLE,
     },
     "AttentionUnet": {
-        "spatial_dims": DIMS3,
+        "spatial_dims": DIMS,
         "in_channels": Int(1, 64),
         "out_channels": Int(1, 1024),
         "channels": ListOf(CHANNELS, 2, 16),
@@ -83,7 +83,7 @@ NETWORK_ARGS: Dict[str, Args] = {
         "dropout": Num(0, 1),
     },
     "DynUNet": {
-        "spatial_dims": DIMS3,
+        "spatial_dims": DIMS,
         "in_channels": Int(1, 64),
         "out_channels": Int(1, 1024),
         "kernel_size": ListOf(KERNEL, 2, 16),
@@ -99,7 +99,7 @@ NETWORK_ARGS: Dict[str, Args] = {
         "trans_bias": Bool(),
     },
     "SegResNet": {
-        "spatial_dims": DIMS3,
+        "spatial_dims": DIMS,
         "init_filters": CHANNELS,
         "in_channels": Int(1, 64),
         "out_channels": Int(1, 1024),
@@ -114,7 +114,7 @@ NETWORK_ARGS: Dict[str, Args] = {
         "upsample_mode": UPSAMPLE,
     },
     "SegResNetDS": {
-        "spatial_dims": DIMS3,
+        "spatial_dims": DIMS,
         "init_filters": CHANNELS,
         "in_channels": Int(1, 64),
         "out_channels": Int(1, 1024),
@@ -127,7 +127,7 @@ NETWORK_ARGS: Dict[str, Args] = {
         "resolution": AnyOf(ListOf(Num(0.01, 100), 3, 3), NOTHING),
     },
     "VNet": {
-        "spatial_dims": DIMS3,
+        "spatial_dims": DIMS,
         "in_channels": Int(1, 64),
         "out_channels": Int(1, 1024),
         "act": Layer(),
@@ -138,7 +138,7 @@ NETWORK_ARGS: Dict[str, Args] = {
         "bias": Bool(),
     },
     "HighResNet": {
-        "spatial_dims": DIMS3,
+        "spatial_dims": DIMS,
         "in_channels": Int(1, 64),
         "out_channels": Int(1, 1024),
         "norm_type": Layer(),
@@ -342,6 +342,7 @@ INFERER_ARGS: Dict[str, Args] = {
     "SimpleInferer": {},
     "SlidingWindowInferer": _WINDOW,
     "SlidingWindowInfererAdapt": _WINDOW,
+    "SliceInferer": {**_WINDOW, "spatial_dim": Int(0, 2)},  # a 2-D network over the slices of a volume
 }
 
 # Postprocessing is read as data, never built: only these literal settings are looked at.
@@ -403,6 +404,7 @@ def classes(section: str) -> Dict[str, Callable[..., Any]]:
         "SimpleInferer": inferers.SimpleInferer,
         "SlidingWindowInferer": inferers.SlidingWindowInferer,
         "SlidingWindowInfererAdapt": inferers.SlidingWindowInfererAdapt,
+        "SliceInferer": inferers.SliceInferer,
     }
 
 
@@ -419,6 +421,7 @@ _MODULES = {  # where MONAI defines them: "monai.networks.nets.unet.UNet" is acc
     "SimpleInferer": "inferer",
     "SlidingWindowInferer": "inferer",
     "SlidingWindowInfererAdapt": "inferer",
+    "SliceInferer": "inferer",
 }
 
 

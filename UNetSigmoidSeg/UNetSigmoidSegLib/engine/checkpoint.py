@@ -15,8 +15,6 @@ import torch
 
 from ..errors import ModelError
 
-NESTED_KEYS = ("state_dict", "model", "network", "net", "model_state_dict", "network_weights")
-PREFIXES = ("module.", "_orig_mod.", "net.", "network.", "model_ema.")
 _CODE_MODULES = (
     "builtins",
     "os",
@@ -92,149 +90,130 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def _is_tensor_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+Group = Tuple[str, Dict[str, torch.Tensor]]  # (where in the checkpoint, its tensor entries)
+MAX_DEPTH = 6  # how deep dicts / lists are searched for weights
+MAX_GROUPS = 10000
+UNET_FIRST_KEYS = ("model.0.conv.unit0.conv.weight", "model.0.conv.weight")  # MONAI UNet, with / without res units
+_AVERAGED = {"ema", "swa", "averaged"}  # weight averages kept beside the trained weights: used only if nothing else
 
 
-def extract_state_dict(obj: Any, path: str = "") -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
-    """The weights inside a loaded checkpoint plus its ``config`` dict (MONAIAuto3DSeg layout), if any.
+def tensor_groups(obj: Any) -> List[Group]:
+    """Every dict inside a loaded checkpoint that holds tensors (only its tensor entries), with where it was found:
+    a plain state_dict, Lightning's ``state_dict``, Ignite's ``{"net": …, "opt": …}``, nested dicts, lists."""
+    out: List[Group] = []
 
-    Accepts a plain state_dict, one nested under ``state_dict``/``model``/``network``/``net``, and
-    DataParallel / torch.compile prefixes.
-    """
-    config = obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else None
-    state = None
-    if _is_tensor_dict(obj):
-        state = obj
-    elif isinstance(obj, dict):
-        for key in NESTED_KEYS:
-            if _is_tensor_dict(obj.get(key)):
-                state = obj[key]
-                break
-    if state is None:
+    def walk(node: Any, where: str, depth: int) -> None:
+        if depth > MAX_DEPTH or len(out) >= MAX_GROUPS:
+            return
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            tensors = {k: v for k, v in items if isinstance(k, str) and isinstance(v, torch.Tensor)}
+            if tensors:
+                out.append((where, tensors))
+        for key, value in items:
+            if isinstance(value, (dict, list, tuple)):
+                walk(value, f"{where}/{key}" if where else str(key), depth + 1)
+
+    if isinstance(obj, (dict, list, tuple)):
+        walk(obj, "", 0)
+    return out
+
+
+def _averaged(text: str) -> bool:
+    return bool(_AVERAGED & set(re.split(r"[^a-z0-9]+", text.lower())))
+
+
+def _where(group: str, prefix: str) -> str:
+    return "/".join(p for p in (group, prefix.rstrip(".")) if p) or "the top level"
+
+
+def _pick(
+    found: List[Tuple[str, str, Dict[str, torch.Tensor]]], what: str
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """The trained weights among several matches: not an average (EMA / SWA) if there is a choice, then the
+    shortest prefix, then the first found. A note names what else was there."""
+    ordered = sorted(found, key=lambda f: (_averaged(f[0] + "/" + f[1]), len(f[1])))
+    group, prefix, state = ordered[0]
+    others = sorted({_where(g, p) for g, p, _ in ordered[1:]} - {_where(group, prefix)})
+    notes = [f"{what} weights read from {_where(group, prefix)}; also found at: {', '.join(others)}"] if others else []
+    return state, notes
+
+
+def unet_candidates(groups: List[Group]) -> List[Tuple[str, str, Dict[str, torch.Tensor]]]:
+    """``(where, prefix, state_dict)`` of every MONAI UNet found by its key structure in ``groups`` (the prefix
+    stripped: the state_dict's keys start with ``model.``)."""
+    found = []
+    for where, group in groups:
+        for key in group:
+            for first in UNET_FIRST_KEYS:
+                if key == first or key.endswith("." + first):
+                    prefix = key[: len(key) - len(first)]
+                    state = {k[len(prefix) :]: v for k, v in group.items() if k.startswith(prefix + "model.")}
+                    if any(k.startswith("model.2.") for k in state) and any(
+                        k.startswith("model.1.submodule.") for k in state
+                    ):
+                        found.append((where, prefix, state))
+    return found
+
+
+def find_unet_weights(obj: Any, path: str = "") -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """A MONAI ``UNet`` state_dict found by its key structure anywhere in a loaded checkpoint, the prefix stripped.
+
+    A UNet's keys all start with ``model.``: ``model.0`` (first block: ``model.0.conv.unit0.conv.weight`` with
+    residual units, ``model.0.conv.weight`` without), ``model.1.submodule…`` (inner levels) and ``model.2…`` (last
+    block). Any prefix (``module.``, ``_model.``, ``model.``, ``net.``, ``_orig_mod.`` …) and any nesting (Lightning,
+    Ignite, ``{"model": …}``) is accepted; other entries (optimizer, scheduler, loss weights, EMA copies) are ignored.
+    Returns the state_dict and notes (where it came from, when there was a choice)."""
+    groups = tensor_groups(obj)
+    if not groups:
         keys = list(obj.keys())[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ModelError(
             f"No weights found in {os.path.basename(path)} (top level: {keys}).",
-            "Expected a state_dict, or one under 'state_dict', 'model', 'network' or 'net'.",
+            "Expected a MONAI UNet state_dict (plain, or inside a Lightning / Ignite / {'model': …} checkpoint).",
         )
-    for prefix in PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
-    if all(k.startswith("model.model.") for k in state):  # Lightning: self.model = UNet(...)
-        state = {k[len("model.") :]: v for k, v in state.items()}
-    return dict(state), config
-
-
-# ---------------------------------------------------------------------------- UNet detection
-
-
-def _unit_prefix(state: Dict[str, torch.Tensor], block: str) -> Optional[str]:
-    """The key prefix of the first convolution of a UNet block (plain or residual)."""
-    for candidate in (f"{block}.conv.unit0.conv", f"{block}.conv", f"{block}.0.conv"):
-        if f"{candidate}.weight" in state and state[f"{candidate}.weight"].ndim >= 3:
-            return candidate
-    return None
-
-
-def detect_unet(state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, Any], List[str]]:
-    """MONAI ``UNet`` keyword arguments read from a state_dict, and notes on what was assumed.
-
-    Detected: spatial_dims, in/out channels, channels, kernel_size, up_kernel_size,
-    num_res_units, norm (batch vs instance), act (PReLU when its weight is present), bias.
-    Not in the weights: strides (default 2 per level) and dropout.
-    """
-    first = _unit_prefix(state, "model.0")
-    if first is None:
-        sample = ", ".join(list(state)[:5])
+    found = unet_candidates(groups)
+    if not found:
+        where, group = max(groups, key=lambda g: len(g[1]))
+        sample = ", ".join(list(group)[:5])
         raise ModelError(
-            f"The weights do not look like a MONAI UNet (first keys: {sample}).",
+            f"The weights do not look like a MONAI UNet (first keys{' under ' + where if where else ''}: {sample}).",
             "For another architecture give a MONAI bundle or a TorchScript file.",
         )
-    w0 = state[f"{first}.weight"]
-    spatial_dims = w0.ndim - 2
-    res_units = len({k.split(".")[3] for k in state if k.startswith("model.0.conv.unit")})
-    channels = [int(w0.shape[0])]
-    block = "model.1.submodule"
-    while any(k.startswith(f"{block}.1.submodule.") for k in state):  # an inner level
-        down = _unit_prefix(state, f"{block}.0")
-        if down is None:
-            raise ModelError(
-                "Cannot follow the UNet's levels in the weights.", "Give a MONAI bundle or a TorchScript file instead."
-            )
-        channels.append(int(state[f"{down}.weight"].shape[0]))
-        block = f"{block}.1.submodule"
-    bottom = _unit_prefix(state, block)
-    if bottom is None:
-        raise ModelError(
-            "Cannot follow the UNet's levels in the weights.", "Give a MONAI bundle or a TorchScript file instead."
-        )
-    channels.append(int(state[f"{bottom}.weight"].shape[0]))
-    top = "model.2.conv.weight" if "model.2.conv.weight" in state else "model.2.0.conv.weight"
-    if top not in state:
-        raise ModelError(
-            "The UNet's last layer (model.2) is missing from the weights.",
-            "The checkpoint is incomplete; export it again.",
-        )
-    up = state[top]  # ConvTranspose weight: (in, out, *k)
-    norm_keys = [k for k in state if ".adn.N." in k]
-    if any(k.endswith("running_mean") for k in norm_keys):
-        norm: Any = "batch"
-    elif norm_keys:
-        norm = ("instance", {"affine": True})
-    else:
-        norm = "instance"
-    notes = []
-    if any(".adn.A.weight" in k for k in state):
-        act: Any = "prelu"
-    else:
-        act = "relu"
-        notes.append(
-            "activation layers have no weights: assumed ReLU inside the network "
-            "(set 'act' in the JSON next to the checkpoint if not)"
-        )
-    kernel = [int(s) for s in w0.shape[2:]]
-    up_kernel = [int(s) for s in up.shape[2:]]
-    args = {
-        "spatial_dims": spatial_dims,
-        "in_channels": int(w0.shape[1]),
-        "out_channels": int(up.shape[1]),
-        "channels": channels,
-        "strides": [2] * (len(channels) - 1),
-        "kernel_size": kernel[0] if len(set(kernel)) == 1 else kernel,
-        "up_kernel_size": up_kernel[0] if len(set(up_kernel)) == 1 else up_kernel,
-        "num_res_units": res_units,
-        "norm": norm,
-        "act": act,
-        "bias": f"{first}.bias" in state,
-    }
-    notes.append(
-        "strides are not stored in the weights: assumed 2 per level "
-        "(override with --strides or the JSON next to the checkpoint)"
-    )
-    return args, notes
+    return _pick(found, "UNet")
 
 
-def build_unet(args: Dict[str, Any], state: Dict[str, torch.Tensor]) -> torch.nn.Module:
-    """``monai.networks.nets.UNet(**args)`` holding ``state``: sized first on the ``meta`` device (no memory), so
-    settings that do not fit the weights are refused before anything is allocated."""
-    from monai.networks.nets import UNet
+def find_network_weights(obj: Any, network: torch.nn.Module, path: str = "") -> Dict[str, torch.Tensor]:
+    """The state_dict of a known ``network`` (bundle, checkpoint config) found by its key structure anywhere in a
+    loaded checkpoint, any prefix stripped. Without a full match, the largest group (``load_strict`` then names
+    what is missing)."""
+    own = list(network.state_dict())
+    groups = tensor_groups(obj)
+    if not groups:
+        raise ModelError(f"No weights found in {os.path.basename(path)}.", "Export the trained weights again.")
+    if not own:
+        return {}
+    found = []
+    for where, group in groups:
+        for key in group:
+            if key == own[0] or key.endswith("." + own[0]):
+                prefix = key[: len(key) - len(own[0])]
+                if all(prefix + k in group for k in own):
+                    found.append(
+                        (where, prefix, {k[len(prefix) :]: v for k, v in group.items() if k.startswith(prefix)})
+                    )
+    if found:
+        return _pick(found, type(network).__name__)[0]
+    return dict(max(groups, key=lambda g: len(g[1]))[1])
 
-    try:
-        with torch.device("meta"):
-            probe = UNet(**args)
-    except (TypeError, ValueError, AssertionError, IndexError) as exc:
-        raise ModelError(
-            f"Cannot build UNet({args}): {exc}", "Check the network settings in the JSON next to the checkpoint."
-        ) from None
-    check_weights_fit(probe, state, "UNet")
-    net = UNet(**args)
-    net.load_state_dict(state, strict=True)
-    return net
+
+def checkpoint_config(obj: Any) -> Optional[dict]:
+    """The ``config`` dict of a MONAIAuto3DSeg-style checkpoint (``{"config": …, "state_dict": …}``), if any."""
+    return obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else None
 
 
 def check_weights_fit(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
-    """A ``ModelError`` naming missing / unexpected keys and shape mismatches when ``state`` does not fit ``net``
-    (which may live on the ``meta`` device: only names and shapes are compared)."""
+    """A ``ModelError`` naming missing / unexpected keys, shape mismatches and the likely cause when ``state`` does
+    not fit ``net`` (which may live on the ``meta`` device: only names and shapes are compared)."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -251,11 +230,19 @@ def check_weights_fit(net: torch.nn.Module, state: Dict[str, torch.Tensor], what
             parts.append(f"unexpected keys {unexpected[:4]}{'…' if len(unexpected) > 4 else ''}")
         if wrong:
             parts.append(f"shape mismatches {wrong[:3]}")
-        raise ModelError(
-            f"The weights do not fit the {what}: " + "; ".join(parts) + ".",
-            "Likely the network settings differ from training (channels, res units, norm, act): "
-            "fix them in the JSON next to the checkpoint, or give the matching bundle.",
-        )
+        offending = missing + unexpected + [w.split(" ")[0] for w in wrong]
+        if all(".residual." in k for k in offending):  # only residual paths differ: their shape is set by the stride
+            hint = (
+                "The strides differ from training: the residual units' shapes show which levels downsample. "
+                "Fix --strides (or 'strides' in the JSON next to the checkpoint), or leave them out to read them "
+                "from the weights."
+            )
+        else:
+            hint = (
+                "Likely the network settings differ from training (channels, strides, res units, kernel size, norm, "
+                "act): fix them in the JSON next to the checkpoint, or give the matching bundle."
+            )
+        raise ModelError(f"The weights do not fit the {what}: " + "; ".join(parts) + ".", hint)
 
 
 def load_strict(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:

@@ -280,20 +280,20 @@ def build(component: Component, table: str) -> Any:
         ) from None
 
 
-def build_network(component: Component, state: Dict[str, Any], what: str) -> Any:
-    """The network of ``component`` holding the weights ``state``. It is first built on the ``meta`` device
-    (no memory) and compared with the weights, so a network larger than its weights is never allocated."""
+def build_probe(component: Component) -> Any:
+    """The network of ``component`` on PyTorch's ``meta`` device: its parameter names and shapes, no memory."""
     import torch
 
+    with torch.device("meta"):
+        return build(component, "network_def")
+
+
+def build_network(component: Component, state: Dict[str, Any], what: str, probe: Any = None) -> Any:
+    """The network of ``component`` holding the weights ``state``. It is compared with the weights on the ``meta``
+    device first (``probe``), so a network larger than its weights is never allocated."""
     from .checkpoint import check_weights_fit, load_strict
 
-    try:
-        with torch.device("meta"):
-            probe = build(component, "network_def")
-    except ModelError:
-        raise
-    check_weights_fit(probe, state, what)
-    del probe
+    check_weights_fit(probe if probe is not None else build_probe(component), state, what)
     network = build(component, "network_def")
     load_strict(network, state, what)
     return network

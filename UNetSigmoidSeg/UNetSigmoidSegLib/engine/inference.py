@@ -58,20 +58,59 @@ def count_windows(image_size: Sequence[int], roi_size: Sequence[int], overlap: f
     return int(np.ceil(n / max(1, sw_batch_size)))
 
 
-def effective_roi(
-    image_size: Sequence[int], roi_size: Optional[Sequence[int]], divisor: int, default: int = DEFAULT_ROI
-) -> List[int]:
-    """ROI per axis: the requested one rounded up to a multiple of the network's size divisor
-    (2^depth for a UNet), and never larger than needed to cover the image (also rounded up)."""
-    nd = len(image_size)
-    roi = (
-        [default] * nd if not roi_size else [int(r) for r in (list(roi_size) * nd if len(roi_size) == 1 else roi_size)]
-    )
-    if len(roi) != nd or any(r <= 0 for r in roi):
-        raise OptionError(f"Invalid roi size {roi_size}", f"Give {nd} positive integers, e.g. --roi-size 96 96 96.")
-    d = max(1, int(divisor))
-    up = lambda v: int(np.ceil(v / d) * d)  # noqa: E731
-    return [up(min(r, up(s))) for r, s in zip(roi, image_size)]
+def window_roi(
+    request: Optional[Sequence[int]],
+    spatial_dims: int,
+    divisors: Sequence[int],
+    slice_axis: Optional[int] = None,
+    default: int = DEFAULT_ROI,
+) -> Tuple[List[int], Optional[List[int]], List[str]]:
+    """The roi MONAI's inferer gets, as asked (user, else model, else ``default``), never shrunk to the image:
+    ``sliding_window_inference`` pads a smaller image itself. Only where the network needs sizes divisible by its
+    downsampling (``divisors``, one per network axis) is a size rounded up to the next multiple.
+
+    3-D networks: one size for every axis or one per axis (i, j, k). 2-D networks (``slice_axis`` given): one or two
+    in-plane sizes; of three, the two in-plane ones. Returns ``(roi, requested, notes)``: ``requested`` is the roi
+    asked for when it had to change (else None), ``notes`` one line per change.
+    """
+    values = [int(default)] if not request else [int(r) for r in request]
+    if any(r <= 0 for r in values):
+        raise OptionError(f"Invalid roi size {list(request or [])}", "Give positive integers, e.g. --roi-size 96.")
+    notes: List[str] = []
+    if spatial_dims == 2:
+        if len(values) == 3:
+            axis = 2 if slice_axis is None else slice_axis
+            if values[axis] != 1:
+                notes.append(
+                    f"the network is 2-D: its window is the in-plane part of roi {values} (slices along axis {axis})"
+                )
+            values = [v for a, v in enumerate(values) if a != axis]
+        elif len(values) not in (1, 2):
+            raise OptionError(f"Invalid roi size {values} for a 2-D network", "Give one or two in-plane sizes.")
+    elif len(values) not in (1, spatial_dims):
+        raise OptionError(
+            f"Invalid roi size {values} for a {spatial_dims}-D network",
+            f"Give one size or {spatial_dims} sizes, e.g. --roi-size 96 96 64.",
+        )
+    asked = values * spatial_dims if len(values) == 1 else values
+    steps = [max(1, int(d)) for d in divisors]
+    roi = [int(np.ceil(r / d) * d) for r, d in zip(asked, steps)]
+    if roi != asked:
+        notes.append(
+            f"window {'×'.join(map(str, asked))} rounded up to {'×'.join(map(str, roi))}: the network needs sizes "
+            f"divisible by {'×'.join(map(str, steps))}"
+        )
+    return roi, (asked if roi != asked else None), notes
+
+
+def default_slice_axis(shape: Sequence[int], spacing: Sequence[float]) -> int:
+    """The axis a 2-D network slides along by default: the one with a single voxel if there is exactly one, else
+    the axis of largest spacing (ties: the later axis, so isotropic CT is sliced axially along k)."""
+    singles = [axis for axis, n in enumerate(shape) if int(n) == 1]
+    if len(singles) == 1:
+        return singles[0]
+    top = max(float(s) for s in spacing)
+    return max(axis for axis, s in enumerate(spacing) if float(s) >= top * (1 - 1e-6))
 
 
 class _Predictor:
@@ -85,8 +124,10 @@ class _Predictor:
         total: int,
         progress: Optional[ProgressFn],
         should_cancel: Optional[CancelFn],
+        unit: str = "window",
     ) -> None:
         self.network = network
+        self.unit = unit
         self.device = device
         self.amp = amp
         self.total = max(1, total)
@@ -108,7 +149,7 @@ class _Predictor:
         if self.progress is not None:
             elapsed = time.perf_counter() - self.started
             eta = elapsed / self.done * (self.total - self.done)
-            message = f"window {self.done}/{self.total}, ETA {eta:.0f} s"
+            message = f"{self.unit} {self.done}/{self.total}, ETA {eta:.0f} s"
             self.progress("inference", min(1.0, self.done / self.total), message)
         return y.float()
 
@@ -134,34 +175,54 @@ def run_sliding_window(
     blend_mode: str = "gaussian",
     device: str = "cpu",
     amp: bool = True,
+    slice_axis: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> Tuple[torch.Tensor, str]:
-    """``(1, C, *spatial)`` image → ``(1, C_out, *spatial)`` float32 logits on the CPU, and the placement used.
+    """``(1, C, I, J, K)`` image → ``(1, C_out, I, J, K)`` float32 logits on the CPU, and the placement used.
 
+    3-D networks: MONAI's ``sliding_window_inference(image, roi_size, sw_batch_size, network, overlap, blend_mode)``.
+    2-D networks (``slice_axis`` 0, 1 or 2): MONAI's ``SliceInferer(roi_size, sw_batch_size, spatial_dim=slice_axis,
+    overlap, blend_mode)``, ``roi_size`` in-plane. Progress and cancel come with every window (2-D: batch of slices).
     On CUDA, an out-of-memory error retries with the next of ``placements(device)``; each step is announced
     through ``log``.
     """
-    from monai.inferers import sliding_window_inference
+    from monai.inferers import SliceInferer, sliding_window_inference
 
     chain = placements(device)
-    total = count_windows(image.shape[2:], roi_size, overlap, sw_batch_size)
+    roi_3d = list(roi_size)
+    if slice_axis is not None:
+        roi_3d.insert(slice_axis, 1)
+    total = count_windows(image.shape[2:], roi_3d, overlap, sw_batch_size)
+    unit = "window" if slice_axis is None else "slice batch"
     for i, (sw_device, out_device, label) in enumerate(chain):
         network.to(sw_device)
-        predictor = _Predictor(network, sw_device, amp and sw_device == "cuda", total, progress, should_cancel)
+        predictor = _Predictor(network, sw_device, amp and sw_device == "cuda", total, progress, should_cancel, unit)
         try:
             with torch.inference_mode():
-                out = sliding_window_inference(
-                    image,
-                    list(roi_size),
-                    sw_batch_size,
-                    predictor,
-                    overlap=overlap,
-                    mode=blend_mode,
-                    sw_device=sw_device,
-                    device=out_device,
-                )
+                if slice_axis is None:
+                    out = sliding_window_inference(
+                        image,
+                        list(roi_size),
+                        sw_batch_size,
+                        predictor,
+                        overlap=overlap,
+                        mode=blend_mode,
+                        sw_device=sw_device,
+                        device=out_device,
+                    )
+                else:
+                    inferer = SliceInferer(
+                        spatial_dim=slice_axis,
+                        roi_size=list(roi_size),
+                        sw_batch_size=sw_batch_size,
+                        overlap=overlap,
+                        mode=blend_mode,
+                        sw_device=sw_device,
+                        device=out_device,
+                    )
+                    out = inferer(image, predictor)
             return out.float().cpu(), label
         except torch.cuda.OutOfMemoryError:
             if sw_device == "cuda":

@@ -50,12 +50,14 @@ def peak_bytes(
     """Bytes a run needs at its peak (float32 everywhere, as the pipeline computes)."""
     n_in = float(np.prod([int(s) for s in input_shape]))
     n_pre = float(np.prod([int(s) for s in pre_shape]))
+    padded = [max(int(s), int(r)) for s, r in zip(pre_shape, roi)] if len(roi) == len(pre_shape) else pre_shape
+    n_out = float(np.prod([int(s) for s in padded]))  # the inferer pads an image smaller than the window
     c, k = max(1, in_channels), max(1, out_channels)
     window = sw_batch * float(np.prod([int(r) for r in roi])) * 4 * (c + k + 2 * width)
     return int(
         4 * c * n_in  # the float32 copy of the input
         + 8 * c * n_pre  # resampling: source and result
-        + 4 * (k + 1) * n_pre  # the stitched output and its weight map
+        + 4 * (k + 1) * n_out  # the stitched output and its weight map
         + window
         + 4 * k * n_pre  # probabilities after the activation
         + 4 * k * n_in  # probabilities inverted to the input grid

@@ -9,7 +9,6 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
-import numpy as np
 import torch
 
 from ..contract.model import ModelInfo, ModelSpec
@@ -17,9 +16,17 @@ from ..errors import ModelError
 from . import bundle as bundle_mod
 from . import configreader
 from .bundlezip import bundle_root, extracted_bundle
-from .checkpoint import build_unet, detect_unet, extract_state_dict, is_torchscript, load_strict, safe_torch_load
+from .checkpoint import (
+    checkpoint_config,
+    find_network_weights,
+    find_unet_weights,
+    is_torchscript,
+    load_strict,
+    safe_torch_load,
+)
 from .safeload import DataLimitError, check_plain
 from .sidecar import auto3dseg_defaults, read_sidecar
+from .unet import build_unet, check_strides, detect_unet, size_divisor, torchscript_unet
 
 TRUSTED_NOTE = "trusted (--trust-bundle): MONAI's ConfigParser ran the model's config as it is, code included"
 
@@ -42,32 +49,59 @@ def _first_conv(net: torch.nn.Module) -> Optional[torch.Tensor]:
     return None
 
 
-def _divisor(net: torch.nn.Module) -> int:
+def network_divisor(net: torch.nn.Module, spatial_dims: int) -> Optional[List[int]]:
+    """Per spatial axis, what window sizes must be multiples of: a MONAI UNet's / DynUNet's stride products (also
+    read from a TorchScript UNet's convolutions), a network's own ``shape_factor()`` (SegResNetDS); None if unknown."""
+    if isinstance(net, torch.jit.ScriptModule):
+        found = torchscript_unet(net)
+        return size_divisor(found[0]["strides"], spatial_dims) if found else None
+    shape_factor = getattr(net, "shape_factor", None)
+    if callable(shape_factor):
+        try:
+            return [int(v) for v in shape_factor()]
+        except Exception:  # noqa: BLE001 - a network whose shape_factor needs arguments: fall through
+            pass
     strides = getattr(net, "strides", None)
-    if strides:
-        return int(np.prod([s if isinstance(s, int) else max(s) for s in strides]))
-    return 1
+    if isinstance(strides, (list, tuple)) and strides:
+        return size_divisor(strides, spatial_dims)
+    return None
+
+
+def _sidecar_path(path: str, spec: ModelSpec) -> str:
+    return spec.network_config or os.path.splitext(path)[0] + ".json"
 
 
 def _load_checkpoint(spec: ModelSpec) -> LoadedModel:
     path = spec.path
-    state, config = extract_state_dict(safe_torch_load(path), path)
+    obj = safe_torch_load(path)
+    config = checkpoint_config(obj)
     sidecar = read_sidecar(path, spec.network_config)
-    overrides = {"strides": list(spec.strides)} if spec.strides else {}
     notes: List[str] = []
+    warnings: List[str] = []
     info_extra: Dict[str, Any] = {}
     if config and isinstance(config.get("network"), dict) and "_target_" in config["network"]:
-        net, args, arch = _network_from_config(config["network"], state, spec.trust_bundle)
+        net, args, arch = _network_from_config(config["network"], obj, path, spec.trust_bundle)
         notes += [TRUSTED_NOTE] if spec.trust_bundle else []
         info_extra.update(auto3dseg_defaults(config))
+        conv = _first_conv(net)
+        spatial_dims = int(conv.ndim - 2) if conv is not None else 3
+        divisor = network_divisor(net, spatial_dims) or 1
     else:
-        args, notes = detect_unet(state)
+        state, notes = find_unet_weights(obj, path)
+        args, detected = detect_unet(state)
         args.update(sidecar.get("network", {}))
-        args.update(overrides)
-        if "strides" in sidecar.get("network", {}) or "strides" in overrides:
-            notes = [n for n in notes if not n.startswith("strides")]
+        if spec.strides:
+            args["strides"] = list(spec.strides)
+        if spec.strides or "strides" in sidecar.get("network", {}):
+            source = "--strides" if spec.strides else f"'strides' in {os.path.basename(_sidecar_path(path, spec))}"
+            check_strides(args["strides"], state, args, source)
+            detected = [n for n in detected if not n.startswith("strides")]
+        warnings = [n for n in detected if n.startswith("strides")]  # a result may be wrong: said with every run
+        notes += [n for n in detected if not n.startswith("strides")]
         net = build_unet(args, state)
         arch = "UNet(channels={channels}, strides={strides}, res_units={num_res_units}, norm={norm})".format(**args)
+        spatial_dims = int(args.get("spatial_dims", 3))
+        divisor = size_divisor(args["strides"], spatial_dims)
     out_channels = int(args.get("out_channels", 0)) or None
     activation = sidecar.get("activation") or info_extra.pop("activation", None)
     info = ModelInfo(
@@ -82,11 +116,12 @@ def _load_checkpoint(spec: ModelSpec) -> LoadedModel:
         labels=list(sidecar.get("labels") or info_extra.pop("labels", [])),
         network_args=args,
         roi_size=sidecar.get("roi_size") or info_extra.pop("roi_size", None),
-        size_divisor=_divisor(net),
-        spatial_dims=int(args.get("spatial_dims", 3)),
+        size_divisor=divisor,
+        spatial_dims=spatial_dims,
         preprocessing={k: sidecar[k] for k in ("normalization", "spacing", "orientation", "ct_window") if k in sidecar}
         or info_extra.pop("preprocessing", {}),
         notes=notes,
+        warnings=warnings,
     )
     return LoadedModel(net.eval(), info)
 
@@ -100,8 +135,9 @@ def _network_object(value: Any, where: str) -> torch.nn.Module:
     return value
 
 
-def _network_from_config(network: Any, state: Dict[str, Any], trust: bool):
-    """(network, its arguments, architecture text) from the ``config.network`` of a MONAIAuto3DSeg checkpoint."""
+def _network_from_config(network: Any, obj: Any, path: str, trust: bool):
+    """(network holding its weights, its arguments, architecture text) from the ``config.network`` of a
+    MONAIAuto3DSeg checkpoint: untrusted through ``configreader``, trusted through MONAI's ``ConfigParser``."""
     where = "the checkpoint's config (config.network)"
     try:
         check_plain(network)
@@ -109,7 +145,9 @@ def _network_from_config(network: Any, state: Dict[str, Any], trust: bool):
         raise ModelError(f"Refused {where}: {exc}", "The checkpoint's config is damaged or hostile.") from None
     if not trust:
         component = configreader.read_network(network, where)
-        net = configreader.build_network(component, state, f"{component.name} of the checkpoint's config")
+        probe = configreader.build_probe(component)
+        what = f"{component.name} of the checkpoint's config"
+        net = configreader.build_network(component, find_network_weights(obj, probe, path), what, probe)
         return net, dict(component.args), f"{component.name} (from checkpoint config)"
     from monai.bundle import ConfigParser
 
@@ -122,9 +160,21 @@ def _network_from_config(network: Any, state: Dict[str, Any], trust: bool):
             f"Cannot build the network from the checkpoint's config: {exc}",
             "The checkpoint needs a MONAI network target.",
         ) from None
-    load_strict(net, state, type(net).__name__)
-    args = {k: v for k, v in network.items() if k != "_target_"} if isinstance(network, dict) else {}
+    load_strict(net, find_network_weights(obj, net, path), type(net).__name__)
+    args = {k: v for k, v in network.items() if k != "_target_"}
     return net, args, f"{type(net).__name__} (from checkpoint config)"
+
+
+def _probe_out_channels(net: Any, in_channels: int, divisor: Optional[List[int]], spatial_dims: int) -> Optional[int]:
+    """Output channels of a network that is not a recognisable UNet, from one run on a small zero input."""
+    size = [max(int(d), 16) for d in (divisor or [32] * spatial_dims)]
+    try:
+        with torch.inference_mode():
+            out = net(torch.zeros([1, in_channels] + size))
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == spatial_dims + 2 else None
+    except Exception:  # noqa: BLE001 - any failure: the output channels stay unknown until the run
+        return None
 
 
 def _load_torchscript(path: str) -> LoadedModel:
@@ -135,25 +185,46 @@ def _load_torchscript(path: str) -> LoadedModel:
             f"Cannot load TorchScript file {os.path.basename(path)}: {str(exc).splitlines()[0][:200]}",
             "Export it again with torch.jit.script/trace and torch.jit.save.",
         ) from None
+    net.eval()
     conv = _first_conv(net)
+    spatial_dims = int(conv.ndim - 2) if conv is not None else 3
     in_ch = int(conv.shape[1]) if conv is not None else None
-    divisor = _divisor(net)
+    found = torchscript_unet(net)
+    unet = found[0] if found else None
+    notes: List[str] = []
+    if found is not None:  # a MONAI UNet, scripted or traced: its settings and strides are in the archive
+        spatial_dims, in_ch = unet["spatial_dims"], unet["in_channels"]
+        divisor: Optional[List[int]] = size_divisor(unet["strides"], spatial_dims)
+        # wrapped in another module (e.g. followed by a Sigmoid): what comes out is only known by running it
+        out_ch = _probe_out_channels(net, in_ch, divisor, spatial_dims) if found[1] else unet["out_channels"]
+        arch = "TorchScript UNet(channels={channels}, strides={strides}, res_units={num_res_units})".format(**unet)
+        if found[1]:
+            arch += f" inside {getattr(net, 'original_name', 'a module')}"
+    else:
+        divisor = network_divisor(net, spatial_dims)
+        out_ch = _probe_out_channels(net, in_ch or 1, divisor, spatial_dims)
+        arch = f"TorchScript {getattr(net, 'original_name', 'module')}"
+        if divisor is None:
+            notes.append(
+                "the sizes this network accepts are unknown: windows are used exactly as given "
+                "(if it needs sizes divisible by 2^depth, give such a --roi-size)"
+            )
     info = ModelInfo(
         path=path,
         format="torchscript",
-        architecture=f"TorchScript {getattr(net, 'original_name', 'module')}",
+        architecture=arch,
         in_channels=in_ch,
-        out_channels=None,
-        activation="sigmoid",
-        activation_source="TorchScript default",
-        spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
-        size_divisor=divisor if divisor > 1 else 32,  # unknown depth: pad windows to multiples of 32
-        notes=[
-            "output channels are known after the first run; "
-            "activation 'auto' means sigmoid for 1 channel, softmax for more"
-        ],
+        out_channels=out_ch,
+        activation=default_activation(out_ch) if out_ch else "auto",
+        activation_source=f"{out_ch} output channel(s)"
+        if out_ch
+        else "sigmoid for 1 output channel, softmax for more: the output channels are known after the run",
+        spatial_dims=spatial_dims,
+        size_divisor=divisor or 1,
+        network_args=unet,
+        notes=notes,
     )
-    return LoadedModel(net.eval(), info)
+    return LoadedModel(net, info)
 
 
 def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
@@ -164,7 +235,7 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         raise ModelError(
             f"Bundle {folder} has no models/model.pt or models/model.ts", "Put the trained weights in models/model.pt."
         )
-    state = extract_state_dict(safe_torch_load(pt), pt)[0] if os.path.isfile(pt) else None
+    weights = safe_torch_load(pt) if os.path.isfile(pt) else None
     notes: List[str] = []
     if trust:
         parsed = bundle_mod.parse_trusted(folder, inference)
@@ -173,20 +244,22 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         kept = bundle_mod.without_loaders(pre) if pre is not None else None
         nd = inference["network_def"]
         network_args = {k: v for k, v in nd.items() if k != "_target_"} if isinstance(nd, dict) else {}
-        if state is not None:
-            load_strict(net, state, f"bundle network {type(net).__name__}")
+        if weights is not None:
+            load_strict(net, find_network_weights(weights, net, pt), f"bundle network {type(net).__name__}")
         notes.append(TRUSTED_NOTE)
     else:
         plan = configreader.read_bundle(inference)
         notes += plan.notes
         network_args = dict(plan.network.args)
         net = None
-        if state is not None:
-            net = configreader.build_network(plan.network, state, f"bundle network {plan.network.name}")
+        if weights is not None:
+            probe = configreader.build_probe(plan.network)
+            what = f"bundle network {plan.network.name}"
+            net = configreader.build_network(plan.network, find_network_weights(weights, probe, pt), what, probe)
         kept = configreader.build_preprocessing(plan.preprocessing) if plan.preprocessing is not None else None
         inferer = configreader.build(plan.inferer, "inferer") if plan.inferer is not None else None
     fmt = "bundle"
-    if state is None:
+    if weights is None:
         net = _load_torchscript(ts).network
         fmt = "bundle (TorchScript)"
     post = bundle_mod.bundle_activation(inference.get("postprocessing"))
@@ -209,7 +282,8 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         sw_batch_size=getattr(inferer, "sw_batch_size", None),
         overlap=_scalar(getattr(inferer, "overlap", None)),
         blend_mode=str(getattr(getattr(inferer, "mode", None), "value", getattr(inferer, "mode", None)) or "") or None,
-        size_divisor=_divisor(net),
+        slice_axis=getattr(inferer, "spatial_dim", None),  # a SliceInferer's
+        size_divisor=network_divisor(net, int(conv.ndim - 2) if conv is not None else 3) or 1,
         spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
         preprocessing={"bundle": [type(t).__name__ for t in kept.transforms] if kept is not None else []},
         notes=notes,

@@ -7,12 +7,12 @@ import numpy as np
 import torch
 
 from ..contract.options import DEFAULT_BLEND_MODE, DEFAULT_OVERLAP, SegmentOptions, check_thresholds, default_threshold
-from ..contract.result import SegmentResult, make_probabilities
+from ..contract.result import SegmentResult, Window, make_probabilities
 from ..contract.runner import CancelFn, ProgressFn
 from ..errors import CancelledError, InputError, ModelError, OptionError
 from ..sysinfo import available_memory_bytes
 from . import preprocess
-from .inference import effective_roi, run_sliding_window, select_device
+from .inference import default_slice_axis, run_sliding_window, select_device, window_roi
 from .memory import check_memory, network_width, predicted_spatial_shape
 from .model import LoadedModel
 from .netguard import CheckedNetwork
@@ -36,11 +36,15 @@ PALETTE = [
 
 
 MEMORY_HINT = "Reduce --roi-size / --sw-batch-size, crop or downsample the volume."
+
+
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Optional[int]) -> None:
-    """Clear errors for inputs the network cannot segment meaningfully."""
+def validate_volume(
+    volume: Volume, in_channels: Optional[int], out_channels: Optional[int], spatial_dims: int = 3
+) -> None:
+    """Clear errors for inputs the network cannot segment meaningfully (a 2-D network also takes a single slice)."""
     arr = volume.array
     if arr.ndim != 4:
         raise InputError(
@@ -48,7 +52,7 @@ def validate_volume(volume: Volume, in_channels: Optional[int], out_channels: Op
         )
     if arr.size == 0:
         raise InputError("The volume is empty (0 voxels)", "Load an image with voxel data.")
-    if min(arr.shape[1:]) < 2:
+    if min(arr.shape[1:]) < 2 and spatial_dims != 2:
         raise InputError(
             f"The volume is {arr.shape[1:]} voxels: a single slice is a 2-D image",
             "The UNet needs a 3-D volume with several slices.",
@@ -108,13 +112,14 @@ def segment(
         if progress is not None:
             progress(stage, fraction, message)
 
-    activation = info.activation if opts.activation == "auto" else opts.activation
+    activation = info.activation if opts.activation == "auto" else opts.activation  # "auto": by the output channels
+    warnings += info.warnings
     if opts.threshold is not None and info.out_channels is not None:
         n_known = info.out_channels - (1 if activation == "softmax" else 0)
         check_thresholds(opts.threshold, n_known)  # a wrong count fails before inference
     choice = select_device(opts.device)
     say(f"device: {choice.device} ({choice.reason})")
-    validate_volume(volume, info.in_channels, info.out_channels)
+    validate_volume(volume, info.in_channels, info.out_channels, info.spatial_dims)
     t0 = time.perf_counter()
     step("preprocess", 0.0)
     transforms = model.bundle_preprocessing
@@ -127,12 +132,25 @@ def segment(
             spacing=opts.spacing or pre.get("spacing"),
         )
     predicted = predicted_spatial_shape(transforms, volume.spatial_shape, volume.affine)
-    sw_request = int(opts.sw_batch_size or info.sw_batch_size or 1)
-    _guard_memory(volume, info, predicted, effective_roi(predicted, opts.roi_size or info.roi_size, 1), sw_request)
+    asked = window_roi(opts.roi_size or info.roi_size, info.spatial_dims, info.divisors(info.spatial_dims))[0]
+    _guard_memory(volume, info, predicted, asked, int(opts.sw_batch_size or info.sw_batch_size or 1))
     data = preprocess.apply(transforms, preprocess.to_meta(volume.array, volume.affine))
     image = data["image"]
     timings["preprocess_s"] = time.perf_counter() - t0
-    roi = effective_roi(image.shape[1:], opts.roi_size or info.roi_size, info.size_divisor)
+    slice_axis = None
+    if info.spatial_dims == 2:
+        spacing = image.pixdim.tolist() if hasattr(image, "pixdim") else [1.0] * 3
+        slice_axis = next(
+            (a for a in (opts.slice_axis, info.slice_axis) if a is not None),
+            default_slice_axis(image.shape[1:], spacing),
+        )
+    elif opts.slice_axis is not None:
+        warnings.append(f"the slice axis applies to 2-D networks; this one is {info.spatial_dims}-D: not used")
+    roi, requested, notes = window_roi(
+        opts.roi_size or info.roi_size, info.spatial_dims, info.divisors(info.spatial_dims), slice_axis
+    )
+    for note in notes:
+        say("note: " + note)
     overlap = (
         opts.overlap if opts.overlap is not None else (info.overlap if info.overlap is not None else DEFAULT_OVERLAP)
     )
@@ -141,12 +159,11 @@ def segment(
     sw_batch = int(opts.sw_batch_size or info.sw_batch_size or 1)
     blend_mode = opts.blend_mode or info.blend_mode or DEFAULT_BLEND_MODE
     _guard_memory(volume, info, image.shape[1:], roi, sw_batch)
-    step("inference", 0.0, f"roi {roi}, overlap {overlap}, batch {sw_batch}, {blend_mode} blending on {choice.device}")
+    window = Window(roi, overlap, sw_batch, blend_mode, slice_axis, requested)
+    step("inference", 0.0, f"{window.describe()} on {choice.device}")
     t1 = time.perf_counter()
     tensor = image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None]
-    logits, placement = _infer(
-        model.network, tensor, roi, sw_batch, overlap, blend_mode, choice.device, opts.amp, progress, should_cancel, say
-    )
+    logits, placement = _infer(model.network, tensor, window, choice.device, opts.amp, progress, should_cancel, say)
     timings["inference_s"] = time.perf_counter() - t1
     if not bool(torch.isfinite(logits).all()):
         raise ModelError(
@@ -158,8 +175,9 @@ def segment(
     step("postprocess", 0.0, "activation")
     logits = logits[0]
     n_out = int(logits.shape[0])
-    if opts.activation == "auto" and info.format == "torchscript":
+    if activation == "auto":  # a network whose output channels were unknown until now
         activation = "sigmoid" if n_out == 1 else "softmax"
+        say(f"activation: {activation} ({n_out} output channel(s))")
     if activation == "softmax" and n_out < 2:
         raise OptionError(
             "Softmax needs at least 2 output channels; this network has 1",
@@ -207,19 +225,21 @@ def segment(
         opts.cleanup,
         timings,
         warnings,
+        window,
     )
 
 
-def _infer(network, tensor, roi, sw_batch, overlap, blend_mode, device, amp, progress, should_cancel, say):
+def _infer(network, tensor, window: Window, device, amp, progress, should_cancel, say):
     """``run_sliding_window`` with its failures turned into clear errors."""
     try:
         return run_sliding_window(
             CheckedNetwork(network),
             tensor,
-            roi,
-            sw_batch_size=sw_batch,
-            overlap=overlap,
-            blend_mode=blend_mode,
+            window.roi_size,
+            sw_batch_size=window.sw_batch_size,
+            overlap=window.overlap,
+            blend_mode=window.blend_mode,
+            slice_axis=window.slice_axis,
             device=device,
             amp=amp,
             progress=progress,
@@ -237,8 +257,9 @@ def _infer(network, tensor, roi, sw_batch, overlap, blend_mode, device, amp, pro
             or "size mismatch" in text.lower()
         ):
             raise InputError(
-                f"The network cannot process this input: {text.splitlines()[0][:200]}",
-                "Check the model's input channels and the roi size (must fit the network's depth).",
+                f"The network cannot process this input with window {window.describe()}: {text.splitlines()[0][:200]}",
+                "Check the model's input channels, and give a --roi-size the network accepts "
+                "(sizes divisible by 2^depth, e.g. 96 or 128).",
             ) from None
         raise
 

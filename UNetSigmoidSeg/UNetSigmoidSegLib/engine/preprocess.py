@@ -5,6 +5,7 @@ Plain checkpoints get orientation / spacing / intensity options; bundles bring t
 Every spatial step is undone with MONAI's ``Invertd`` so outputs land on the input grid.
 """
 
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -12,6 +13,8 @@ import torch
 
 from ..contract.options import NORMALIZATIONS, ORIENTATIONS, check_choice
 from ..errors import OptionError
+
+INVERSE_WARNING = "inverse has been called but no invertible transforms"  # MONAI's Compose.inverse, start of message
 
 
 def build_transforms(
@@ -81,14 +84,19 @@ def apply(transforms, image) -> Dict[str, Any]:
 def invert(transforms, data: Dict[str, Any], pred: torch.Tensor) -> torch.Tensor:
     """Undo the spatial preprocessing on ``pred`` ``(C, ...)`` (bilinear: it holds probabilities)."""
     from monai.data import MetaTensor
-    from monai.transforms import Invertd
+    from monai.transforms import Invertd, InvertibleTransform
 
-    if not getattr(transforms, "transforms", None):
-        return pred
+    flat = transforms.flatten().transforms if hasattr(transforms, "flatten") else getattr(transforms, "transforms", ())
+    if not any(isinstance(t, InvertibleTransform) for t in flat or ()):
+        return pred  # nothing to undo (e.g. intensity only): MONAI would only warn that it has nothing to invert
     image = data["image"]
     meta = {k: v for k, v in image.meta.items() if k != "affine"}  # the affine is passed once, explicitly
     pred_meta = MetaTensor(pred, affine=image.affine, meta=meta)
-    inverted = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=False)(
-        {"pred": pred_meta, "image": image}
-    )
+    with warnings.catch_warnings():
+        # MONAI's Compose.inverse warns when none of the transforms it was given is invertible; that says nothing
+        # about this run (the spatial ones are inverted), so exactly that message is kept from the user
+        warnings.filterwarnings("ignore", message=INVERSE_WARNING, category=UserWarning)
+        inverted = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=False)(
+            {"pred": pred_meta, "image": image}
+        )
     return inverted["pred"]

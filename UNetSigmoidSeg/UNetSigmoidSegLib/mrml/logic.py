@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import slicer
+import vtk
 
 from ..contract.model import ModelSpec
 from ..contract.options import Cleanup, SegmentOptions, check_thresholds
@@ -80,6 +81,7 @@ class LiveResult:
     histograms: List[np.ndarray]
     table: Any = None
     plot: List[Any] = field(default_factory=list)
+    window: str = ""  # the sliding window MONAI's inferer got (``Window.describe()``), "" if not known
 
 
 class RunHandle:
@@ -255,8 +257,9 @@ class UNetSigmoidSegLogic:
         self.cancel("cancelled: the scene was closed")
         self._live.clear()
 
+    @vtk.calldata_type(vtk.VTK_OBJECT)  # the node about to be removed arrives as ``calldata``
     def _on_node_removed(self, caller: Any, event: Any, calldata: Any = None) -> None:
-        # vtk passes the node only with the VTK_OBJECT calldata type; we check the run's nodes instead
+        """Cancel the run at once when its input volume or output segmentation is about to be removed."""
         if self._active is None or self._active.done:
             return
         request = self._active.request
@@ -264,8 +267,6 @@ class UNetSigmoidSegLogic:
             node = self.scene.GetNodeByID(node_id) if node_id else None
             if node_id and (node is None or node is calldata):
                 self.cancel(f"cancelled: the {role} was removed")
-
-    _on_node_removed.CallDataType = 13  # vtk.VTK_OBJECT: receive the node about to be removed
 
     # ---------------------------------------------------------------- results
     def _apply(self, result: SegmentResult, request: Dict[str, Any]) -> Any:
@@ -321,11 +322,13 @@ class UNetSigmoidSegLogic:
             old.table if old else None,
             old.plot if old else [],
         )
+        live.window = result.window.describe() if result.window is not None else ""
         self._live[seg_node.GetID()] = live
         self._place_beside(volume_node, seg_node)
         seg_node.SetAttribute("UNetSigmoidSeg.Model", str(model))
         seg_node.SetAttribute("UNetSigmoidSeg.Activation", result.activation)
         seg_node.SetAttribute("UNetSigmoidSeg.Device", f"{result.device.device}: {result.device.reason}")
+        seg_node.SetAttribute("UNetSigmoidSeg.Window", live.window)
         if probabilityVolume:
             name = f"{seg_node.GetName()} probabilities"
             existing = seg_node.GetNodeReference("UNetSigmoidSeg.Probabilities")
@@ -381,7 +384,8 @@ class UNetSigmoidSegLogic:
         return updated
 
     def statistics(self, segmentationNode: Any) -> List[Dict[str, Any]]:
-        """Per segment: name, threshold, voxel count and volume (mL) as currently in the segmentation."""
+        """Per segment: name, threshold, voxel count and volume (mL) as currently in the segmentation, and the
+        window the network ran with (roi size, overlap, batch, blend mode; 2-D: the slice axis)."""
         live = self.liveResult(segmentationNode)
         out = []
         for label, sid, t in zip(live.labels, live.writer.segment_ids, live.thresholds):
@@ -394,6 +398,7 @@ class UNetSigmoidSegLogic:
                     "voxels": n,
                     "volume_ml": round(n * live.voxel_ml, 4),
                     "note": live.writer.edited.get(sid, ""),
+                    "window": live.window,
                 }
             )
         return out

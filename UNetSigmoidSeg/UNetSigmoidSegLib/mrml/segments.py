@@ -95,8 +95,8 @@ class SegmentWriter:
             segment.SetTag(TAG_SOURCE, self.source)
             segment.SetTag(TAG_CHANNEL, str(channel))
             term = terminology_string(name)
-            if term:
-                segment.SetTerminology(term)
+            if term:  # what vtkSegment.SetTerminology (Slicer >= 5.10 only) does, on every release
+                segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), term)
             segment.AddRepresentation(BINARY, self._new_layer())
             sid = seg.GenerateUniqueSegmentID(f"UNetSigmoidSeg_{name}")
             seg.AddSegment(segment, sid)

@@ -282,7 +282,8 @@ class Panel(VTKObservationMixin):
         self.onOutputChanged()  # its thresholds, per-segment sliders and table (also when it was selected already)
         stats = self.logic.statistics(segmentationNode)
         device = segmentationNode.GetAttribute("UNetSigmoidSeg.Device")
-        self.ui.statusLabel.text = rules.run_summary(stats, time.time() - self._started, device)
+        window = segmentationNode.GetAttribute("UNetSigmoidSeg.Window")
+        self.ui.statusLabel.text = rules.run_summary(stats, time.time() - self._started, device, window)
         self.log(self.ui.statusLabel.text)
 
     def onError(self, exc):

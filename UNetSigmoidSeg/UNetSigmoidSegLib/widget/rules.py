@@ -189,9 +189,12 @@ def error_text(exc: BaseException) -> Tuple[str, str]:
     )
 
 
-def run_summary(stats: List[Dict[str, Any]], seconds: float, device: Optional[str]) -> str:
-    """One status line after a run: time, device (``"cpu: why"`` as the segmentation's attribute has it), and the
-    segment volumes."""
+def run_summary(
+    stats: List[Dict[str, Any]], seconds: float, device: Optional[str], window: Optional[str] = None
+) -> str:
+    """One status line after a run: time, device (``"cpu: why"`` as the segmentation's attribute has it), the window
+    the network ran with (``Window.describe()``, as the segmentation's attribute has it) and the segment volumes."""
     name, _, why = (device or "unknown device").partition(": ")
     parts = ", ".join(f"{s['segment']} {s['volume_ml']:g} mL" for s in stats)
-    return f"Done in {seconds:.1f} s on {name}{f' ({why})' if why else ''}: {parts or 'no segments'}."
+    used = f" with {window}" if window else ""
+    return f"Done in {seconds:.1f} s on {name}{f' ({why})' if why else ''}{used}: {parts or 'no segments'}."

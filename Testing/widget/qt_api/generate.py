@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Generate ``qt_api.json``: the Qt meta-object API (properties with writability and NOTIFY signal, signals, slots,
+``Q_INVOKABLE``s, public methods) of every Qt / CTK / qMRML class the module's panel uses, parsed from the real C++
+headers of each supported configuration, kept where all configurations agree. ``Testing/widget/fakeslicer.py``
+refuses any property, signal or slot that is not in it (as PythonQt refuses what a class does not declare).
+
+Needs the headers, not the network: a Slicer and a CTK git directory (read at the refs in ``CONFIGURATIONS``) and a
+Qt include tree. See README.md beside this file for where they came from and the exact command. Tests never run this:
+the JSON is the checked artefact.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from headers import Source, class_bodies, parse_class, strip_comments
+
+# (label, Slicer ref, CTK commit = Slicer_CTK_GIT_TAG of that ref in SuperBuild/External_CTK.cmake)
+CONFIGURATIONS = [
+    ("Slicer 5.8.0", "v5.8.0", "82cae5781621845486bad2697aed095f04cfbe76"),
+    ("Slicer 5.10.0", "v5.10.0", "dd4caeae7e979cf441e44ee85d3b0780120d113d"),
+    ("Slicer main", "583e9b37d50ead7daf7b783dce465ccaecec8809", "5056664a20a3d0a393bb6d91f040525581e0dcdf"),
+]
+# the classes the panel's .ui and Python use; their base classes are followed up to QObject
+START = [
+    "qMRMLWidget",
+    "qMRMLNodeComboBox",
+    "qMRMLTableView",
+    "ctkPathLineEdit",
+    "ctkSliderWidget",
+    "ctkCollapsibleButton",
+    "ctkCollapsibleGroupBox",
+    "QComboBox",
+    "QCheckBox",
+    "QSpinBox",
+    "QDoubleSpinBox",
+    "QLineEdit",
+    "QPushButton",
+    "QToolButton",
+    "QLabel",
+    "QProgressBar",
+    "QPlainTextEdit",
+    "QTimer",
+    "QFormLayout",
+    "QVBoxLayout",
+    "QFileDialog",
+]
+KINDS = ("properties", "signals", "slots", "invokables", "methods")
+
+
+# class -> header file name (found by base name in the source trees)
+HEADERS = {
+    # Slicer
+    "qMRMLNodeComboBox": ("slicer", "qMRMLNodeComboBox.h"),
+    "qMRMLTableView": ("slicer", "qMRMLTableView.h"),
+    "qMRMLWidget": ("slicer", "qMRMLWidget.h"),
+    # CTK
+    "ctkPathLineEdit": ("ctk", "ctkPathLineEdit.h"),
+    "ctkSliderWidget": ("ctk", "ctkSliderWidget.h"),
+    "ctkCollapsibleButton": ("ctk", "ctkCollapsibleButton.h"),
+    "ctkCollapsibleGroupBox": ("ctk", "ctkCollapsibleGroupBox.h"),
+    # Qt
+    "QObject": ("qt", "qobject.h"),
+    "QWidget": ("qt", "qwidget.h"),
+    "QFrame": ("qt", "qframe.h"),
+    "QAbstractScrollArea": ("qt", "qabstractscrollarea.h"),
+    "QAbstractItemView": ("qt", "qabstractitemview.h"),
+    "QTableView": ("qt", "qtableview.h"),
+    "QAbstractButton": ("qt", "qabstractbutton.h"),
+    "QPushButton": ("qt", "qpushbutton.h"),
+    "QToolButton": ("qt", "qtoolbutton.h"),
+    "QCheckBox": ("qt", "qcheckbox.h"),
+    "QComboBox": ("qt", "qcombobox.h"),
+    "QAbstractSpinBox": ("qt", "qabstractspinbox.h"),
+    "QSpinBox": ("qt", "qspinbox.h"),
+    "QDoubleSpinBox": ("qt", "qspinbox.h"),
+    "QLineEdit": ("qt", "qlineedit.h"),
+    "QLabel": ("qt", "qlabel.h"),
+    "QProgressBar": ("qt", "qprogressbar.h"),
+    "QPlainTextEdit": ("qt", "qplaintextedit.h"),
+    "QGroupBox": ("qt", "qgroupbox.h"),
+    "QTimer": ("qt", "qtimer.h"),
+    "QLayout": ("qt", "qlayout.h"),
+    "QFormLayout": ("qt", "qformlayout.h"),
+    "QBoxLayout": ("qt", "qboxlayout.h"),
+    "QVBoxLayout": ("qt", "qboxlayout.h"),
+    "QDialog": ("qt", "qdialog.h"),
+    "QFileDialog": ("qt", "qfiledialog.h"),
+}
+STOP_AT = {"QObject"}  # root of every chain
+
+
+# ----------------------------------------------------------------------------------------- table
+def build(sources: Dict[str, Source], classes: List[str]) -> Dict[str, dict]:
+    table: Dict[str, dict] = {}
+    todo = list(classes)
+    cache: Dict[Tuple[str, str], Dict[str, Tuple[str, int, List[str]]]] = {}
+    while todo:
+        cls = todo.pop(0)
+        if cls in table or cls not in HEADERS:
+            continue
+        which, header = HEADERS[cls]
+        src = sources[which]
+        path = src.find(header)
+        if path is None:
+            table[cls] = {"error": f"{header} not found in {src.describe()}"}
+            continue
+        key = (which, path)
+        if key not in cache:
+            cache[key] = class_bodies(strip_comments(src.read(path)))
+        bodies = cache[key]
+        if cls not in bodies:
+            table[cls] = {"error": f"class {cls} not found in {path}"}
+            continue
+        body, line, bases = bodies[cls]
+        info = parse_class(body, line)
+        base = bases[0] if bases else None
+        rel = path if not src.gitdir else path
+        entry = {"base": base, "header": rel, "source": which}
+        for k in ("properties", "property_info", "signals", "slots", "invokables", "methods"):
+            entry[k] = info[k]
+        entry["where"] = {m: f"{rel}:{ln}" for m, ln in info["where"].items()}
+        entry["conditional"] = info["conditional"]
+        table[cls] = entry
+        if base and cls not in STOP_AT:
+            todo.append(base)
+    return table
+
+
+def intersect(tables: List[Dict[str, dict]]) -> Dict[str, dict]:
+    """Members every configuration declares (the first configuration's ``where``); a class missing anywhere is
+    dropped, and so is a property whose writability or NOTIFY signal differs."""
+    out: Dict[str, dict] = {}
+    first = tables[0]
+    for cls, entry in first.items():
+        if "error" in entry or any(cls not in t or "error" in t[cls] for t in tables[1:]):
+            continue
+        merged = {"base": entry["base"], "header": entry["header"], "source": entry["source"]}
+        for kind in KINDS:
+            merged[kind] = [m for m in entry[kind] if all(m in t[cls][kind] for t in tables[1:])]
+        merged["property_info"] = {
+            p: entry["property_info"][p]
+            for p in merged["properties"]
+            if all(t[cls]["property_info"].get(p) == entry["property_info"][p] for t in tables[1:])
+        }
+        merged["properties"] = [p for p in merged["properties"] if p in merged["property_info"]]
+        kept = {m for kind in KINDS for m in merged[kind]}
+        merged["where"] = {m: w for m, w in entry["where"].items() if m in kept}
+        out[cls] = merged
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slicer", required=True, help="Slicer git directory (e.g. a mirror of Slicer/Slicer)")
+    ap.add_argument("--ctk", required=True, help="CTK git directory (e.g. a mirror of commontk/CTK)")
+    ap.add_argument("--qt", required=True, help="Qt include directory (holding QtCore/, QtWidgets/)")
+    ap.add_argument("--qt-label", required=True, help="what the Qt headers are, e.g. the Debian package and version")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "qt_api.json"))
+    args = ap.parse_args(argv)
+
+    qt = Source(args.qt)
+    tables, configurations = [], []
+    for label, slicer_ref, ctk_ref in CONFIGURATIONS:
+        sources = {"slicer": Source(f"{args.slicer}@{slicer_ref}"), "ctk": Source(f"{args.ctk}@{ctk_ref}"), "qt": qt}
+        table = build(sources, START)
+        errors = {c: e["error"] for c, e in table.items() if "error" in e}
+        if errors:
+            print(f"{label}: {errors}", file=sys.stderr)
+            return 1
+        tables.append(table)
+        configurations.append(
+            {
+                "label": label,
+                "slicer": f"{slicer_ref} ({sources['slicer'].commit})",
+                "ctk": sources["ctk"].commit,
+                "qt": args.qt_label,
+            }
+        )
+    merged = intersect(tables)
+    meta = {
+        "configurations": configurations,
+        "note": "members declared in every configuration; signatures normalised as moc does (const T& -> T, names "
+        "and defaults dropped), one entry per callable arity; 'methods': public non-slot member functions "
+        "(PythonQt reaches those of Qt's own classes through its generated wrappers, not those of CTK/qMRML "
+        "classes); property_info: writable (WRITE or MEMBER) and the NOTIFY signal's name",
+        "generated_by": "Testing/widget/qt_api/generate.py (see README.md there)",
+    }
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump({"_meta": meta, **merged}, f, indent=1)
+        f.write("\n")
+    print(f"{len(merged)} classes, {sum(len(e[k]) for e in merged.values() for k in KINDS)} members -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
