@@ -60,3 +60,29 @@ def test_untrusted_reader_matches_monai_config_parser(tmp_path, guard):  # noqa:
     monai = segment(volume, load_model(root, trust_bundle=True), options)
     np.testing.assert_array_equal(ours.probabilities.quantized, monai.probabilities.quantized)
     np.testing.assert_array_equal(ours.masks, monai.masks)
+
+
+def test_2d_bundle_with_slice_inferer_matches_monai_config_parser(tmp_path, guard):  # noqa: F811
+    """A 2-D UNet run slice by slice (``SliceInferer``) is on the allow-list and gives MONAI's own result."""
+    from hostile import make_bundle
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(1)
+    net = UNet(2, 1, 2, (4, 8, 16), (2, 2), num_res_units=1)
+    definition = {
+        "_target_": "UNet",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 2,
+        "channels": [4, 8, 16],
+        "strides": [2, 2],
+        "num_res_units": 1,
+    }
+    inferer = {"_target_": "SliceInferer", "spatial_dim": 2, "roi_size": [32, 32], "sw_batch_size": 2}
+    root = make_bundle(tmp_path / "bundle2d", network_def=definition, weights=net, inferer=inferer)
+    ours, monai = load_model(root), load_model(root, trust_bundle=True)
+    assert (ours.info.spatial_dims, ours.info.slice_axis) == (2, 2) == (monai.info.spatial_dims, monai.info.slice_axis)
+    volume = Volume(blob_volume((40, 36, 6))[None], np.diag([0.8, 0.8, 3.0, 1.0]))
+    a = segment(volume, ours, SegmentOptions(device="cpu"))
+    b = segment(volume, monai, SegmentOptions(device="cpu"))
+    np.testing.assert_array_equal(a.probabilities.quantized, b.probabilities.quantized)
