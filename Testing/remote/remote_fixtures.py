@@ -58,6 +58,7 @@ class Server:
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         self.banner: List[str] = []
+        self.client_options: dict = {}
         self.url = self._read_url(90.0)
         self.port = int(self.url.rsplit(":", 1)[1])
         self.token = self.token_file.read_text().strip()
@@ -80,9 +81,10 @@ class Server:
             self.banner.append(line.decode("utf-8", "replace").rstrip())
 
     def runner(self, token: Optional[str] = None, **kwargs):
+        """A ``RemoteRunner`` for this server (with ``client_options``, e.g. the ``cafile`` of a TLS server)."""
         from UNetSigmoidSegLib.remote.client import RemoteRunner
 
-        return RemoteRunner(self.url, token=token or self.token, **kwargs)
+        return RemoteRunner(self.url, token=token or self.token, **dict(self.client_options, **kwargs))
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         runner = self.runner()
