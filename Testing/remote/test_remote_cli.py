@@ -85,6 +85,13 @@ def test_segment_on_the_server_errors_are_exit_2_with_a_fix(server, tmp_path, ca
     assert not (tmp_path / "x.seg.nrrd").exists()
 
 
+def test_inspect_a_server_model(server, capsys):
+    argv = ["inspect", "BrainT1UNet", "--server", server.url, "--token-file", str(server.token_file), "--json"]
+    assert main(argv) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["path"] == "BrainT1UNet" and info["labels"] == ["brain"] and info["format"] == "bundle"
+
+
 def test_segment_with_no_server_is_exit_2(tmp_path, capsys):
     argv = ["segment", CT, "--server", "http://127.0.0.1:9", "--model", "tiny", "-o", str(tmp_path / "x.seg.nrrd")]
     token = tmp_path / "t"
@@ -123,8 +130,12 @@ def test_serve_refuses_bad_setups_before_listening(tmp_path, models_dir):
 
 
 def test_serve_says_when_the_port_is_taken(server, tmp_path, models_dir):
-    done = serve("--models", str(models_dir), "--port", str(server.port), "--token-file", str(tmp_path / "t"))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    args = ["--models", str(models_dir), "--port", str(server.port), "--token-file", str(tmp_path / "t")]
+    done = serve(*args, "--temp-dir", str(temp))
     assert done.returncode == 2 and f"Cannot listen on 127.0.0.1:{server.port}" in done.stderr
+    assert list(temp.iterdir()) == []  # nothing was created before the port was known to be free
 
 
 @pytest.fixture(scope="module")

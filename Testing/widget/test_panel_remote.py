@@ -142,5 +142,10 @@ def test_wrong_token_and_back_to_this_computer(slicer_app, server, monkeypatch):
     assert widget.logic.runner.kind == "in-process" and ui.modelPathLineEdit.visible
     assert not ui.serverUrlLabel.visible and ui.serverStatusLabel.text == ""
     assert fakeslicer.SETTINGS["UNetSigmoidSeg/RunOn"] == "This computer"
+    ui.serverTokenLineEdit.text = server.token  # fixed, and back to the server: a fresh connection
+    ui.runOnComboBox.currentText = "Server"
+    run_until(widget, lambda: ui.serverModelComboBox.items, timeout_s=60)
+    assert widget.logic.runner.kind == "remote" and not widget.logic.runner.closed
+    assert ui.serverStatusLabel.text.startswith("Connected to")
     widget.cleanup()
     assert_clean()

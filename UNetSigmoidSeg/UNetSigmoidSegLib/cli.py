@@ -142,10 +142,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     inputs = _expand_inputs(args.inputs)
     cases = _output_paths(inputs, args.output, args.probabilities)
     t0 = time.perf_counter()
-    remote = {"token_file": args.token_file, "cafile": args.server_ca, "allow_http": args.allow_http}
-    runner = make_runner(
-        worker=args.worker, worker_python=args.worker_python, server=args.server, **(remote if args.server else {})
-    )
+    runner = make_runner(worker=args.worker, worker_python=args.worker_python, **_remote(args))
     try:
         info = runner.inspect(spec).wait()
         return _segment_cases(args, cases, runner, spec, options, info, time.perf_counter() - t0)
@@ -236,10 +233,22 @@ def _segment_cases(
     return 0
 
 
+def _remote(args: argparse.Namespace) -> Dict[str, Any]:
+    """``make_runner`` keywords for ``--server`` (none without it)."""
+    if not args.server:
+        return {}
+    return {
+        "server": args.server,
+        "token_file": args.token_file,
+        "cafile": args.server_ca,
+        "allow_http": args.allow_http,
+    }
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .runners import make_runner
 
-    runner = make_runner()
+    runner = make_runner(**_remote(args))
     try:
         info = runner.inspect(_model_spec(args)).wait()
     finally:
@@ -282,6 +291,18 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--network-config", help="JSON with UNet settings/labels for a plain checkpoint (default: <checkpoint>.json)"
     )
+
+
+def _remote_args(p: argparse.ArgumentParser, model: str) -> None:
+    r = p.add_argument_group("remote server (unetsigmoidseg serve)")
+    r.add_argument(
+        "--server",
+        metavar="URL",
+        help=f"run on this server, e.g. https://gpu-server:8765; {model} is then one of its model names",
+    )
+    r.add_argument("--token-file", help="the server's token (default: $UNETSIGMOIDSEG_TOKEN, else the local server's)")
+    r.add_argument("--server-ca", help="certificate (PEM) to trust for an https server with a self-signed one")
+    r.add_argument("--allow-http", action="store_true", help="allow plain http to another computer (token in clear)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,19 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run inference in a background worker process (one warm worker for the batch)",
     )
     w.add_argument("--worker-python", help="interpreter for the worker, with torch + MONAI (default: this Python)")
-    r = s.add_argument_group("remote server (unetsigmoidseg serve)")
-    r.add_argument(
-        "--server",
-        metavar="URL",
-        help="run on this server, e.g. https://gpu-server:8765; --model is then one of its model names",
-    )
-    r.add_argument("--token-file", help="the server's token (default: $UNETSIGMOIDSEG_TOKEN, else the local server's)")
-    r.add_argument("--server-ca", help="certificate (PEM) to trust for an https server with a self-signed one")
-    r.add_argument("--allow-http", action="store_true", help="allow plain http to another computer (token in clear)")
+    _remote_args(s, "--model")
     _model_args(s)
     i = sub.add_parser("inspect", help="print what was detected in a model")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
+    _remote_args(i, "MODEL")
     _model_args(i)
     serve.add_parser(sub)
     d = sub.add_parser("demo", help="segment the bundled demo volume with the bundled demo model")

@@ -123,6 +123,10 @@ class RemoteRunner:
                 self._start_refresh()
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def refreshing(self) -> bool:
         return self._refresh is not None
 

@@ -53,6 +53,7 @@ class ServerJob:
         self.result: Optional[bytes] = None
         self.terminal: Optional[Dict[str, Any]] = None
         self.created = self.last_seen = time.monotonic()
+        self.started_at: Optional[float] = None
         self.finished_at: Optional[float] = None
         self.event: Any = None  # asyncio.Event, created and replaced in the event loop's thread only
 
@@ -105,11 +106,9 @@ class JobQueue:
         self.limits = dict(limits)
         self.client_timeout_s = float(client_timeout_s)
         self.log = log
-        root = temp_root or tempfile.gettempdir()
-        self.swept = sweep_stale(root)
-        self.temp_dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=root)
-        write_pid_file(os.path.join(self.temp_dir, "owner.pid"), os.getpid())
-        store.temp_roots.append(self.temp_dir)
+        self.temp_root = temp_root or tempfile.gettempdir()
+        self.temp_dir = ""  # created by start(), removed by stop()
+        self.swept: List[str] = []
         self._cond = threading.Condition()
         self._queue: Deque[ServerJob] = deque()
         self._jobs: Dict[str, ServerJob] = {}
@@ -122,6 +121,11 @@ class JobQueue:
 
     # ---------------------------------------------------------------- life
     def start(self, loop: Any) -> None:
+        """(server start-up) Sweep dead servers' temp folders, make this one's (0700), start the executor."""
+        self.swept = sweep_stale(self.temp_root)
+        self.temp_dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self.temp_root)
+        write_pid_file(os.path.join(self.temp_dir, "owner.pid"), os.getpid())
+        self.store.temp_roots.append(self.temp_dir)
         self.loop = loop
         self._thread.start()
 
@@ -240,7 +244,9 @@ class JobQueue:
             running = self.running
             return {
                 "busy": running is not None,
-                "running_for_s": round(time.monotonic() - running.created, 1) if running is not None else None,
+                "running_for_s": round(time.monotonic() - (running.started_at or running.created), 1)
+                if running is not None
+                else None,
                 "queued": len(self._queue),
                 "max_queue": self.max_queue,
                 "jobs_done": self.done_count,
@@ -284,15 +290,19 @@ class JobQueue:
                     return
                 job = self._queue.popleft()
                 job.state, self.running = "running", job
+                job.started_at = time.monotonic()
                 self._requeue_positions()
             t0 = time.perf_counter()
             terminal = self._execute(job)
             terminal["server_s"] = round(time.perf_counter() - t0, 3)
-            with self._cond:
-                self.running = None
-                self._requeue_positions()
-            self._finish(job, terminal)
-            self.log(f"job {job.id[:6]} {terminal['type']} in {terminal['server_s']:.1f} s")
+            try:
+                with self._cond:
+                    self.running = None
+                    self._requeue_positions()
+                self._finish(job, terminal)
+                self.log(f"job {job.id[:6]} {terminal['type']} in {terminal['server_s']:.1f} s")
+            except Exception:  # noqa: BLE001 - the executor must outlive any job
+                sys.stderr.write(traceback.format_exc())
 
     def _execute(self, job: ServerJob) -> Dict[str, Any]:
         """Run one job through the engine; returns its terminal message. Frees its files and memory."""

@@ -111,8 +111,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         client_timeout_s=float(args.client_timeout),
         temp_root=args.temp_dir,
     )
-    app = create_app(config)
-    sock = _listen(args.host, args.port)
+    sock = _listen(args.host, args.port)  # first: a taken port is said before anything is created
+    try:
+        app = create_app(config)
+    except BaseException:
+        sock.close()
+        raise
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"{'https' if args.certfile else 'http'}://{host}:{port}"

@@ -73,9 +73,11 @@ class RunOn:
 
     def onRunOnChanged(self, index=None):
         self.readWidgets()
-        if self.server and self.remote is None and not R.connection_problem(self.settings):
+        if self.server and (self.remote is None or self.remote.closed) and not R.connection_problem(self.settings):
             self.connect()
         self.panel.onRunOnChanged()
+        if not self.server:
+            self.disconnect()  # the logic got this computer's runner (or gets it at the next Segment)
         self.show()
 
     def onEdited(self):
