@@ -170,6 +170,9 @@ class JobQueue:
         self.log(f"job {job_id[:6]} from {client} queued ({self._ahead(job)} ahead)")
         return job
 
+    def queued(self) -> int:
+        return len(self._queue)
+
     def get(self, job_id: str) -> Optional[ServerJob]:
         job = self._jobs.get(job_id)
         if job is not None:
@@ -238,6 +241,7 @@ class JobQueue:
                 with self._cond:
                     self._jobs.pop(job.id, None)
                     job.result = None
+                self.log(f"job {job.id[:6]}: {job.client} did not collect it for {self.client_timeout_s:g} s, freed")
 
     def health(self) -> Dict[str, Any]:
         with self._cond:
@@ -250,6 +254,7 @@ class JobQueue:
                 "queued": len(self._queue),
                 "max_queue": self.max_queue,
                 "jobs_done": self.done_count,
+                "held": len(self._jobs),  # jobs known: queued, running, or finished and not yet collected
                 "ready": self.ready.is_set(),
             }
 

@@ -79,7 +79,8 @@ class Guard:
         given = headers.get(b"authorization", b"")
         if not (given[:7].lower() == b"bearer " and same_token(given[7:].strip(), self.expected)):
             client = scope.get("client") or ("?", 0)
-            LOG.warning("authentication failed: %s %s from %s", scope.get("method"), scope.get("path"), client[0])
+            path = str(scope.get("path", "")).encode("unicode_escape").decode("ascii")[:200]  # no forged log lines
+            LOG.warning("authentication failed: %s %s from %s", scope.get("method"), path, client[0])
             response = JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
             return await response(scope, receive, send)
         self.counter["requests"] += 1
@@ -243,6 +244,8 @@ def create_app(config: ServerConfig) -> Any:
         spool = jobs.new_spool()
         client = request.client.host if request.client else "?"
         try:
+            if jobs.queued() >= config.max_queue:  # before reading the body: a full queue costs no disk
+                raise Busy(jobs.queued())
             received = await _spool(request, spool, config.max_request_bytes)
             if isinstance(received, Response):
                 return received
