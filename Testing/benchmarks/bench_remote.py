@@ -8,7 +8,7 @@ R3  bytes on the wire (request body + result body; and all bodies with the progr
 R4  a threshold move in the Slicer logic after a remote run vs after a local one, and the requests it makes
                                                                                     goal: same cost, 0 requests
 Both sides run torch with the same thread count (``--threads``, default 1: steadiest on a shared machine); runs
-alternate in pairs and the ratio is the median of the per-pair ratios.
+go in pairs (who goes first alternates) and the ratio is the median of the per-pair ratios.
 
 Usage: python Testing/benchmarks/bench_remote.py [--repeats 5] [--threads 1] [--json out.json]
 """
@@ -94,14 +94,16 @@ def paired_runs(worker, remote, volume, local_spec, remote_spec, options, repeat
     worker.submit(volume, local_spec, options).wait()
     remote.submit(volume, remote_spec, options).wait()
     w, r, ratios, job = [], [], [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        local = worker.submit(volume, local_spec, options).wait()
-        w.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        job = remote.submit(volume, remote_spec, options)
-        result = job.wait()
-        r.append(time.perf_counter() - t0)
+    for i in range(repeats):
+        for side in ("worker", "remote") if i % 2 == 0 else ("remote", "worker"):  # alternate who goes first
+            t0 = time.perf_counter()
+            if side == "worker":
+                local = worker.submit(volume, local_spec, options).wait()
+                w.append(time.perf_counter() - t0)
+            else:
+                job = remote.submit(volume, remote_spec, options)
+                result = job.wait()
+                r.append(time.perf_counter() - t0)
         ratios.append(r[-1] / w[-1])
         assert np.array_equal(local.masks, result.masks)
     return w, r, ratios, job, result
