@@ -33,11 +33,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--allow-upload",
         action="store_true",
-        help="accept model files from clients (loaded untrusted, never kept on disk); off by default",
+        help="accept model files from clients (loaded untrusted, removed once loaded); off by default",
     )
     p.add_argument("--max-request-mb", type=float, default=1024.0, help="largest request body (default 1024 MB)")
     p.add_argument("--max-volume-mb", type=float, default=4096.0, help="largest volume, uncompressed (default 4096)")
-    p.add_argument("--client-timeout", type=float, default=60.0, help="cancel a job whose client is silent this long")
+    p.add_argument(
+        "--client-timeout",
+        type=float,
+        default=60.0,
+        help="cancel a job whose client is silent this long, in s (default 60)",
+    )
     p.add_argument("--temp-dir", help="where request bodies are spooled (default: the system temp folder)")
 
 
