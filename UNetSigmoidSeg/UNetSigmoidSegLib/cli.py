@@ -12,10 +12,11 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import exits
-from .contract.model import ModelInfo, ModelSpec
+from .contract.model import ModelInfo, ModelSpec, looks_like_path
 from .contract.options import Cleanup, SegmentOptions
 from .errors import UserError
 from .progress import Progress
+from .remote import serve
 
 TRUST_WARNING = (
     "warning: --trust-bundle: the model's config is run by MONAI's ConfigParser as it is — any code in it runs "
@@ -113,6 +114,8 @@ def _output_paths(
 
 def _model_files(spec: ModelSpec) -> List[str]:
     """The files a run reads besides its inputs: the model (a bundle folder: every file in it) and its JSON."""
+    if not spec.path:  # a server's model: nothing of it is on this computer
+        return []
     sidecar = os.path.splitext(spec.path)[0] + ".json" if not os.path.isdir(spec.path) else ""
     return [p for p in (spec.path, sidecar, spec.network_config or "") if p]
 
@@ -140,6 +143,10 @@ def _options(args: argparse.Namespace) -> SegmentOptions:
 
 
 def _model_spec(args: argparse.Namespace) -> ModelSpec:
+    """``--model``: a path; with ``--server``, a server model name unless it looks like a path (a folder separator
+    or a model-file suffix: then the file is uploaded, if the server accepts uploads)."""
+    if getattr(args, "server", None) and not looks_like_path(args.model):
+        return ModelSpec(name=args.model, strides=getattr(args, "strides", None))
     return ModelSpec(
         args.model,
         trust_bundle=args.trust_bundle,
@@ -157,7 +164,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     inputs = _expand_inputs(args.inputs)
     cases = _output_paths(inputs, args.output, args.probabilities, _model_files(spec))
     t0 = time.perf_counter()
-    runner = make_runner(worker=args.worker, worker_python=args.worker_python)
+    runner = make_runner(worker=args.worker, worker_python=args.worker_python, **_remote(args))
     try:
         info = runner.inspect(spec).wait()
         return _segment_cases(args, cases, runner, spec, options, info, time.perf_counter() - t0)
@@ -241,6 +248,9 @@ def _segment_cases(
         }
         if runner.kind == "worker":
             row["worker"] = {k: job.info.get(k) for k in ("pid", "cache_hit", "load_count", "peak_rss_bytes")}
+        if runner.kind == "remote":
+            keys = ("server_job", "max_ahead", "cache_hit", "request_bytes", "result_bytes", "server_s", "upload_s")
+            row["server"] = dict({k: job.info.get(k) for k in keys}, url=runner.url)
         summary["cases"].append(row)
         if not args.json and not args.quiet:
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
@@ -254,13 +264,25 @@ def _segment_cases(
     return 0
 
 
+def _remote(args: argparse.Namespace) -> Dict[str, Any]:
+    """``make_runner`` keywords for ``--server`` (none without it)."""
+    if not args.server:
+        return {}
+    return {
+        "server": args.server,
+        "token_file": args.token_file,
+        "cafile": args.server_ca,
+        "allow_http": args.allow_http,
+    }
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .runners import make_runner
 
     spec = _model_spec(args)
     if spec.trust_bundle:
         print(TRUST_WARNING, file=sys.stderr)
-    runner = make_runner()
+    runner = make_runner(**_remote(args))
     try:
         info = runner.inspect(spec).wait()
     finally:
@@ -309,6 +331,18 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--network-config", help="JSON with UNet settings/labels for a plain checkpoint (default: <checkpoint>.json)"
     )
+
+
+def _remote_args(p: argparse.ArgumentParser, model: str) -> None:
+    r = p.add_argument_group("remote server (unetsigmoidseg serve)")
+    r.add_argument(
+        "--server",
+        metavar="URL",
+        help=f"run on this server, e.g. https://gpu-server:8765; {model} is then one of its model names",
+    )
+    r.add_argument("--token-file", help="the server's token (default: $UNETSIGMOIDSEG_TOKEN, else the local server's)")
+    r.add_argument("--server-ca", help="certificate (PEM) to trust for an https server with a self-signed one")
+    r.add_argument("--allow-http", action="store_true", help="allow plain http to another computer (token in clear)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -375,11 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run inference in a background worker process (one warm worker for the batch)",
     )
     w.add_argument("--worker-python", help="interpreter for the worker, with torch + MONAI (default: this Python)")
+    _remote_args(s, "--model")
     _model_args(s)
     i = sub.add_parser("inspect", help="print what was detected in a model")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
+    _remote_args(i, "MODEL")
     _model_args(i)
+    serve.add_parser(sub)
     d = sub.add_parser("demo", help="segment the bundled demo volume with the bundled demo model")
     d.add_argument("--output-dir", default="unetsigmoidseg-demo", help="where to write the results")
     d.add_argument("--device", default="auto")
@@ -389,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"segment": cmd_segment, "inspect": cmd_inspect, "demo": cmd_demo}
+    commands = {"segment": cmd_segment, "inspect": cmd_inspect, "demo": cmd_demo, "serve": serve.cmd_serve}
     with exits.signals_as_exceptions():
         try:
             return commands[args.command](args)

@@ -309,6 +309,12 @@ def load_model(
 
     ``model`` is a ``ModelSpec``, or a path with the spec's options as keywords."""
     spec = model if isinstance(model, ModelSpec) else ModelSpec(str(model), trust_bundle, network_config, strides)
+    if spec.name is not None:
+        raise ModelError(
+            f"{spec.name!r} is a server model name, and this computer runs model files",
+            "Run on the server that has it (RemoteRunner / --server), or give the path of a checkpoint, TorchScript "
+            "file or MONAI bundle.",
+        )
     path, trust_bundle = spec.path, spec.trust_bundle
     if not os.path.exists(path):
         raise ModelError(
