@@ -68,9 +68,10 @@ def test_the_demo_bundle_on_the_t1_head_equals_a_local_run(server, models_dir):
 
 
 def test_the_server_frees_each_jobs_memory(server):
-    """Ten runs of a 120×126×164 CT: the server's resident memory after the last is within a few MB of that after
-    the second (each run handles ~60 MB of arrays: a leak of one run's arrays would show). On Linux the server gives
-    the freed heap back after each job (``malloc_trim``); elsewhere the allocator may keep up to a job's worth."""
+    """Ten runs of a 120×126×164 CT: the server's resident memory after the last grows by less than one run's arrays
+    (~60 MB) over that after the second. Kept arrays would add ~60 MB per run (≈ 480 MB over the eight runs); the
+    allocator's own jitter is ~20 MB here. On Linux the server gives the freed heap back after each job
+    (``malloc_trim``); elsewhere the allocator may keep up to a job's worth."""
     runner = server.runner()
     volume = long_volume()
     options = SegmentOptions(device="cpu", roi_size=[64, 64, 64])
@@ -80,7 +81,7 @@ def test_the_server_frees_each_jobs_memory(server):
         health = server.wait_idle()
         assert health["held"] == 0  # released by the client once it had the result
         rss.append(health["rss_bytes"])
-    assert rss[-1] - rss[1] < (20e6 if sys.platform.startswith("linux") else 150e6), [round(r / 1e6) for r in rss]
+    assert rss[-1] - rss[1] < (50e6 if sys.platform.startswith("linux") else 150e6), [round(r / 1e6) for r in rss]
 
 
 def test_progress_is_streamed_with_every_stage(server):
