@@ -38,7 +38,7 @@ DATA = os.path.join(RESOURCES, "Data")
 sys.path.insert(0, os.path.join(REPO, "UNetSigmoidSeg"))  # the product, also without `pip install -e .`
 
 from UNetSigmoidSegLib.engine import bundle as bundle_mod  # noqa: E402
-from UNetSigmoidSegLib.engine import preprocess  # noqa: E402
+from UNetSigmoidSegLib.engine import configreader, preprocess  # noqa: E402
 from UNetSigmoidSegLib.engine.volume import Volume, read_volume  # noqa: E402
 
 PATCH = (64, 64, 64)  # training patch (voxels at the bundle's 2 mm spacing)
@@ -74,9 +74,9 @@ def prepare_output(output: str) -> str:
 
 def build_from_bundle(folder: str) -> Tuple[torch.nn.Module, Any]:
     """Network and image preprocessing (minus loading) instantiated from the bundle's config,
-    by the same reader and the same filtering the product uses at inference."""
-    parsed = bundle_mod.parse_bundle(folder, trust=False)
-    return parsed["network"], bundle_mod.without_loaders(parsed["preprocessing"])
+    by the same untrusted reader (the allow-list) the product uses at inference."""
+    plan = configreader.read_bundle(bundle_mod.read_bundle_configs(folder)["inference"])
+    return configreader.build(plan.network, "network_def"), configreader.build_preprocessing(plan.preprocessing)
 
 
 def preprocessed_pair(pre, image: Volume, mask: Volume) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ P3 cold first run vs ``python -c "import torch, monai"``                        
 P4 array hand-off 512×512×300 vs uncompressed NRRD write+read                            bench_worker.py W3
 P5 memory: cached probabilities bytes/voxel; worker peak RSS at 512×512×300              bench_mrml.py / W4
 P6 GPU: AMP vs fp32, engine vs bare MONAI with AMP (only where CUDA is available)        bench_gpu.py
+R1-R4 remote server on loopback vs the local warm worker; bytes on the wire; threshold  bench_remote.py
 B  CPU backends: one window and 256×256×128 end to end per backend vs bare MONAI on
    PyTorch; first use (export) and cached re-use in fresh processes; peak memory         bench_backends.py
 E1/E2 engine overhead at 128³ and re-threshold 256³                                       bench_engine.py
@@ -158,6 +159,7 @@ def backend_lines(results):
 
 def report(all_results, rows, out_dir):
     mrml, worker, engine, gpu = (all_results.get(k, {}) for k in ("mrml", "worker", "engine", "gpu"))
+    remote = all_results.get("remote", {})
     p1 = [r for r in mrml.get("results", [])]
     lines = [
         "# Benchmark report",
@@ -184,6 +186,11 @@ def report(all_results, rows, out_dir):
     for r in engine.get("results", []):
         figures = json.dumps({k: v for k, v in r.items() if k not in ("name", "goal")})
         lines.append(f"| E | {r['name']} | {figures} | | {r.get('ratio', '')} | {r['goal']} |")
+    for r in remote.get("results", []):
+        figures = json.dumps({k: v for k, v in r.items() if k not in ("name", "goal")})
+        lines.append(f"| R | {r['name']} | {figures} | | {r.get('ratio', '')} | {r['goal']} |")
+    if remote.get("error"):
+        lines.append(f"| R | remote server | failed: {remote['error'][-300:]} | | | |")
     if gpu.get("results"):
         for r in gpu["results"]:
             lines.append(f"| P6 | {r['name']} | {json.dumps(r)} | | {r.get('ratio', '')} | |")
@@ -231,6 +238,7 @@ def main(argv=None):
     results["worker"] = _run_script(
         "bench_worker.py", args.out, *(["--repeats", "3", "--cold", "2"] if args.quick else [])
     )
+    results["remote"] = _run_script("bench_remote.py", args.out, *(["--repeats", "3"] if args.quick else []))
     results["gpu"] = _run_script("bench_gpu.py", args.out)
     results["backends"] = _run_script(
         "bench_backends.py", args.out, *(["--quick", "--nets", "tutorial,seed"] if args.quick else [])

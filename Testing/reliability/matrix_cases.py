@@ -478,6 +478,9 @@ def _(env):
     return _worker_run(env, fault="raise@inference")
 
 
+import matrix_security  # noqa: E402,F401 - registers the security rows (S1…)
+
+
 def markdown() -> str:
     rows = ["| id | layer | fault or bad input | what the user is told (pattern) |", "|---|---|---|---|"]
     for c in CASES:
@@ -486,4 +489,6 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
-    print(markdown(), end="")
+    import matrix_cases  # the module (this file runs as __main__): its CASES hold every row, security rows too
+
+    print(matrix_cases.markdown(), end="")

@@ -238,6 +238,14 @@ class ComboBox(Widget):
     def setItemData(self, index: int, value: Any, role: Any) -> None:
         self.tips[index] = value
 
+    def clear(self) -> None:
+        had = self._index >= 0
+        self.items.clear()
+        self.tips.clear()
+        object.__setattr__(self, "_index", -1)
+        if had:
+            self.emit("currentIndexChanged(int)", -1)
+
     @property
     def count(self) -> int:
         return len(self.items)
@@ -440,9 +448,23 @@ class Timer(FakeObject):
         self.emit("timeout()")
 
 
+SETTINGS: Dict[str, Any] = {}  # what qt.QSettings() holds (Slicer's application settings, per user)
+
+
+class Settings:
+    """qt.QSettings(): one shared store; ``value`` returns None for a key never set."""
+
+    def value(self, key: str, default: Any = None) -> Any:
+        return SETTINGS.get(key, default)
+
+    def setValue(self, key: str, value: Any) -> None:
+        SETTINGS[key] = value
+
+
 def make_qt() -> types.ModuleType:
     qt = types.ModuleType("qt")
     qt.QTimer = Timer
+    qt.QSettings = Settings
     qt.QIcon = lambda path: ("icon", path)
     qt.Qt = types.SimpleNamespace(ToolTipRole=3)
     qt.QFileDialog = types.SimpleNamespace(getExistingDirectory=lambda parent, title, start: "")

@@ -90,9 +90,10 @@ def prop(widget, name):
 
 
 def python_sources():
-    """The module file, the panel and the widget helpers that reach into ``ui`` (the self-test drives the panel too)."""
+    """The module file, the panel, its Run-on group and the self-test: the Python that reaches into ``ui``."""
+    widget = LIB_DIR / "widget"
     return "".join(
-        p.read_text() for p in (MODULE_FILE, LIB_DIR / "widget" / "panel.py", LIB_DIR / "widget" / "selftest.py")
+        p.read_text() for p in (MODULE_FILE, widget / "panel.py", widget / "runon.py", widget / "selftest.py")
     )
 
 

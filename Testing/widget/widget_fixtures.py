@@ -46,6 +46,7 @@ def load_module_over_fakes(monkeypatch):
     fakeslicer.ERRORS.clear()
     fakeslicer.DIALOGS.clear()
     fakeslicer.TIMERS.clear()
+    fakeslicer.SETTINGS.clear()
     fakeslicer.PlotsLogic.shown = []
     monkeypatch.setitem(sys.modules, "qt", fakeslicer.make_qt())
     monkeypatch.setitem(sys.modules, "ctk", fakeslicer.make_ctk())
@@ -54,6 +55,7 @@ def load_module_over_fakes(monkeypatch):
     )
     monkeypatch.setitem(sys.modules, "slicer.i18n", fakeslicer.make_i18n())
     monkeypatch.delitem(sys.modules, "UNetSigmoidSegLib.widget.panel", raising=False)  # imports this test's fake qt
+    monkeypatch.delitem(sys.modules, "UNetSigmoidSegLib.widget.runon", raising=False)
     scene = create_headless_scene()
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
     monkeypatch.setattr(

@@ -1,6 +1,7 @@
 """Headless front end: ``unetsigmoidseg segment|inspect|demo``.
 
-Exit codes: 0 ok, 2 user error (one paragraph, no traceback), 1 anything else, 130 interrupted.
+Exit codes: 0 ok, 2 user error (one paragraph, no traceback), 1 a bug (the message names its log), 128 + the
+signal number when stopped (Ctrl-C 130, SIGTERM 143, a closed terminal 129) — see ``exits``.
 """
 
 import argparse
@@ -10,10 +11,17 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from .contract.model import ModelInfo, ModelSpec
+from . import exits
+from .contract.model import ModelInfo, ModelSpec, looks_like_path
 from .contract.options import Cleanup, SegmentOptions
 from .errors import UserError
 from .progress import Progress
+from .remote import serve
+
+TRUST_WARNING = (
+    "warning: --trust-bundle: the model's config is run by MONAI's ConfigParser as it is — any code in it runs "
+    "with your permissions. Use it only for models whose author you trust."
+)
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -56,10 +64,12 @@ def _stem(path: str) -> str:
 
 
 def _output_paths(
-    inputs: List[str], output: Optional[str], probabilities: Optional[str]
+    inputs: List[str], output: Optional[str], probabilities: Optional[str], reads: Sequence[str] = ()
 ) -> List[Dict[str, Optional[str]]]:
-    """One case per input: ``{"input", "segmentation", "probabilities"}`` paths, checked before any run."""
+    """One case per input: ``{"input", "segmentation", "probabilities"}`` paths, checked before any run: known
+    extensions, writable, and none resolving to an input, to a file in ``reads`` (the model's) or to another output."""
     from .engine.outputs import check_output_path
+    from .engine.paths import check_output_paths, protected_files
 
     cases = []
     batch = len(inputs) > 1
@@ -97,7 +107,17 @@ def _output_paths(
             f"Several inputs would write the same output file: {', '.join(clash)}",
             "Inputs in a batch need distinct file names; run them into separate --output folders.",
         )
+    outputs = [(k, c[k]) for c in cases for k in ("segmentation", "probabilities") if c[k]]
+    check_output_paths(outputs, protected_files(list(inputs) + list(reads)))
     return cases
+
+
+def _model_files(spec: ModelSpec) -> List[str]:
+    """The files a run reads besides its inputs: the model (a bundle folder: every file in it) and its JSON."""
+    if not spec.path:  # a server's model: nothing of it is on this computer
+        return []
+    sidecar = os.path.splitext(spec.path)[0] + ".json" if not os.path.isdir(spec.path) else ""
+    return [p for p in (spec.path, sidecar, spec.network_config or "") if p]
 
 
 def _options(args: argparse.Namespace) -> SegmentOptions:
@@ -124,6 +144,10 @@ def _options(args: argparse.Namespace) -> SegmentOptions:
 
 
 def _model_spec(args: argparse.Namespace) -> ModelSpec:
+    """``--model``: a path; with ``--server``, a server model name unless it looks like a path (a folder separator
+    or a model-file suffix: then the file is uploaded, if the server accepts uploads)."""
+    if getattr(args, "server", None) and not looks_like_path(args.model):
+        return ModelSpec(name=args.model, strides=getattr(args, "strides", None))
     return ModelSpec(
         args.model,
         trust_bundle=args.trust_bundle,
@@ -136,10 +160,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .runners import make_runner
 
     options, spec = _options(args), _model_spec(args)
+    if spec.trust_bundle:
+        print(TRUST_WARNING, file=sys.stderr)
     inputs = _expand_inputs(args.inputs)
-    cases = _output_paths(inputs, args.output, args.probabilities)
+    cases = _output_paths(inputs, args.output, args.probabilities, _model_files(spec))
     t0 = time.perf_counter()
-    runner = make_runner(worker=args.worker, worker_python=args.worker_python)
+    runner = make_runner(worker=args.worker, worker_python=args.worker_python, **_remote(args))
     try:
         info = runner.inspect(spec).wait()
         return _segment_cases(args, cases, runner, spec, options, info, time.perf_counter() - t0)
@@ -157,6 +183,7 @@ def _segment_cases(
     load_s: float,
 ) -> int:
     from .engine.outputs import write_probabilities, write_segmentation
+    from .engine.paths import protected_files
     from .engine.volume import read_volume
 
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
@@ -182,23 +209,24 @@ def _segment_cases(
             )
         elif args.strides and info.format != "checkpoint":
             print("warning: --strides ignored: it applies to plain UNet state_dicts only", file=sys.stderr)
+    reads = protected_files([c["input"] for c in cases] + _model_files(spec))
     progress = Progress(len(cases), quiet=args.quiet)
     summary: Dict[str, Any] = {"model": info.to_dict(), "load_s": round(load_s, 3), "cases": []}
     started = time.perf_counter()
     for i, case in enumerate(cases):
         progress.start_case(i, _stem(case["input"] or ""))
         t1 = time.perf_counter()
-        volume = read_volume(case["input"])
+        volume = read_volume(case["input"], series=args.series)
         read_s = time.perf_counter() - t1
         job = runner.submit(volume, spec, options)
         result = job.wait(progress=progress, log=log)
         t2 = time.perf_counter()
-        warning = write_segmentation(result, case["segmentation"])
+        warning = write_segmentation(result, case["segmentation"], reads)
         if warning:
             result.warnings.append(warning)
             log("warning: " + warning)
         if case["probabilities"]:
-            write_probabilities(result, case["probabilities"])
+            write_probabilities(result, case["probabilities"], reads + [case["segmentation"]])
         progress("write", 1.0, os.path.basename(case["segmentation"] or ""))
         progress.end_line()
         stats = result.statistics()
@@ -222,6 +250,9 @@ def _segment_cases(
         }
         if runner.kind == "worker":
             row["worker"] = {k: job.info.get(k) for k in ("pid", "cache_hit", "load_count", "peak_rss_bytes")}
+        if runner.kind == "remote":
+            keys = ("server_job", "max_ahead", "cache_hit", "request_bytes", "result_bytes", "server_s", "upload_s")
+            row["server"] = dict({k: job.info.get(k) for k in keys}, url=runner.url)
         summary["cases"].append(row)
         if not args.json and not args.quiet:
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
@@ -239,12 +270,27 @@ def _segment_cases(
     return 0
 
 
+def _remote(args: argparse.Namespace) -> Dict[str, Any]:
+    """``make_runner`` keywords for ``--server`` (none without it)."""
+    if not args.server:
+        return {}
+    return {
+        "server": args.server,
+        "token_file": args.token_file,
+        "cafile": args.server_ca,
+        "allow_http": args.allow_http,
+    }
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .runners import make_runner
 
-    runner = make_runner()
+    spec = _model_spec(args)
+    if spec.trust_bundle:
+        print(TRUST_WARNING, file=sys.stderr)
+    runner = make_runner(**_remote(args))
     try:
-        info = runner.inspect(_model_spec(args)).wait()
+        info = runner.inspect(spec).wait()
     finally:
         runner.close()
     if args.json:
@@ -286,11 +332,23 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trust-bundle",
         action="store_true",
-        help="allow a bundle's $-expressions and non-MONAI targets (runs its code)",
+        help="run the model's config with MONAI's ConfigParser, code included (only for authors you trust)",
     )
     p.add_argument(
         "--network-config", help="JSON with UNet settings/labels for a plain checkpoint (default: <checkpoint>.json)"
     )
+
+
+def _remote_args(p: argparse.ArgumentParser, model: str) -> None:
+    r = p.add_argument_group("remote server (unetsigmoidseg serve)")
+    r.add_argument(
+        "--server",
+        metavar="URL",
+        help=f"run on this server, e.g. https://gpu-server:8765; {model} is then one of its model names",
+    )
+    r.add_argument("--token-file", help="the server's token (default: $UNETSIGMOIDSEG_TOKEN, else the local server's)")
+    r.add_argument("--server-ca", help="certificate (PEM) to trust for an https server with a self-signed one")
+    r.add_argument("--allow-http", action="store_true", help="allow plain http to another computer (token in clear)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--probabilities", help="also write the probability map (NRRD/NIfTI), or a folder for batches")
     s.add_argument("--labels", nargs="+", help="segment names (override the model's)")
+    s.add_argument("--series", metavar="UID", help="the DICOM series to read when an input folder holds several")
     s.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     s.add_argument("--quiet", "-q", action="store_true")
     g = s.add_argument_group("inference")
@@ -362,11 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run inference in a background worker process (one warm worker for the batch)",
     )
     w.add_argument("--worker-python", help="interpreter for the worker, with torch + MONAI (default: this Python)")
+    _remote_args(s, "--model")
     _model_args(s)
     i = sub.add_parser("inspect", help="print what was detected in a model")
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
+    _remote_args(i, "MODEL")
     _model_args(i)
+    serve.add_parser(sub)
     d = sub.add_parser("demo", help="segment the bundled demo volume with the bundled demo model")
     d.add_argument("--output-dir", default="unetsigmoidseg-demo", help="where to write the results")
     d.add_argument("--device", default="auto")
@@ -376,14 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return {"segment": cmd_segment, "inspect": cmd_inspect, "demo": cmd_demo}[args.command](args)
-    except UserError as exc:
-        print(f"error: {exc.message}" + (f"\nfix: {exc.hint}" if exc.hint else ""), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    commands = {"segment": cmd_segment, "inspect": cmd_inspect, "demo": cmd_demo, "serve": serve.cmd_serve}
+    with exits.signals_as_exceptions():
+        try:
+            return commands[args.command](args)
+        except UserError as exc:
+            exits.say(f"error: {exc.message}" + (f"\nfix: {exc.hint}" if exc.hint else ""))
+            return exits.EXIT_USER
+        except exits.Interrupted as exc:
+            exits.say(f"stopped by {exc}: nothing partial was written; temporary files were removed")
+            return exc.exit_code
+        except KeyboardInterrupt:
+            exits.say("interrupted: nothing partial was written; temporary files were removed")
+            return 130
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug: exit 1 with the log's location
+            return exits.report_bug(exc, list(argv) if argv is not None else None)
 
 
 if __name__ == "__main__":

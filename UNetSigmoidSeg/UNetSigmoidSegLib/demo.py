@@ -182,6 +182,7 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
     from .engine.inference import select_device
     from .engine.model import load_model
     from .engine.outputs import write_probabilities, write_seg_nrrd
+    from .engine.paths import protected_files
     from .engine.pipeline import segment
     from .engine.volume import read_volume, same_geometry
     from .progress import Progress
@@ -213,8 +214,9 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
     progress = Progress(1, quiet=quiet)
     progress.start_case(0, "T1_head")
     result = segment(volume, model, SegmentOptions(device=device), progress=progress, log=log)
-    write_seg_nrrd(result, files["seg"])
-    write_probabilities(result, files["prob"])
+    reads = protected_files([paths["image"], paths["reference"], paths["model"]])  # never written over
+    write_seg_nrrd(result, files["seg"], reads)
+    write_probabilities(result, files["prob"], reads + [files["seg"]])
     progress("write", 1.0, os.path.basename(files["seg"]))
     progress.end_line()
     pred, ref = result.masks[0], reference.array[0] > 0

@@ -59,6 +59,14 @@ class WorkerError(UserError):
         self.log_tail = list(log_tail or [])
 
 
+class RemoteError(WorkerError):
+    """A remote server could not run the job: unreachable, token refused, busy, restarted, connection lost, or a
+    request too large. ``reason`` says which (``down`` | ``auth`` | ``busy`` | ``restarted`` | ``connection`` |
+    ``timeout`` | ``too_large`` | ``lost`` | ``refused`` | ``protocol`` | ``tls`` | ``url`` | ``server``)."""
+
+    kind = "remote"
+
+
 class WorkerInternalError(RuntimeError):
     """An unexpected exception inside the worker (a bug); the message holds the worker's traceback."""
 

@@ -138,7 +138,7 @@ def check_thresholds(threshold: Union[None, float, Sequence[float]], n: int) -> 
     """One threshold per segment (a single value is used for all); each a probability in [0, 1]."""
     if threshold is None:
         return [0.5] * n
-    values = [threshold] if isinstance(threshold, (int, float)) else list(threshold)
+    values = [threshold] if isinstance(threshold, (int, float, str)) else list(threshold)
     if len(values) == 1:
         values = values * n
     if len(values) != n:
@@ -222,10 +222,9 @@ class SegmentOptions:
         self.amp = bool(self.amp)
         self.backend = check_choice("backend", self.backend, BACKENDS)
         if self.threshold is not None:
-            values = check_thresholds(
-                self.threshold, 1 if isinstance(self.threshold, (int, float)) else max(1, len(self.threshold))
-            )
-            self.threshold = values[0] if isinstance(self.threshold, (int, float)) or len(values) == 1 else values
+            scalar = isinstance(self.threshold, (int, float, str))
+            values = check_thresholds(self.threshold, 1 if scalar else max(1, len(self.threshold)))
+            self.threshold = values[0] if scalar or len(values) == 1 else values
         self.roi_size = _numbers(
             "roi_size",
             self.roi_size,

@@ -1,10 +1,10 @@
 """The run contract's protocols: a ``Runner`` takes runs and model inspections and returns ``Job`` handles.
 
-Implementations: ``runners.inprocess.InProcessRunner`` (this process) and ``worker.client.WorkerRunner``
-(a warm background process). The CLI, the Slicer logic and the panel hold a ``Runner`` and never ask
-which one. A job's messages are dicts with a ``type``: ``progress`` (``stage``, ``fraction`` 0..1,
-``message``), ``log`` / ``warning`` (``message``), then one terminal message: ``result``, ``error``,
-``cancelled`` or ``busy``.
+Implementations: ``runners.inprocess.InProcessRunner`` (this process), ``worker.client.WorkerRunner``
+(a warm background process) and ``remote.client.RemoteRunner`` (a GPU server). The CLI, the Slicer logic and
+the panel hold a ``Runner`` and never ask which one. A job's messages are dicts with a ``type``: ``progress``
+(``stage``, ``fraction`` 0..1, ``message``), ``log`` / ``warning`` (``message``), then one terminal message:
+``result``, ``error``, ``cancelled`` or ``busy``.
 """
 
 from typing import Any, Callable, Dict, List, Optional
@@ -53,7 +53,7 @@ class Job(Protocol):
 class Runner(Protocol):
     """Runs segmentations and model inspections somewhere (this process, a worker process, …)."""
 
-    kind: str  # "in-process" | "worker"
+    kind: str  # "in-process" | "worker" | "remote"
 
     def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> Job:
         """Start segmenting ``volume`` with ``model``; returns at once."""

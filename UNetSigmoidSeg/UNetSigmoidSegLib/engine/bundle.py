@@ -1,51 +1,38 @@
-"""Reading MONAI bundles without running their code.
+"""Reading MONAI bundles: their configs as bounded plain data, and what inference needs from them.
 
-A bundle config may contain ``$`` Python expressions and ``_target_`` of any importable class;
-MONAI's ``ConfigParser`` would run them. Untrusted (the default), only the parts this product
-needs (``network_def``, ``preprocessing``, ``inferer`` and what they reference with ``@``) are copied
-into a fresh parser, after checking that they hold no ``$`` / ``%``
-strings and only MONAI targets; ``postprocessing`` is only read as data (activation, threshold).
-``trust=True`` parses the whole config as MONAI would.
+A bundle config may hold ``$`` Python expressions, ``_target_`` of any importable object and special keys
+that MONAI's ``ConfigParser`` would run. Untrusted (the default), ``configreader`` reads ``network_def``,
+``preprocessing`` and ``inferer`` with the allow-list and nothing else is interpreted; ``postprocessing`` and
+``metadata.json`` are only read as data (activation, threshold, argmax, label names). ``parse_trusted``
+(``--trust-bundle``) parses the whole config with MONAI's ``ConfigParser``, i.e. runs its code.
 """
 
-import json
+import math
 import os
-import re
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional
 
 from ..errors import ModelError
+from . import allowlist
+from .safeload import read_data_file
 
-NEEDED = ("network_def", "preprocessing", "inferer")  # postprocessing is only read as data, never instantiated
-TRUST_HINT = "Inspect the config; if you trust its author, pass --trust-bundle (panel: Advanced → Trust bundle code)."
+CONFIG_EXTENSIONS = (".json", ".yaml", ".yml")
+LOADERS = ("LoadImaged", "LoadImage", "EnsureChannelFirstd", "EnsureChannelFirst")
 
 
 def is_bundle_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "configs", "metadata.json"))
 
 
-def _read_config_file(folder: str, stem: str) -> Optional[dict]:
-    for ext in (".json", ".yaml", ".yml"):
+def _read_config_file(folder: str, stem: str) -> Optional[Any]:
+    for ext in CONFIG_EXTENSIONS:
         path = os.path.join(folder, "configs", stem + ext)
-        if not os.path.isfile(path):
-            continue
-        try:
-            with open(path, encoding="utf-8") as f:
-                if ext == ".json":
-                    return json.load(f)
-                import yaml  # MONAI reads YAML configs with PyYAML too
-
-                return yaml.safe_load(f)
-        except ImportError:
-            raise ModelError(f"{path} is YAML and PyYAML is not installed.", "pip install pyyaml") from None
-        except ValueError as exc:
-            raise ModelError(
-                f"Cannot parse {path}: {exc}", "Fix the bundle's config file (it must be valid JSON/YAML)."
-            ) from None
+        if os.path.isfile(path):
+            return read_data_file(path, f"configs/{stem}{ext}", "Fix the bundle's config file (plain JSON/YAML).")
     return None
 
 
 def read_bundle_configs(folder: str) -> Dict[str, Any]:
-    """``{"metadata": …, "inference": …}`` of a bundle folder."""
+    """``{"metadata": dict, "inference": dict}`` of a bundle folder, read within the size and depth limits."""
     metadata = _read_config_file(folder, "metadata")
     inference = _read_config_file(folder, "inference")
     if inference is None:
@@ -53,6 +40,12 @@ def read_bundle_configs(folder: str) -> Dict[str, Any]:
             f"Bundle {folder} has no configs/inference.json",
             "A MONAI bundle needs configs/inference.json with network_def.",
         )
+    for name, value in (("inference", inference), ("metadata", metadata)):
+        if value is not None and not isinstance(value, dict):
+            raise ModelError(
+                f"Bundle {folder}: configs/{name} must hold a mapping (a JSON object), not a {type(value).__name__}",
+                "Fix the bundle's config file.",
+            )
     if "network_def" not in inference:
         raise ModelError(
             f"Bundle {folder}: configs/inference has no 'network_def'",
@@ -61,71 +54,15 @@ def read_bundle_configs(folder: str) -> Dict[str, Any]:
     return {"metadata": metadata or {}, "inference": inference}
 
 
-_REF = re.compile(r"^@([\w:#]+)$")
+def parse_trusted(folder: str, inference: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"network", "preprocessing", "inferer"}`` instantiated by MONAI's ``ConfigParser`` — runs the config's code.
 
-
-def _walk(node: Any, where: str, refs: Set[str], problems: List[str]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "_target_" and isinstance(value, str):
-                if value.startswith(("$", "%", "@")) or ("." in value and not value.startswith("monai.")):
-                    problems.append(f"{where}._target_ = {value!r} is not a MONAI class")
-            _walk(value, f"{where}.{key}", refs, problems)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _walk(value, f"{where}[{i}]", refs, problems)
-    elif isinstance(node, str):
-        if node.startswith(("$", "%")):
-            problems.append(f"{where} = {node[:60]!r} is a Python expression / file macro")
-        else:
-            m = _REF.match(node)
-            if m:
-                refs.add(re.split(r"::|#", m.group(1))[0])
-
-
-def safe_subconfig(config: Dict[str, Any], needed=NEEDED) -> Dict[str, Any]:
-    """The needed top-level ids and everything they reference, checked free of code."""
-    todo = [k for k in needed if k in config]
-    chosen: Dict[str, Any] = {}
-    problems: List[str] = []
-    while todo:
-        key = todo.pop()
-        if key in chosen:
-            continue
-        if key not in config:
-            problems.append(f"@{key} is referenced but not defined")
-            continue
-        chosen[key] = config[key]
-        refs: Set[str] = set()
-        _walk(config[key], key, refs, problems)
-        todo.extend(r for r in refs if r not in chosen)
-    if problems:
-        raise ModelError(
-            "The bundle config would run code, which is off for untrusted bundles: "
-            + "; ".join(problems[:3])
-            + ("…" if len(problems) > 3 else "")
-            + ". Nothing was run.",
-            TRUST_HINT,
-        )
-    return chosen
-
-
-def parse_bundle(folder: str, trust: bool = False) -> Dict[str, Any]:
-    """Instantiate the needed parts of a bundle's inference config.
-
-    Returns ``{"network": nn.Module, "preprocessing": Compose | None, "inferer": object | None,
-    "postprocessing_config": raw dict | None, "inference": raw config, "metadata": dict}``.
-    """
+    Only for ``--trust-bundle``."""
     from monai.bundle import ConfigParser
 
-    configs = read_bundle_configs(folder)
-    inference = configs["inference"]
-    if trust:
-        parser = ConfigParser(dict(inference))
-        parser["bundle_root"] = folder
-    else:
-        parser = ConfigParser(safe_subconfig(inference))
-    out: Dict[str, Any] = {"inference": inference, "metadata": configs["metadata"]}
+    parser = ConfigParser(dict(inference))
+    parser["bundle_root"] = folder
+    out: Dict[str, Any] = {}
     try:
         out["network"] = parser.get_parsed_content("network_def")
         out["preprocessing"] = parser.get_parsed_content("preprocessing") if "preprocessing" in parser.config else None
@@ -137,11 +74,7 @@ def parse_bundle(folder: str, trust: bool = False) -> Dict[str, Any]:
             f"Cannot instantiate the bundle's config: {type(exc).__name__}: {str(exc)[:300]}",
             "Check network_def / preprocessing in configs/inference.json.",
         ) from None
-    out["postprocessing_config"] = inference.get("postprocessing")
     return out
-
-
-LOADERS = ("LoadImaged", "LoadImage", "EnsureChannelFirstd", "EnsureChannelFirst")
 
 
 def without_loaders(preprocessing: Any) -> Any:
@@ -154,7 +87,7 @@ def without_loaders(preprocessing: Any) -> Any:
 
 
 def _targets(node: Any) -> List[dict]:
-    """All dicts with a ``_target_`` below ``node`` (depth first)."""
+    """All dicts with a ``_target_`` below ``node`` (depth first; the data was depth-checked when read)."""
     found: List[dict] = []
     if isinstance(node, dict):
         if "_target_" in node:
@@ -167,23 +100,31 @@ def _targets(node: Any) -> List[dict]:
     return found
 
 
-def _short(target: str) -> str:
-    return target.split(".")[-1]
+def _postprocessing_name(target: Any) -> Optional[str]:
+    """``Activationsd`` / ``AsDiscreted`` (and array forms) for their exact MONAI spellings, else None."""
+    if not isinstance(target, str):
+        return None
+    short = target[len("monai.transforms.") :] if target.startswith("monai.transforms.") else target
+    for prefix in ("post.dictionary.", "post.array."):
+        short = short[len(prefix) :] if short.startswith(prefix) else short
+    return short if short in allowlist.POSTPROCESSING_READ else None
 
 
 def bundle_activation(postprocessing: Any) -> Dict[str, Any]:
-    """Activation, threshold and argmax read from the bundle's postprocessing transforms."""
+    """Activation, threshold and argmax read as data from the bundle's postprocessing (nothing is built):
+    only literal ``true`` flags and numeric thresholds of ``Activations(d)`` / ``AsDiscrete(d)`` count."""
     result: Dict[str, Any] = {"activation": None, "threshold": None, "argmax": False}
     for node in _targets(postprocessing):
-        name = _short(str(node["_target_"]))
+        name = _postprocessing_name(node["_target_"])
         if name in ("Activationsd", "Activations"):
             if node.get("sigmoid") is True:
                 result["activation"] = "sigmoid"
             elif node.get("softmax") is True:
                 result["activation"] = "softmax"
         if name in ("AsDiscreted", "AsDiscrete"):
-            if isinstance(node.get("threshold"), (int, float)) and not isinstance(node.get("threshold"), bool):
-                result["threshold"] = float(node["threshold"])
+            threshold = node.get("threshold")
+            if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and math.isfinite(threshold):
+                result["threshold"] = float(threshold)
             if node.get("argmax") is True:
                 result["argmax"] = True
     if result["argmax"]:
@@ -196,10 +137,20 @@ def bundle_activation(postprocessing: Any) -> Dict[str, Any]:
 
 
 def bundle_labels(metadata: Dict[str, Any]) -> List[str]:
-    """Output channel names from ``network_data_format.outputs.pred.channel_def``."""
+    """Output channel names from ``network_data_format.outputs.pred.channel_def`` (keys "0", "1", …)."""
     try:
         channel_def = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
     except (KeyError, TypeError):
         return []
-    items = sorted(((int(k), str(v)) for k, v in channel_def.items()), key=lambda kv: kv[0])
-    return [v for _, v in items]
+    where = "configs/metadata.json: network_data_format.outputs.pred.channel_def"
+    fix = 'channel_def maps output channel numbers to names, e.g. {"0": "background", "1": "liver"}.'
+    if not isinstance(channel_def, dict):
+        raise ModelError(f"{where} must be a mapping, got {type(channel_def).__name__}", fix)
+    items = []
+    for key, name in channel_def.items():
+        if not str(key).strip().isdigit() or int(key) > 4096:
+            raise ModelError(f"{where} has the key {key!r:.40}, which is not an output channel number", fix)
+        if not isinstance(name, (str, int, float)) or isinstance(name, bool):
+            raise ModelError(f"{where}[{key!r}] must be a name, got {type(name).__name__}", fix)
+        items.append((int(key), str(name)))
+    return [v for _, v in sorted(items)]

@@ -211,8 +211,9 @@ def checkpoint_config(obj: Any) -> Optional[dict]:
     return obj.get("config") if isinstance(obj, dict) and isinstance(obj.get("config"), dict) else None
 
 
-def load_strict(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
-    """``load_state_dict(strict=True)`` with an error naming missing/unexpected keys and the likely cause."""
+def check_weights_fit(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
+    """A ``ModelError`` naming missing / unexpected keys, shape mismatches and the likely cause when ``state`` does
+    not fit ``net`` (which may live on the ``meta`` device: only names and shapes are compared)."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -242,4 +243,9 @@ def load_strict(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str)
                 "act): fix them in the JSON next to the checkpoint, or give the matching bundle."
             )
         raise ModelError(f"The weights do not fit the {what}: " + "; ".join(parts) + ".", hint)
+
+
+def load_strict(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with an error naming missing/unexpected keys and the likely cause."""
+    check_weights_fit(net, state, what)
     net.load_state_dict(state, strict=True)

@@ -4,9 +4,7 @@
 with a ``ModelInfo`` describing what was detected and the defaults the model brings.
 """
 
-import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
@@ -14,9 +12,10 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from ..contract.model import ModelInfo, ModelSpec
-from ..contract.options import check_activation, check_thresholds
-from ..errors import ModelError, OptionError
+from ..errors import ModelError
 from . import bundle as bundle_mod
+from . import configreader
+from .bundlezip import bundle_root, extracted_bundle
 from .checkpoint import (
     checkpoint_config,
     find_network_weights,
@@ -25,7 +24,11 @@ from .checkpoint import (
     load_strict,
     safe_torch_load,
 )
+from .safeload import DataLimitError, check_plain
+from .sidecar import auto3dseg_defaults, read_sidecar
 from .unet import build_unet, check_strides, detect_unet, size_divisor, torchscript_unet
+
+TRUSTED_NOTE = "trusted (--trust-bundle): MONAI's ConfigParser ran the model's config as it is, code included"
 
 
 @dataclass
@@ -74,49 +77,18 @@ def _sidecar_path(path: str, spec: ModelSpec) -> str:
     return spec.network_config or os.path.splitext(path)[0] + ".json"
 
 
-def _read_sidecar(path: str, explicit: Optional[str]) -> Dict[str, Any]:
-    candidates = [explicit] if explicit else [os.path.splitext(path)[0] + ".json"]
-    for candidate in candidates:
-        if candidate and os.path.isfile(candidate):
-            try:
-                with open(candidate, encoding="utf-8") as f:
-                    data = json.load(f)
-            except ValueError as exc:
-                raise ModelError(f"Cannot parse {candidate}: {exc}", "Fix the JSON next to the checkpoint.") from None
-            if not isinstance(data, dict):
-                raise ModelError(
-                    f"{candidate} must hold a JSON object",
-                    'e.g. {"network": {"strides": [2, 2, 2]}, "labels": ["liver"]}',
-                )
-            return data
-        if explicit:
-            raise ModelError(f"Network config not found: {candidate}", "Check the --network-config path.")
-    return {}
-
-
 def _load_checkpoint(spec: ModelSpec) -> LoadedModel:
     path = spec.path
     obj = safe_torch_load(path)
     config = checkpoint_config(obj)
-    sidecar = _read_sidecar(path, spec.network_config)
+    sidecar = read_sidecar(path, spec.network_config)
     notes: List[str] = []
     warnings: List[str] = []
     info_extra: Dict[str, Any] = {}
     if config and isinstance(config.get("network"), dict) and "_target_" in config["network"]:
-        from monai.bundle import ConfigParser
-
-        parser = ConfigParser(bundle_mod.safe_subconfig({"network": config["network"]}, ("network",)))
-        try:
-            net = parser.get_parsed_content("network")
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(
-                f"Cannot build the network from the checkpoint's config: {exc}",
-                "The checkpoint needs a MONAI network target.",
-            ) from None
-        load_strict(net, find_network_weights(obj, net, path), type(net).__name__)
-        args = {k: v for k, v in config["network"].items() if k != "_target_"}
-        arch = f"{type(net).__name__} (from checkpoint config)"
-        info_extra.update(_auto3dseg_defaults(config))
+        net, args, arch = _network_from_config(config["network"], obj, path, spec.trust_bundle)
+        notes += [TRUSTED_NOTE] if spec.trust_bundle else []
+        info_extra.update(auto3dseg_defaults(config))
         conv = _first_conv(net)
         spatial_dims = int(conv.ndim - 2) if conv is not None else 3
         divisor = network_divisor(net, spatial_dims) or 1
@@ -138,14 +110,6 @@ def _load_checkpoint(spec: ModelSpec) -> LoadedModel:
         divisor = size_divisor(args["strides"], spatial_dims)
     out_channels = int(args.get("out_channels", 0)) or None
     activation = sidecar.get("activation") or info_extra.pop("activation", None)
-    try:
-        activation = check_activation(activation) if activation else None
-        if sidecar.get("threshold") is not None:
-            check_thresholds(
-                sidecar["threshold"], 1 if isinstance(sidecar["threshold"], (int, float)) else len(sidecar["threshold"])
-            )
-    except OptionError as exc:
-        raise ModelError(f"The JSON next to the checkpoint is invalid: {exc.message}", exc.hint) from None
     info = ModelInfo(
         path=path,
         format="checkpoint",
@@ -168,28 +132,43 @@ def _load_checkpoint(spec: ModelSpec) -> LoadedModel:
     return LoadedModel(net.eval(), info)
 
 
-def _auto3dseg_defaults(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Defaults from the ``config`` of a MONAIAuto3DSeg-style checkpoint."""
-    out: Dict[str, Any] = {}
-    if "sigmoid" in config:
-        out["activation"] = "sigmoid" if config["sigmoid"] else "softmax"
-    names = config.get("class_names")
-    if isinstance(names, list) and names:
-        out["labels"] = [n["name"] if isinstance(n, dict) else str(n) for n in names]
-    if config.get("roi_size"):
-        out["roi_size"] = list(config["roi_size"])
-    pre: Dict[str, Any] = {}
-    if config.get("resample_resolution"):  # MONAIAuto3DSeg resamples whenever a resolution is given
-        pre["spacing"] = list(config["resample_resolution"])
-    if config.get("orientation_ras"):
-        pre["orientation"] = "RAS"
-    mode = config.get("normalize_mode")
-    if mode in ("meanstd", "mri"):
-        pre["normalization"] = "zscore-nonzero"
-    elif mode in ("range", "ct") and config.get("intensity_bounds"):
-        pre["normalization"], pre["ct_window"] = "range-sigmoid", list(config["intensity_bounds"])
-    out["preprocessing"] = pre
-    return out
+def _network_object(value: Any, where: str) -> torch.nn.Module:
+    """What a trusted config built for its network must be: a torch module."""
+    if not isinstance(value, torch.nn.Module):
+        raise ModelError(
+            f"The model's {where} made a {type(value).__name__}, not a network", "The config's network is broken."
+        )
+    return value
+
+
+def _network_from_config(network: Any, obj: Any, path: str, trust: bool):
+    """(network holding its weights, its arguments, architecture text) from the ``config.network`` of a
+    MONAIAuto3DSeg checkpoint: untrusted through ``configreader``, trusted through MONAI's ``ConfigParser``."""
+    where = "the checkpoint's config (config.network)"
+    try:
+        check_plain(network)
+    except DataLimitError as exc:
+        raise ModelError(f"Refused {where}: {exc}", "The checkpoint's config is damaged or hostile.") from None
+    if not trust:
+        component = configreader.read_network(network, where)
+        probe = configreader.build_probe(component)
+        what = f"{component.name} of the checkpoint's config"
+        net = configreader.build_network(component, find_network_weights(obj, probe, path), what, probe)
+        return net, dict(component.args), f"{component.name} (from checkpoint config)"
+    from monai.bundle import ConfigParser
+
+    try:
+        net = _network_object(ConfigParser({"network": network}).get_parsed_content("network"), "config.network")
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - trusted: anything MONAI raises
+        raise ModelError(
+            f"Cannot build the network from the checkpoint's config: {exc}",
+            "The checkpoint needs a MONAI network target.",
+        ) from None
+    load_strict(net, find_network_weights(obj, net, path), type(net).__name__)
+    args = {k: v for k, v in network.items() if k != "_target_"}
+    return net, args, f"{type(net).__name__} (from checkpoint config)"
 
 
 def _probe_out_channels(net: Any, in_channels: int, divisor: Optional[List[int]], spatial_dims: int) -> Optional[int]:
@@ -255,27 +234,45 @@ def _load_torchscript(path: str) -> LoadedModel:
 
 
 def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
-    parsed = bundle_mod.parse_bundle(folder, trust=trust)
-    net = parsed["network"]
+    configs = bundle_mod.read_bundle_configs(folder)
+    inference = configs["inference"]
     pt, ts = os.path.join(folder, "models", "model.pt"), os.path.join(folder, "models", "model.ts")
-    if os.path.isfile(pt):
-        load_strict(net, find_network_weights(safe_torch_load(pt), net, pt), f"bundle network {type(net).__name__}")
-        fmt = "bundle"
-    elif os.path.isfile(ts):
-        net = _load_torchscript(ts).network
-        fmt = "bundle (TorchScript)"
-    else:
+    if not os.path.isfile(pt) and not os.path.isfile(ts):
         raise ModelError(
             f"Bundle {folder} has no models/model.pt or models/model.ts", "Put the trained weights in models/model.pt."
         )
-    post = bundle_mod.bundle_activation(parsed["postprocessing_config"])
-    labels = bundle_mod.bundle_labels(parsed["metadata"])
+    weights = safe_torch_load(pt) if os.path.isfile(pt) else None
+    notes: List[str] = []
+    if trust:
+        parsed = bundle_mod.parse_trusted(folder, inference)
+        net, inferer = _network_object(parsed["network"], "network_def"), parsed["inferer"]
+        pre = parsed["preprocessing"]
+        kept = bundle_mod.without_loaders(pre) if pre is not None else None
+        nd = inference["network_def"]
+        network_args = {k: v for k, v in nd.items() if k != "_target_"} if isinstance(nd, dict) else {}
+        if weights is not None:
+            load_strict(net, find_network_weights(weights, net, pt), f"bundle network {type(net).__name__}")
+        notes.append(TRUSTED_NOTE)
+    else:
+        plan = configreader.read_bundle(inference)
+        notes += plan.notes
+        network_args = dict(plan.network.args)
+        net = None
+        if weights is not None:
+            probe = configreader.build_probe(plan.network)
+            what = f"bundle network {plan.network.name}"
+            net = configreader.build_network(plan.network, find_network_weights(weights, probe, pt), what, probe)
+        kept = configreader.build_preprocessing(plan.preprocessing) if plan.preprocessing is not None else None
+        inferer = configreader.build(plan.inferer, "inferer") if plan.inferer is not None else None
+    fmt = "bundle"
+    if weights is None:
+        net = _load_torchscript(ts).network
+        fmt = "bundle (TorchScript)"
+    post = bundle_mod.bundle_activation(inference.get("postprocessing"))
+    labels = bundle_mod.bundle_labels(configs["metadata"])
     conv = _first_conv(net)
-    nd = parsed["inference"]["network_def"]
-    out_ch = nd.get("out_channels") if isinstance(nd.get("out_channels"), int) else None
-    pre = parsed["preprocessing"]
-    kept = bundle_mod.without_loaders(pre) if pre is not None else None
-    inferer = parsed["inferer"]
+    out_ch = network_args.get("out_channels")
+    out_ch = out_ch if isinstance(out_ch, int) and not isinstance(out_ch, bool) else None
     info = ModelInfo(
         path=folder,
         format=fmt,
@@ -286,7 +283,7 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         activation_source="bundle postprocessing" if post["activation"] else f"{out_ch or 1} output channel(s)",
         threshold=post["threshold"],
         labels=labels[1:] if post["activation"] == "softmax" and len(labels) == (out_ch or 0) else labels,
-        network_args={k: v for k, v in nd.items() if k != "_target_"},
+        network_args=network_args,
         roi_size=list(getattr(inferer, "roi_size", []) or []) or None,
         sw_batch_size=getattr(inferer, "sw_batch_size", None),
         overlap=_scalar(getattr(inferer, "overlap", None)),
@@ -295,6 +292,7 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         size_divisor=network_divisor(net, int(conv.ndim - 2) if conv is not None else 3) or 1,
         spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
         preprocessing={"bundle": [type(t).__name__ for t in kept.transforms] if kept is not None else []},
+        notes=notes,
     )
     return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
 
@@ -317,6 +315,12 @@ def load_model(
 
     ``model`` is a ``ModelSpec``, or a path with the spec's options as keywords."""
     spec = model if isinstance(model, ModelSpec) else ModelSpec(str(model), trust_bundle, network_config, strides)
+    if spec.name is not None:
+        raise ModelError(
+            f"{spec.name!r} is a server model name, and this computer runs model files",
+            "Run on the server that has it (RemoteRunner / --server), or give the path of a checkpoint, TorchScript "
+            "file or MONAI bundle.",
+        )
     path, trust_bundle = spec.path, spec.trust_bundle
     if not os.path.exists(path):
         raise ModelError(
@@ -332,22 +336,12 @@ def load_model(
         return _load_bundle_dir(path, trust_bundle)
     if zipfile.is_zipfile(path) and not is_torchscript(path):
         with zipfile.ZipFile(path) as zf:
-            metas = [n for n in zf.namelist() if n.endswith("configs/metadata.json")]
-            if metas:
-                with tempfile.TemporaryDirectory(prefix="unetseg-bundle-") as tmp:
-                    root = os.path.realpath(tmp)
-                    for member in zf.namelist():
-                        target = os.path.realpath(os.path.join(root, member))
-                        if not target.startswith(root + os.sep) and target != root:
-                            raise ModelError(
-                                f"Bundle zip {path} has an unsafe path: {member}",
-                                "Re-create the zip without absolute or '..' paths.",
-                            )
-                    zf.extractall(root)
-                    folder = os.path.join(root, metas[0][: -len("configs/metadata.json")])
-                    loaded = _load_bundle_dir(folder, trust_bundle)
-                    loaded.info.path = path
-                    return loaded
+            is_bundle = bundle_root(zf.namelist()) is not None
+        if is_bundle:
+            with extracted_bundle(path, everything=trust_bundle) as folder:
+                loaded = _load_bundle_dir(folder, trust_bundle)
+            loaded.info.path = path
+            return loaded
     if is_torchscript(path):
         return _load_torchscript(path)
     return _load_checkpoint(spec)

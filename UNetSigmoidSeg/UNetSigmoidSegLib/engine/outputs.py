@@ -1,7 +1,7 @@
 """Writing results: Slicer ``.seg.nrrd`` (names, colours, layers), NIfTI/NRRD labelmaps, probability maps."""
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -25,15 +25,16 @@ def check_output_path(path: str, kind: str = "segmentation") -> None:
     check_writable(path)
 
 
-def write_seg_nrrd(result: SegmentResult, path: str) -> None:
-    """Slicer segmentation file: one segment per output, overlapping segments in extra layers."""
+def write_seg_nrrd(result: SegmentResult, path: str, protected: Sequence[str] = ()) -> None:
+    """Slicer segmentation file: one segment per output, overlapping segments in extra layers.
+    ``protected``: files the output must not resolve to (the inputs, the model, the other output)."""
     import slicerio
 
     seg = slicerio.create_segmentation(result.masks.shape[1:], LPS_TO_RAS @ result.affine)
     for i, (label, color, mask) in enumerate(zip(result.labels, result.colors, result.masks)):
         slicerio.add_segment(seg, mask, {"id": f"Segment_{i + 1}", "name": label, "color": list(color)})
     seg["containedRepresentationNames"] = ["Binary labelmap"]
-    with atomic_output(path) as tmp:
+    with atomic_output(path, protected) as tmp:
         slicerio.write_segmentation(tmp, seg)
 
 
@@ -46,12 +47,12 @@ def labelmap(result: SegmentResult) -> np.ndarray:
     return out
 
 
-def write_segmentation(result: SegmentResult, path: str) -> Optional[str]:
+def write_segmentation(result: SegmentResult, path: str, protected: Sequence[str] = ()) -> Optional[str]:
     """``.seg.nrrd`` or a labelmap image by extension; returns a warning if overlaps were flattened."""
     if _has_ext(path, SEG_EXTENSIONS):
-        write_seg_nrrd(result, path)
+        write_seg_nrrd(result, path, protected)
         return None
-    write_image(labelmap(result), result.affine, path)
+    write_image(labelmap(result), result.affine, path, protected=protected)
     if len(result.masks) > 1 and (result.masks.sum(axis=0) > 1).any():
         return (
             f"Segments overlap; {os.path.basename(path)} keeps the later segment there. "
@@ -60,12 +61,12 @@ def write_segmentation(result: SegmentResult, path: str) -> Optional[str]:
     return None
 
 
-def write_probabilities(result: SegmentResult, path: str) -> None:
+def write_probabilities(result: SegmentResult, path: str, protected: Sequence[str] = ()) -> None:
     """Probability map as float32 in [0, 1] (from the 1/255 cache): one volume per segment
     (several segments: components of one file), the winning-class confidence for softmax."""
     probabilities = result.probabilities
     if probabilities.softmax or probabilities.quantized.shape[0] == 1:
-        write_image(probabilities.as_float(0), result.affine, path)
+        write_image(probabilities.as_float(0), result.affine, path, protected=protected)
     else:
         channels = [probabilities.as_float(s) for s in range(probabilities.n_segments)]
-        write_image(np.stack(channels), result.affine, path)
+        write_image(np.stack(channels), result.affine, path, protected=protected)

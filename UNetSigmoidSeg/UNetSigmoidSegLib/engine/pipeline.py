@@ -9,12 +9,14 @@ import torch
 from ..contract.options import DEFAULT_BLEND_MODE, DEFAULT_OVERLAP, SegmentOptions, check_thresholds, default_threshold
 from ..contract.result import SegmentResult, Window, make_probabilities
 from ..contract.runner import CancelFn, ProgressFn
-from ..errors import CancelledError, InputError, OptionError
+from ..errors import CancelledError, InputError, ModelError, OptionError
 from ..sysinfo import available_memory_bytes
 from . import preprocess
 from .backends import prepare as prepare_backend
 from .inference import count_windows, default_slice_axis, run_sliding_window, select_device, window_roi
+from .memory import check_memory, network_width, predicted_spatial_shape
 from .model import LoadedModel
+from .netguard import CheckedNetwork
 from .postprocess import clean_mask
 from .probabilities import activate, activation_warnings, threshold_float
 from .volume import Volume
@@ -37,8 +39,7 @@ PALETTE = [
 MEMORY_HINT = "Reduce --roi-size / --sw-batch-size, crop or downsample the volume."
 
 
-def _size(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def validate_volume(
@@ -69,18 +70,26 @@ def validate_volume(
             f"The volume has {bad} NaN/Inf voxel(s)", "Replace them first (e.g. with 0 or the background value)."
         )
     lo, hi = arr.min(), arr.max()
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4 and (hi > FLOAT32_MAX or lo < -FLOAT32_MAX):
+        raise InputError(
+            f"The volume has values up to {max(abs(float(lo)), abs(float(hi))):.3g}, beyond the float32 range "
+            f"(±{FLOAT32_MAX:.3g}) the network computes in: they would become infinite",
+            "Rescale or clip the image to a physical range first (e.g. HU for CT).",
+        )
     if lo == hi:
         raise InputError(
             f"The volume is constant (every voxel is {lo})",
             "Nothing to segment: check that the right image was loaded.",
         )
-    need = arr[0].size * (4 * arr.shape[0] * 3 + 4 * max(1, out_channels or 1) * 4)
-    avail = available_memory_bytes()
-    if avail is not None and need > 0.9 * avail:
-        raise InputError(
-            f"The volume {arr.shape[1:]} needs about {_size(need)} of memory to segment; {_size(avail)} is free",
-            "Crop the volume, downsample it (--spacing), or free memory.",
-        )
+
+
+def _guard_memory(volume: Volume, info, pre_shape, roi, sw_batch: int) -> None:
+    """The memory guard for the grid after preprocessing, the window and the batch (``memory.check_memory``)."""
+    width = network_width(info.network_args)
+    channels = volume.array.shape[0]
+    check_memory(
+        volume.spatial_shape, pre_shape, channels, info.out_channels, roi, sw_batch, width, available_memory_bytes()
+    )
 
 
 def segment(
@@ -123,6 +132,9 @@ def segment(
             orientation=opts.orientation or pre.get("orientation", "keep"),
             spacing=opts.spacing or pre.get("spacing"),
         )
+    predicted = predicted_spatial_shape(transforms, volume.spatial_shape, volume.affine)
+    asked = window_roi(opts.roi_size or info.roi_size, info.spatial_dims, info.divisors(info.spatial_dims))[0]
+    _guard_memory(volume, info, predicted, asked, int(opts.sw_batch_size or info.sw_batch_size or 1))
     data = preprocess.apply(transforms, preprocess.to_meta(volume.array, volume.affine))
     image = data["image"]
     timings["preprocess_s"] = time.perf_counter() - t0
@@ -147,6 +159,7 @@ def segment(
         raise OptionError(f"Overlap {overlap} is outside [0, 1)", "e.g. --overlap 0.25")
     sw_batch = int(opts.sw_batch_size or info.sw_batch_size or 1)
     blend_mode = opts.blend_mode or info.blend_mode or DEFAULT_BLEND_MODE
+    _guard_memory(volume, info, image.shape[1:], roi, sw_batch)
     window = Window(roi, overlap, sw_batch, blend_mode, slice_axis, requested)
     step("inference", 0.0, f"{window.describe()} on {choice.device}")
     tensor = image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None]
@@ -159,6 +172,10 @@ def segment(
         model.network, tensor, window, choice.device, opts.amp, progress, should_cancel, say, forward
     )
     timings["inference_s"] = time.perf_counter() - t1
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelError(
+            "The network produced NaN/Inf values on this input", "The model file may be damaged; try another model."
+        )
     if placement not in ("CUDA", choice.device.upper()):
         warnings.append(f"Ran with fallback: {placement}")
     t2 = time.perf_counter()
@@ -242,7 +259,7 @@ def _infer(network, tensor, window: Window, device, amp, progress, should_cancel
     """``run_sliding_window`` with its failures turned into clear errors."""
     try:
         return run_sliding_window(
-            network,
+            CheckedNetwork(network),
             tensor,
             window.roi_size,
             sw_batch_size=window.sw_batch_size,
@@ -254,7 +271,7 @@ def _infer(network, tensor, window: Window, device, amp, progress, should_cancel
             progress=progress,
             should_cancel=should_cancel,
             log=say,
-            forward=forward,
+            forward=CheckedNetwork(forward) if forward is not None else None,  # a CPU backend: the same checks
         )
     except torch.cuda.OutOfMemoryError:
         raise InputError("Out of memory even on the CPU", MEMORY_HINT) from None

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .checkpoint import load_strict, unet_candidates
+from .checkpoint import check_weights_fit, unet_candidates
 
 STRIDES_UNKNOWN = (
     "strides are not stored in the weights of a UNet without residual units: assumed 2 per level. "
@@ -173,16 +173,20 @@ def size_divisor(strides: Sequence[Any], spatial_dims: int) -> List[int]:
 
 
 def build_unet(args: Dict[str, Any], state: Dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Instantiate ``monai.networks.nets.UNet(**args)`` and load ``state`` strictly."""
+    """``monai.networks.nets.UNet(**args)`` holding ``state``: sized first on the ``meta`` device (no memory), so
+    settings that do not fit the weights are refused before anything is allocated."""
     from monai.networks.nets import UNet
 
     try:
-        net = UNet(**args)
-    except (TypeError, ValueError, AssertionError) as exc:
+        with torch.device("meta"):
+            probe = UNet(**args)
+    except (TypeError, ValueError, AssertionError, IndexError) as exc:
         raise ModelError(
             f"Cannot build UNet({args}): {exc}", "Check the network settings in the JSON next to the checkpoint."
         ) from None
-    load_strict(net, state, "UNet")
+    check_weights_fit(probe, state, "UNet")
+    net = UNet(**args)
+    net.load_state_dict(state, strict=True)
     return net
 
 

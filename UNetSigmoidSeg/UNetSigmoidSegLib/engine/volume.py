@@ -6,14 +6,18 @@ SimpleITK images are LPS; ``LPS_TO_RAS`` converts.
 """
 
 import contextlib
+import gzip
 import os
-from typing import Iterator, List, Tuple
+import struct
+import zlib
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from ..contract.volume import Volume
 from ..errors import InputError, OutputError
+from .paths import check_output_paths
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -53,34 +57,117 @@ def array_to_sitk(array_ijk: np.ndarray, affine: np.ndarray) -> sitk.Image:
     return image
 
 
-def _read_sitk(path: str) -> sitk.Image:
+READ_FIX = "The file is truncated, corrupt or not an image: export it again (NIfTI, NRRD, MHA or a DICOM folder)."
+SERIES_FIX = "Pick one with --series UID (the command line), or move each series into its own folder."
+
+
+def _nifti_expected_bytes(header: bytes) -> Optional[int]:
+    """Header + voxel bytes a single-file NIfTI-1 (either byte order) announces, or None when it is not one."""
+    for order in ("<", ">"):
+        if len(header) < 348 or struct.unpack(order + "i", header[:4])[0] != 348 or header[344:347] != b"n+1":
+            continue
+        dims = struct.unpack(order + "8h", header[40:56])
+        bitpix = struct.unpack(order + "h", header[72:74])[0]
+        offset = max(352, int(struct.unpack(order + "f", header[108:112])[0]))
+        if not 1 <= dims[0] <= 7 or bitpix <= 0:
+            return None
+        voxels = 1
+        for d in dims[1 : dims[0] + 1]:
+            voxels *= max(1, int(d))
+        return offset + voxels * bitpix // 8
+    return None
+
+
+def check_complete_nifti(path: str) -> None:
+    """SimpleITK fills the missing voxels of a truncated NIfTI (``.nii`` / ``.nii.gz``) with zeros: refuse such a file
+    by comparing the (decompressed) length with what its header announces. Other formats raise on their own."""
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    try:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
+            header = f.read(348)
+            expected = _nifti_expected_bytes(header)
+            if expected is None:
+                return  # not a NIfTI header: SimpleITK decides
+            got = len(header) if compressed else os.path.getsize(path)
+            while compressed:  # to the end: a gzip stream is verified (length, CRC) only there
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                got += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(
+            f"Cannot read image {path}: its compressed data is cut short or corrupt ({exc})", READ_FIX
+        ) from None
+    if got < expected:
+        raise InputError(
+            f"Cannot read image {path}: it is truncated ({got:,} of the {expected:,} bytes its header announces)",
+            READ_FIX,
+        )
+
+
+def dicom_series(folder: str) -> List[Dict[str, Any]]:
+    """The DICOM series in ``folder``: ``{"uid", "description", "slices", "files"}`` each."""
+    reader = sitk.ImageSeriesReader()
+    out = []
+    for uid in reader.GetGDCMSeriesIDs(folder):
+        files = list(reader.GetGDCMSeriesFileNames(folder, uid))
+        description = ""
+        try:
+            info = sitk.ImageFileReader()
+            info.SetFileName(files[0])
+            info.ReadImageInformation()
+            if info.HasMetaDataKey("0008|103e"):
+                description = info.GetMetaData("0008|103e").strip()
+        except RuntimeError:
+            pass
+        out.append({"uid": uid, "description": description, "slices": len(files), "files": files})
+    return out
+
+
+def _pick_series(folder: str, series: Optional[str]) -> List[str]:
+    found = dicom_series(folder)
+    if not found:
+        raise InputError(
+            f"No DICOM series in folder {folder}", "Point to a folder of DICOM files or to one image file."
+        )
+    listing = "; ".join(f"{s['uid']} ({s['description'] or 'no description'}, {s['slices']} slices)" for s in found)
+    if series is not None:
+        chosen = [s for s in found if s["uid"] == series]
+        if not chosen:
+            raise InputError(f"Folder {folder} has no DICOM series {series}; it holds: {listing}", SERIES_FIX)
+        return chosen[0]["files"]
+    if len(found) > 1:
+        raise InputError(f"Folder {folder} holds {len(found)} DICOM series: {listing}", SERIES_FIX)
+    return found[0]["files"]
+
+
+def _read_sitk(path: str, series: Optional[str] = None) -> sitk.Image:
     if not os.path.exists(path):
         raise InputError(f"Input not found: {path}", "Check the path (quote paths with spaces).")
+    if series is not None and not os.path.isdir(path):
+        raise InputError(f"--series {series} was given, but {path} is a file, not a DICOM folder", SERIES_FIX)
     try:
         if os.path.isdir(path):
             reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(path)
-            if not series:
-                raise InputError(
-                    f"No DICOM series in folder {path}", "Point to a folder of DICOM files or to one image file."
-                )
-            files = reader.GetGDCMSeriesFileNames(path, series[0])
-            reader.SetFileNames(files)
+            reader.SetFileNames(_pick_series(path, series))
             return reader.Execute()
+        if path.lower().endswith((".nii", ".nii.gz")):
+            check_complete_nifti(path)
         return sitk.ReadImage(path)
     except InputError:
         raise
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"Cannot read image {path}: {first}",
-            "Use a NIfTI (.nii/.nii.gz), NRRD, MHA file or a DICOM series folder.",
-        ) from exc
+        raise InputError(f"Cannot read image {path}: {first}", READ_FIX) from exc
 
 
-def read_volume(path: str) -> Volume:
-    """Read NIfTI / NRRD / MHA / a DICOM series folder into a ``Volume`` (channel first)."""
-    image = _read_sitk(path)
+def read_volume(path: str, series: Optional[str] = None) -> Volume:
+    """Read NIfTI / NRRD / MHA / a DICOM series folder into a ``Volume`` (channel first).
+
+    A folder with several DICOM series is an error listing them unless ``series`` (a series instance UID) picks
+    one; a truncated or corrupt file is an error, never an image with missing voxels."""
+    image = _read_sitk(path, series)
     dim = image.GetDimension()
     if dim == 2:
         raise InputError(
@@ -118,14 +205,17 @@ def check_writable(path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[str]:
+def atomic_output(path: str, protected: Sequence[str] = ()) -> Iterator[str]:
     """Yield a temporary name beside ``path`` (same extension); it replaces ``path`` only when the
-    write succeeded, so a failed write (disk full, killed process) never leaves a half-written file."""
+    write succeeded, so a failed write (disk full, killed process) never leaves a half-written file.
+    ``path`` must not resolve to any of the ``protected`` files (checked before and again just before replacing)."""
     check_writable(path)
+    check_output_paths([("output", path)], protected)
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.getpid()}.partial.{name}")
     try:
         yield tmp
+        check_output_paths([("output", path)], protected)
         os.replace(tmp, path)
     except OSError as exc:
         raise OutputError(
@@ -136,9 +226,12 @@ def atomic_output(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
-def write_image(array_ijk: np.ndarray, affine: np.ndarray, path: str, compress: bool = True) -> None:
-    """Write an ``(I, J, K)`` array with the given geometry (any SimpleITK format by extension), atomically."""
-    with atomic_output(path) as tmp:
+def write_image(
+    array_ijk: np.ndarray, affine: np.ndarray, path: str, compress: bool = True, protected: Sequence[str] = ()
+) -> None:
+    """Write an ``(I, J, K)`` array with the given geometry (any SimpleITK format by extension), atomically,
+    never onto one of the ``protected`` files."""
+    with atomic_output(path, protected) as tmp:
         try:
             sitk.WriteImage(array_to_sitk(array_ijk, affine), tmp, compress)
         except RuntimeError as exc:

@@ -5,9 +5,10 @@
     seg = logic.segment(volumeNode, ModelSpec("/path/model"), SegmentOptions(threshold=0.5))   # the same
     logic.setThreshold(seg, 0.3)                        # live: no network run
 
-The network runs through a ``Runner`` (``contract.runner``): the panel gives the background worker, the
-default here is the in-process runner. The logic keeps the probabilities of each result (≤ 1 byte per voxel
-and segment) and re-thresholds them into the segments in place. It never imports torch itself.
+The network runs through a ``Runner`` (``contract.runner``): the panel gives the background worker or a
+``RemoteRunner`` (a GPU server), the default here is the in-process runner. The logic keeps the probabilities
+of each result (≤ 1 byte per voxel and segment) and re-thresholds them into the segments in place.
+It never imports torch itself.
 """
 
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import slicer
 import vtk
 
-from ..contract.model import ModelSpec
+from ..contract.model import ModelSpec, looks_like_path
 from ..contract.options import Cleanup, SegmentOptions, check_thresholds
 from ..contract.result import Probabilities, SegmentResult, threshold_map
 from ..contract.runner import Runner
@@ -36,7 +37,7 @@ def _camel(name: str) -> str:
 
 
 # Console keywords (camelCase, as Slicer's API) → where they go: ModelSpec, SegmentOptions or its Cleanup.
-MODEL_KEYWORDS = {_camel(f.name): f.name for f in fields(ModelSpec) if f.name != "path"}
+MODEL_KEYWORDS = {_camel(f.name): f.name for f in fields(ModelSpec) if f.name not in ("path", "name")}
 OPTION_KEYWORDS = {_camel(f.name): f.name for f in fields(SegmentOptions) if f.name != "cleanup"}
 CLEANUP_KEYWORDS = {_camel(f.name): f.name for f in fields(Cleanup)}
 
@@ -53,12 +54,15 @@ def run_request(
         raise OptionError(f"Unknown keyword(s): {', '.join(unknown)}", f"Known: {', '.join(known)}.")
     spec = model if isinstance(model, ModelSpec) else None
     if spec is None:
-        if not model or not os.path.exists(str(model)):
+        if model and not os.path.exists(str(model)) and not looks_like_path(str(model)):
+            spec = ModelSpec(name=str(model))  # a server model's name (RemoteRunner); local runners refuse names
+        elif not model or not os.path.exists(str(model)):
             raise UserError(
                 f"Model not found: {model}",
                 "Pick a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder.",
             )
-        spec = ModelSpec(str(model))
+        else:
+            spec = ModelSpec(str(model))
     spec_values = spec.to_dict()
     spec_values.update({MODEL_KEYWORDS[k]: v for k, v in keywords.items() if k in MODEL_KEYWORDS})
     values = (options or SegmentOptions()).to_dict()
@@ -172,6 +176,15 @@ class UNetSigmoidSegLogic:
             self.scene.AddObserver(slicer.vtkMRMLScene.NodeAboutToBeRemovedEvent, self._on_node_removed),
         ]
 
+    def setRunner(self, runner: Runner) -> None:
+        """Run the next segmentations with ``runner`` (e.g. a ``RemoteRunner``); the previous one is closed. Live
+        results stay: their probabilities are cached here."""
+        if self.isRunning:
+            raise UserError("A segmentation is running", "Wait for it to finish or cancel it first.")
+        old, self.runner = self.runner, runner
+        if old is not None and old is not runner:
+            old.close()
+
     # ---------------------------------------------------------------- parameter node
     def getParameterNode(self) -> Any:
         return params_mod.get_parameter_node(self.scene)
@@ -217,15 +230,16 @@ class UNetSigmoidSegLogic:
     ) -> "RunHandle":
         """Non-blocking: start a run and return its handle (call ``handle.poll()`` from a timer).
 
-        ``model``: a path or a ``ModelSpec``; ``options``: a ``SegmentOptions``; console keywords
-        (``activation=``, ``threshold=``, ``device=``, ``backend=``, ``roiSize=``, ``largestComponent=``,
-        ``trustBundle=`` …) override both. ``outputSegmentation``: a segmentation node to update (only segments this
-        module produced are replaced), else a new one. ``probabilityVolume``: also show the probabilities as a volume.
+        ``model``: a path, a ``ModelSpec``, or the name of a server model (with a ``RemoteRunner``); ``options``:
+        a ``SegmentOptions``; console keywords (``activation=``, ``threshold=``, ``device=``, ``backend=``,
+        ``roiSize=``, ``largestComponent=``, ``trustBundle=`` …) override both. ``outputSegmentation``: a
+        segmentation node to update (only segments this module produced are replaced), else a new one.
+        ``probabilityVolume``: also show the probabilities as a volume.
         """
         if self.isRunning:
             raise UserError("A segmentation is already running", "Wait for it to finish or press Cancel.")
         spec, seg_options = run_request(model, options, **keywords)
-        if not os.path.exists(spec.path):
+        if spec.name is None and not os.path.exists(spec.path):
             raise UserError(
                 f"Model not found: {spec.path}",
                 "Pick a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder.",
@@ -238,7 +252,7 @@ class UNetSigmoidSegLogic:
         request = {
             "volumeID": volumeNode.GetID(),
             "outputID": outputSegmentation.GetID() if outputSegmentation is not None else None,
-            "model": spec.path,
+            "model": spec.reference,
             "probabilityVolume": bool(probabilityVolume),
             "cleanup": seg_options.cleanup,
         }

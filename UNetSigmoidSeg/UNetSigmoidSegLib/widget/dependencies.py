@@ -156,7 +156,8 @@ def ensure(
 def versions_text(report: DependencyReport, hello: Optional[Dict] = None) -> str:
     """'torch 2.3.1+cu121 · MONAI 1.3.2 · CUDA: 1 GPU' — what the runner describes (the worker's hello) when known,
     else the metadata."""
-    if not report.ok:
+    remote = bool(hello) and hello.get("runner") == "remote"
+    if not report.ok and not remote:  # a server brings its own torch and MONAI
         return "Missing: " + report.describe_missing()
     torch = (hello or {}).get("torch") or report.version("torch")
     monai = (hello or {}).get("monai") or report.version("monai")
@@ -167,7 +168,9 @@ def versions_text(report: DependencyReport, hello: Optional[Dict] = None) -> str
     else:
         n = int(hello.get("cuda_devices") or 0)
         cuda = f"CUDA: {n} GPU{'s' if n != 1 else ''}" if hello.get("cuda") else "CUDA: not available"
-    where = "Slicer's Python" if hello and hello.get("runner") == "in-process" else "worker Python"
+    where = {"in-process": "Slicer's Python", "remote": "server Python"}.get(
+        (hello or {}).get("runner"), "worker Python"
+    )
     worker = f" · {where} {hello['python']}" if hello and hello.get("python") else ""
     return f"torch {torch} · MONAI {monai} · {cuda}{worker}"
 
@@ -182,11 +185,17 @@ def device_label(choice: str, hello: Optional[Dict] = None) -> str:
         return "decided when the worker starts" if choice == "auto" else "checked when the worker starts"
     n = int(hello.get("cuda_devices") or 0)
     torch = hello.get("torch", "?")
+    remote = hello.get("runner") == "remote"
+    there = " on the server" if remote else ""
     if hello.get("cuda"):
-        gpus = f"{n} NVIDIA GPU{'s' if n != 1 else ''}"
-        return f"→ CUDA ({gpus})" if choice == "auto" else f"CUDA: {gpus}"
+        names = ", ".join(hello.get("gpus") or []) if remote else ""
+        gpus = names or f"{n} NVIDIA GPU{'s' if n != 1 else ''}"
+        return (f"→ CUDA ({gpus})" if choice == "auto" else f"CUDA: {gpus}") + there
     if choice == "cuda":
-        return f"CUDA not available in the worker (torch {torch}): runs will fail — pick auto or cpu"
+        where = "on the server" if remote else "in the worker"
+        return f"CUDA not available {where} (torch {torch}): runs will fail — pick auto or cpu"
+    if remote:
+        return f"→ {hello.get('device', 'cpu').upper()} on the server (no CUDA in its torch {torch})"
     return f"→ CPU (or Apple MPS); no CUDA in the worker's torch {torch}"
 
 

@@ -23,6 +23,7 @@ from ..mrml import parameters as P
 from . import bindings, dependencies, rules
 from .debounce import Debouncer
 from .resources import resource_path
+from .runon import RunOn
 from .summary import ModelSummaries
 
 HELLO_WAIT_S = 200.0  # how long the panel polls for a starting worker's versions
@@ -74,8 +75,11 @@ class Panel(VTKObservationMixin):
         self.thresholdTimer.setInterval(self.debouncer.delay_ms)
         self.thresholdTimer.connect("timeout()", self.onThresholdTimer)
         self.connectSignals()
+        self.runOn = RunOn(self)  # this computer or a server: Slicer's settings, never the scene
         self.deps = self.checkDependencies()
-        if self.deps.ok:
+        if self.runOn.server and self.runOn.remote is not None:
+            self.createLogic(self.runOn.remote)  # a server needs no torch here
+        elif self.deps.ok and not self.runOn.server:
             self.createLogic()
         self.initializeParameterNode()
 
@@ -102,11 +106,15 @@ class Panel(VTKObservationMixin):
     def checkDependencies(self):
         return dependencies.check(dependencies.read_requirements(resource_path(self.moduleDir, "requirements.txt")))
 
-    def createLogic(self):
+    def createLogic(self, runner=None):
+        """The logic with ``runner`` (default: this computer's), or the existing logic switched to it."""
         from ..mrml.logic import UNetSigmoidSegLogic
 
-        self.runner = self.makeRunner()
-        self.logic = UNetSigmoidSegLogic(slicer.mrmlScene, runner=self.runner)
+        self.runner = runner or self.makeRunner()
+        if self.logic is None:
+            self.logic = UNetSigmoidSegLogic(slicer.mrmlScene, runner=self.runner)
+        else:
+            self.logic.setRunner(self.runner)
         self.onKeepWarmToggled(self.ui.keepWorkerWarmCheckBox.checked)
 
     def makeRunner(self):
@@ -122,8 +130,16 @@ class Panel(VTKObservationMixin):
         return InProcessRunner()
 
     def ensureLogic(self):
-        """The logic, after installing torch / MONAI with the user's consent (a refusal raises DependencyError)."""
-        if self.logic is None:
+        """The logic, after installing torch / MONAI with the user's consent (a refusal raises DependencyError); on a
+        server, with the server's runner (nothing to install)."""
+        if self.runOn.server:
+            problem = self.runOn.problem()
+            if problem:
+                raise UserError(problem, "Check the Run-on group (server URL, token, Connect) and the server model.")
+            if self.logic is None or self.logic.runner is not self.runOn.remote:
+                self.createLogic(self.runOn.remote)
+            return self.logic
+        if self.logic is None or self.logic.runner.kind == "remote":
             self.deps = dependencies.ensure(
                 self.checkDependencies(),
                 dependencies.slicer_confirm,
@@ -138,6 +154,28 @@ class Panel(VTKObservationMixin):
         with showErrors(_("PyTorch and MONAI were not installed.")):
             self.ensureLogic()
         self.requestSummary()
+
+    def onRunOnChanged(self):
+        """(RunOn) The choice or the server changed: use its runner; back on this computer, a local one."""
+        if self.handle is not None:
+            return
+        if self.runOn.server and self.runOn.remote is not None:
+            self.createLogic(self.runOn.remote)
+        elif not self.runOn.server and self.logic is not None and self.logic.runner.kind == "remote" and self.deps.ok:
+            self.createLogic()
+        elif not self.runOn.server and self.logic is None and self.deps.ok:
+            self.createLogic()
+        self._applyDefaults = False
+        self.requestSummary()
+
+    def onServerModelChanged(self):
+        """(RunOn) The user picked another server model: it brings its defaults, as a picked file does."""
+        self._applyDefaults = not self._syncing
+
+    def pollUntil(self, deadline):
+        """Keep the timer polling (a starting worker's or a server's answer) until ``deadline`` at most."""
+        self._helloDeadline = max(self._helloDeadline, deadline)
+        self.pollTimer.start()
 
     def onKeepWarmToggled(self, warm):
         if self.runner is None or (not warm and (self.handle is not None or self.summaries.inspecting)):
@@ -206,6 +244,12 @@ class Panel(VTKObservationMixin):
         self.requestSummary()
 
     def requestSummary(self):
+        if self.runOn.server:
+            info, why = self.runOn.modelInfo()
+            self.ui.modelSummaryLabel.text = why or (info.summary() if info is not None else "")
+            self.applyModelDefaults(info)
+            self.updateStatus()
+            return
         path = self.ui.modelPathLineEdit.currentPath
         self.ui.modelSummaryLabel.text = self.summaries.request(
             path,
@@ -215,14 +259,17 @@ class Panel(VTKObservationMixin):
         )
         if self.summaries.inspecting:
             self.pollTimer.start()
-        info = self.summaries.info
+        self.applyModelDefaults(self.summaries.info)
+        self.updateStatus()
+
+    def applyModelDefaults(self, info):
+        """A model the user just picked brings its defaults (threshold, ROI size, overlap, …)."""
         if info is not None and self._applyDefaults and self._parameterNode is not None:
             self._applyDefaults = False
             params = P.read_parameters(self._parameterNode)
             for name, value in rules.model_defaults(info, params.activation).items():
                 setattr(params, name, value)
             P.write_parameters(self._parameterNode, params)  # the observer shows them
-        self.updateStatus()
 
     # ---------------------------------------------------------------- running
     def onSegmentButton(self):
@@ -234,9 +281,11 @@ class Panel(VTKObservationMixin):
             self.ensureLogic()
             self.updateParameterNodeFromGUI()
             params = P.read_parameters(self._parameterNode)
-            spec, options, probabilityVolume = rules.run_request(params, self.ui.roiSizeLineEdit.text)
+            server_model = self.runOn.settings.model if self.runOn.server else None
+            spec, options, probabilityVolume = rules.run_request(params, self.ui.roiSizeLineEdit.text, server_model)
             volume = self.ui.inputSelector.currentNode()
-            self.log(f"--- {time.strftime('%H:%M:%S')} segment {volume.GetName()} with {params.modelPath}")
+            where = f" on {self.runOn.settings.url}" if server_model else ""
+            self.log(f"--- {time.strftime('%H:%M:%S')} segment {volume.GetName()} with {spec.reference}{where}")
             self._started = time.time()
             self.handle = self.logic.segmentAsync(
                 volume,
@@ -249,9 +298,10 @@ class Panel(VTKObservationMixin):
                 onError=self.onError,
                 onLog=self.log,
             )
-            params.recentModels = rules.remember(params.recentModels, params.modelPath)
-            P.write_parameters(self._parameterNode, params)
-            self.ui.modelPathLineEdit.addCurrentPathToHistory()
+            if server_model is None:
+                params.recentModels = rules.remember(params.recentModels, params.modelPath)
+                P.write_parameters(self._parameterNode, params)
+                self.ui.modelPathLineEdit.addCurrentPathToHistory()
             self.ui.progressBar.value = 0
             self.pollTimer.start()
         self.updateStatus()
@@ -262,7 +312,10 @@ class Panel(VTKObservationMixin):
             self.requestSummary()
         if self.summaries.poll():
             self.requestSummary()  # for the path shown now (it may have changed meanwhile)
-        waiting = self.runner is not None and self.runner.describe() is None and time.time() < self._helloDeadline
+        if self.runOn.server:
+            waiting = self.runOn.poll() and time.time() < self._helloDeadline
+        else:
+            waiting = self.runner is not None and self.runner.describe() is None and time.time() < self._helloDeadline
         if self.handle is None and not self.summaries.inspecting and not waiting:
             self.pollTimer.stop()
         self.updateStatus()
@@ -380,26 +433,30 @@ class Panel(VTKObservationMixin):
             slicer.modules.plots.logic().ShowChartInLayout(live.plot[0])
 
     def updateStatus(self):
-        path = self.ui.modelPathLineEdit.currentPath
+        server = self.runOn.server
+        path = self.runOn.settings.model if server else self.ui.modelPathLineEdit.currentPath
         state = rules.PanelState(
             volume=self.ui.inputSelector.currentNode() is not None,
             model_path=path,
-            model_exists=bool(path) and os.path.exists(path),
-            model_error=self.summaries.error,
-            inspecting=self.summaries.inspecting,
+            model_exists=bool(path) and (server or os.path.exists(path)),
+            model_error="" if server else self.summaries.error,
+            inspecting=not server and self.summaries.inspecting,
             running=self.handle is not None,
             cancelling=self.handle is not None and self.handle.cancel_reason is not None,
-            dependencies_ok=self.logic is not None,
+            dependencies_ok=server or self.logic is not None,
+            server=server,
+            server_problem=self.runOn.problem(),
         )
         button = rules.segment_button(state)
         self.ui.segmentButton.text = button.text
         self.ui.segmentButton.enabled = button.enabled
         self.ui.segmentButton.toolTip = button.tooltip
-        described = self.runner.describe() if self.runner is not None else None
+        described = self.runOn.described() if server else (self.runner.describe() if self.runner else None)
         self.ui.dependenciesLabel.text = dependencies.versions_text(self.deps, described)
-        self.ui.installDependenciesButton.visible = self.logic is None
+        self.ui.installDependenciesButton.visible = self.logic is None and not server
         self.ui.deviceInfoLabel.text = dependencies.device_label(self.ui.deviceComboBox.currentText, described)
         self.ui.showHistogramButton.enabled = self.liveResult(self.ui.outputSelector.currentNode()) is not None
+        self.runOn.show()
 
     # ---------------------------------------------------------------- scene and module life
     def onSceneStartClose(self, caller, event):
@@ -421,6 +478,7 @@ class Panel(VTKObservationMixin):
             self.logic.cleanup()  # cancels the run and closes the runner
         elif self.runner is not None:
             self.runner.close()
+        self.runOn.close()
         self.handle = None
         self.logic = None
         self.runner = None

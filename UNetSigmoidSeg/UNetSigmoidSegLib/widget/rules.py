@@ -39,6 +39,8 @@ class PanelState:
     running: bool = False
     cancelling: bool = False
     dependencies_ok: bool = True
+    server: bool = False  # Run on → Server
+    server_problem: str = ""  # why it cannot run there yet (remote_rules.server_problem)
 
 
 @dataclass
@@ -59,6 +61,8 @@ def segment_button(state: PanelState) -> ButtonState:
     reason = ""
     if not state.volume:
         reason = "Select an input volume."
+    elif state.server_problem:
+        reason = state.server_problem
     elif not state.model_path:
         reason = "Select a model: a checkpoint (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder."
     elif not state.model_exists:
@@ -73,7 +77,8 @@ def segment_button(state: PanelState) -> ButtonState:
         return ButtonState(
             True, "Segment", "PyTorch and MONAI are missing: you will be asked before anything is installed."
         )
-    return ButtonState(True, "Segment", "Run the network on the input volume (in the background worker).")
+    where = "on the server" if state.server else "in the background worker"
+    return ButtonState(True, "Segment", f"Run the network on the input volume ({where}).")
 
 
 def effective_activation(choice: str, info: Optional[ModelInfo]) -> str:
@@ -150,9 +155,12 @@ def progress_text(stage: str, fraction: float, message: str = "") -> str:
     return f"{stage} {pct}%" + (f": {message}" if message else "")
 
 
-def run_request(params: Any, roi_text: Optional[str] = None) -> Tuple[ModelSpec, SegmentOptions, bool]:
+def run_request(
+    params: Any, roi_text: Optional[str] = None, server_model: Optional[str] = None
+) -> Tuple[ModelSpec, SegmentOptions, bool]:
     """The panel's ``Parameters`` (+ the raw ROI text, validated here) → the run contract: ``(ModelSpec,
-    SegmentOptions, probabilityVolume)``. The one place panel values become run options."""
+    SegmentOptions, probabilityVolume)``. The one place panel values become run options. ``server_model``: Run on
+    → Server, the server model's name (then the model path and trust are not used)."""
     roi = parse_roi_size(roi_text) if roi_text is not None else (list(params.roiSize) or None)
     thresholds = list(params.segmentThresholds)
     options = SegmentOptions(
@@ -167,8 +175,13 @@ def run_request(params: Any, roi_text: Optional[str] = None) -> Tuple[ModelSpec,
         backend=params.backend,
         cleanup=Cleanup(params.largestComponent, params.fillHoles, params.minIslandMm3),
     )
+    spec = (
+        ModelSpec(name=server_model)
+        if server_model is not None
+        else ModelSpec(params.modelPath, trust_bundle=bool(params.trustBundle))
+    )
     return (
-        ModelSpec(params.modelPath, trust_bundle=bool(params.trustBundle)),
+        spec,
         options,
         bool(params.createProbabilityVolume),
     )

@@ -31,6 +31,19 @@ def protect_streams() -> Tuple[BinaryIO, BinaryIO]:
     return proto_in, proto_out
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the worker through ``SystemExit`` in its main thread, so a running job's clean-up runs."""
+    import signal
+
+    def handler(signum: int, _frame: object) -> None:
+        signal.signal(signum, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
 def missing_modules() -> List[Tuple[str, str]]:
     """(import name, pip name) of required modules this interpreter lacks."""
     return [(mod, pip) for mod, pip in REQUIRED if importlib.util.find_spec(mod) is None]
@@ -97,7 +110,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     server = Server(proto_in, proto_out, idle_timeout_s=args.idle_timeout, heartbeat_s=args.heartbeat, fault=fault)
     if faults.matches(fault, "hello"):
         faults.inject(fault, server)
-    code = server.serve()
+    stop_on_signals()
+    try:
+        code = server.serve()
+    except SystemExit as exc:  # SIGTERM / SIGHUP: the job's finally blocks ran (temp folders removed)
+        code = exc.code if isinstance(exc.code, int) else 1
     try:
         proto_out.flush()
         sys.stderr.flush()

@@ -236,6 +236,8 @@ class WorkerRunner:
         env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("PYTHONIOENCODING", "utf-8")
         env["PYTHONUNBUFFERED"] = "1"
+        for name in ("TMPDIR", "TEMP", "TMP"):  # the worker's own temp files (an extracted bundle) live in our
+            env[name] = self.temp_dir  # private folder, which close() and the next client's sweep remove
         cmd = [
             exe,
             "-m",

@@ -1,0 +1,441 @@
+"""The server's jobs: at most ``max_queue`` waiting in front of one executor thread (one job per GPU at a time).
+
+A job's request body is spooled to ``<temp>/<id>.body`` when it arrives (validated, not decompressed) and read
+back when the job starts; an uploaded model gets ``<temp>/<id>/`` for the moment it is loaded. Both are removed
+when the job ends, whatever the ending; the result (the compact wire form) stays in memory until the client
+acknowledges it. Messages (``progress`` / ``log`` / ``warning`` / ``queue``, then one terminal ``result`` /
+``error`` / ``cancelled``) are numbered; clients long-poll for those after the last they saw. A job whose client
+stops asking for ``client_timeout_s`` is cancelled and freed. The engine is the same as the worker's:
+``store.model`` (``load_model``) and ``pipeline.segment`` with ``should_cancel`` checked between windows.
+"""
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from ..contract.options import SegmentOptions
+from ..errors import CancelledError, UserError
+from ..worker.handoff import pid_alive, remove_dir, write_pid_file
+from . import wire
+
+PROGRESS_INTERVAL_S = 0.1
+DIR_PREFIX = "unetseg-remote-"
+
+
+class Busy(Exception):
+    """The queue is full."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"server busy, {queued} queued")
+        self.queued = queued
+
+
+class ServerJob:
+    """One submitted run. ``request``: ``{"spec": ModelSpec | None, "upload": dict | None, "options":
+    SegmentOptions, "affine": (4, 4) array}``, validated when it arrived."""
+
+    def __init__(self, job_id: str, spool: str, client: str, request: Dict[str, Any]) -> None:
+        self.id, self.spool = job_id, spool
+        self.client = client
+        self.request = request
+        self.state = "queued"  # queued | running | done
+        self.messages: List[Dict[str, Any]] = []
+        self.seq = 0
+        self.cancel = threading.Event()
+        self.result: Optional[bytes] = None
+        self.terminal: Optional[Dict[str, Any]] = None
+        self.created = self.last_seen = time.monotonic()
+        self.started_at: Optional[float] = None
+        self.finished_at: Optional[float] = None
+        self.event: Any = None  # asyncio.Event, created and replaced in the event loop's thread only
+
+    def wake(self) -> None:
+        """(event-loop thread) wake every long-poll waiting on this job."""
+        import asyncio
+
+        old, self.event = self.event, asyncio.Event()
+        if old is not None:
+            old.set()
+
+
+def sweep_stale(root: str) -> List[str]:
+    """Remove ``unetseg-remote-*`` folders in ``root`` left by servers that are gone (killed, crashed)."""
+    removed = []
+    for name in os.listdir(root):
+        folder = os.path.join(root, name)
+        owner = os.path.join(folder, "owner.pid")
+        if not name.startswith(DIR_PREFIX) or not os.path.isfile(owner):
+            continue
+        try:
+            import json
+
+            with open(owner, encoding="utf-8") as f:
+                data = json.load(f)
+            alive = pid_alive(int(data["pid"]), data.get("create_time"))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not alive and remove_dir(folder):
+            removed.append(folder)
+    return removed
+
+
+class JobQueue:
+    """The queue, the executor thread and the job registry. ``limits``: ``max_volume_bytes``, ``max_request_bytes``."""
+
+    def __init__(
+        self,
+        store: Any,
+        max_queue: int,
+        device: str,
+        limits: Dict[str, int],
+        client_timeout_s: float = 60.0,
+        temp_root: Optional[str] = None,
+        log: Callable[[str], None] = lambda _m: None,
+    ) -> None:
+        self.store = store
+        self.max_queue = int(max_queue)
+        self.device = device
+        self.limits = dict(limits)
+        self.client_timeout_s = float(client_timeout_s)
+        self.log = log
+        self.temp_root = temp_root or tempfile.gettempdir()
+        self.temp_dir = ""  # created by start(), removed by stop()
+        self.swept: List[str] = []
+        self._cond = threading.Condition()
+        self._queue: Deque[ServerJob] = deque()
+        self._jobs: Dict[str, ServerJob] = {}
+        self.running: Optional[ServerJob] = None
+        self.loop: Any = None
+        self._stop = False
+        self.ready = threading.Event()  # set once the engine is imported (set by the server's preload)
+        self.done_count = 0
+        self._thread = threading.Thread(target=self._executor, name="unetseg-remote-executor", daemon=True)
+
+    # ---------------------------------------------------------------- life
+    def start(self, loop: Any) -> None:
+        """(server start-up) Sweep dead servers' temp folders, make this one's (0700), start the executor."""
+        self.swept = sweep_stale(self.temp_root)
+        self.temp_dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self.temp_root)
+        write_pid_file(os.path.join(self.temp_dir, "owner.pid"), os.getpid())
+        self.store.temp_roots.append(self.temp_dir)
+        self.loop = loop
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Cancel every job, stop the executor, remove the temp folder."""
+        with self._cond:
+            self._stop = True
+            for job in list(self._queue):
+                job.cancel.set()
+            if self.running is not None:
+                self.running.cancel.set()
+            self._cond.notify_all()
+        self._thread.join(10.0)
+        remove_dir(self.temp_dir)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """All arrays of a request, decompressed: the volume, and an uploaded model with its JSON."""
+        return self.limits["max_volume_bytes"] + 2 * self.limits["max_request_bytes"]
+
+    def new_spool(self) -> str:
+        return os.path.join(self.temp_dir, secrets.token_hex(12) + ".body")
+
+    def temp_entries(self) -> List[str]:
+        return sorted(n for n in os.listdir(self.temp_dir) if n != "owner.pid")
+
+    # ---------------------------------------------------------------- requests (event-loop thread)
+    def add(self, spool: str, client: str, request: Dict[str, Any]) -> ServerJob:
+        """Queue a job for ``spool`` (renamed to the job's id); ``Busy`` when ``max_queue`` jobs already wait."""
+        with self._cond:
+            if len(self._queue) >= self.max_queue:
+                raise Busy(len(self._queue))
+            job_id = secrets.token_urlsafe(12)
+            path = os.path.join(self.temp_dir, job_id + ".body")
+            os.replace(spool, path)
+            job = ServerJob(job_id, path, client, request)
+            job.wake()
+            self._queue.append(job)
+            self._jobs[job_id] = job
+            self._post(job, {"type": "queue", "ahead": self._ahead(job)})
+            self._cond.notify_all()
+        self.log(f"job {job_id[:6]} from {client} queued ({self._ahead(job)} ahead)")
+        return job
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def get(self, job_id: str) -> Optional[ServerJob]:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.last_seen = time.monotonic()
+        return job
+
+    def ahead(self, job: ServerJob) -> int:
+        with self._cond:
+            return self._ahead(job)
+
+    def _ahead(self, job: ServerJob) -> int:
+        if job.state != "queued":
+            return 0
+        return list(self._queue).index(job) + (1 if self.running is not None else 0)
+
+    async def wait(self, job: ServerJob, after: int, timeout: float) -> None:
+        """Until ``job`` has a message after ``after`` or ``timeout`` seconds passed."""
+        import asyncio
+
+        deadline = self.loop.time() + timeout
+        while not (job.messages and job.messages[-1]["seq"] > after):
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(job.event.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def events(self, job: ServerJob, after: int) -> Dict[str, Any]:
+        """The messages after ``after`` (earlier ones are dropped: the client has them). A job that ended without a
+        result is forgotten once its terminal message went out."""
+        with self._cond:
+            job.messages = [m for m in job.messages if m["seq"] > after]
+            out = {"job": job.id, "state": job.state, "ahead": self._ahead(job), "messages": list(job.messages)}
+            if job.state == "done" and job.result is None and any(m["seq"] == job.seq for m in job.messages):
+                self._jobs.pop(job.id, None)
+        job.last_seen = time.monotonic()
+        return out
+
+    def cancel(self, job: ServerJob, why: str = "cancelled by the client") -> str:
+        """Cancel a queued job now, ask a running one to stop between windows, forget a finished one."""
+        with self._cond:
+            if job.state == "queued":
+                self._queue.remove(job)
+                self._finish(job, {"type": "cancelled", "message": why})
+                self._requeue_positions()
+                return "cancelled"
+            if job.state == "running":
+                job.cancel.set()
+                return "cancelling"
+            self._jobs.pop(job.id, None)  # acknowledged: its result (if any) is freed
+            job.result = None
+            return "released"
+
+    def sweep(self) -> None:
+        """Cancel jobs whose client stopped asking; free results nobody fetched."""
+        now = time.monotonic()
+        for job in list(self._jobs.values()):
+            if now - job.last_seen <= self.client_timeout_s:
+                continue
+            if job.state in ("queued", "running") and not job.cancel.is_set():
+                self.log(f"job {job.id[:6]}: no word from {job.client} for {self.client_timeout_s:g} s, cancelling")
+                self.cancel(job, f"cancelled: the client stopped asking for {self.client_timeout_s:g} s")
+            elif job.state == "done":
+                with self._cond:
+                    self._jobs.pop(job.id, None)
+                    job.result = None
+                self.log(f"job {job.id[:6]}: {job.client} did not collect it for {self.client_timeout_s:g} s, freed")
+
+    def health(self) -> Dict[str, Any]:
+        with self._cond:
+            running = self.running
+            return {
+                "busy": running is not None,
+                "running_for_s": round(time.monotonic() - (running.started_at or running.created), 1)
+                if running is not None
+                else None,
+                "queued": len(self._queue),
+                "max_queue": self.max_queue,
+                "jobs_done": self.done_count,
+                "held": len(self._jobs),  # jobs known: queued, running, or finished and not yet collected
+                "rss_bytes": _rss_bytes(),
+                "ready": self.ready.is_set(),
+            }
+
+    # ---------------------------------------------------------------- messages (any thread)
+    def _post(self, job: ServerJob, message: Dict[str, Any]) -> None:
+        with self._cond:
+            job.seq += 1
+            job.messages.append(dict(message, seq=job.seq))
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(job.wake)
+            except RuntimeError:  # the loop is closed: the server is stopping
+                pass
+
+    def _finish(self, job: ServerJob, terminal: Dict[str, Any]) -> None:
+        for path in (job.spool, os.path.join(self.temp_dir, job.id)):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.remove(path)
+        with self._cond:
+            job.state, job.terminal = "done", terminal
+            job.finished_at = time.monotonic()
+            self.done_count += 1
+        self._post(job, terminal)
+
+    def _requeue_positions(self) -> None:
+        for job in list(self._queue):
+            self._post(job, {"type": "queue", "ahead": self._ahead(job)})
+
+    # ---------------------------------------------------------------- the executor thread
+    def _executor(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                job = self._queue.popleft()
+                job.state, self.running = "running", job
+                job.started_at = time.monotonic()
+                self._requeue_positions()
+            t0 = time.perf_counter()
+            terminal = self._execute(job)
+            terminal["server_s"] = round(time.perf_counter() - t0, 3)
+            try:
+                with self._cond:
+                    self.running = None
+                    self._requeue_positions()
+                self._finish(job, terminal)
+                self.log(f"job {job.id[:6]} {terminal['type']} in {terminal['server_s']:.1f} s")
+            except Exception:  # noqa: BLE001 - the executor must outlive any job
+                sys.stderr.write(traceback.format_exc())
+
+    def _execute(self, job: ServerJob) -> Dict[str, Any]:
+        """Run one job through the engine; returns its terminal message. Frees its files and memory."""
+        from ..engine.pipeline import segment
+        from ..engine.volume import Volume
+
+        progress = _Progress(lambda m: self._post(job, m))
+        try:
+            if not self.ready.wait(600.0):
+                raise UserError("The server is still starting", "Try again in a minute.")
+            progress("load", 0.0, "reading the request")
+            with open(job.spool, "rb") as f:
+                data = f.read()
+            os.remove(job.spool)
+            fields, arrays = wire.decode(data, self.limits["max_volume_bytes"], self.max_decoded_bytes)
+            del data, fields
+            request = job.request
+            upload = request["upload"]
+            if upload is not None:
+                folder = os.path.join(self.temp_dir, job.id)
+                os.mkdir(folder, 0o700)
+                sidecar = arrays["sidecar"].tobytes() if "sidecar" in arrays else None
+                model, hit, load_s = self.store.upload(
+                    folder, upload["suffix"], arrays["model"].tobytes(), sidecar, upload.get("strides")
+                )
+            else:
+                model, hit, load_s = self.store.model(request["spec"])
+            if job.cancel.is_set():
+                raise CancelledError("cancelled after loading the model")
+            volume = Volume(arrays["volume"], request["affine"])
+            del arrays
+            result = segment(
+                volume,
+                model,
+                _server_device(request["options"], self.device),
+                progress=progress,
+                should_cancel=job.cancel.is_set,
+                log=lambda text: self._log_message(job, text),
+            )
+            del volume
+            result_fields, result_arrays = result.to_wire()
+            del result
+            job.result = b"".join(wire.encode({"result": result_fields}, result_arrays))
+            del result_arrays
+            return {"type": "result", "bytes": len(job.result), "cache_hit": hit, "load_s": round(load_s, 3)}
+        except CancelledError as exc:
+            return {"type": "cancelled", "message": str(exc)}
+        except UserError as exc:
+            kind = getattr(exc, "kind", "error")
+            return {"type": "error", "kind": kind, "message": self.store.scrub(exc.message), "hint": exc.hint}
+        except wire.WireError as exc:
+            return {
+                "type": "error",
+                "kind": "remote",
+                "reason": "protocol",
+                "message": f"The server could not read the request: {exc}",
+                "hint": "Use a client of the same UNetSigmoidSeg version as the server.",
+            }
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message; the server keeps serving
+            sys.stderr.write(traceback.format_exc())
+            return {
+                "type": "error",
+                "kind": "internal",
+                "message": self.store.scrub(f"Unexpected error on the server: {type(exc).__name__}: {exc}"),
+                "hint": "This is a bug: please report it with the server's log.",
+            }
+        finally:  # the job's arrays went with their last reference (``del`` above); a full gc.collect() would hold
+            # the GIL ~0.2 s with torch loaded, delaying this very result's download — the test measures RSS instead
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.empty_cache()
+            _trim_heap()
+
+    def _log_message(self, job: ServerJob, text: str) -> None:
+        if text.startswith("warning: "):
+            self._post(job, {"type": "warning", "message": self.store.scrub(text[len("warning: ") :])})
+        else:
+            self._post(job, {"type": "log", "message": self.store.scrub(text)})
+
+
+def _trim_heap() -> None:
+    """Give the freed heap back to the system (glibc ``malloc_trim``): a long-running server's memory then falls back
+    after each big job instead of staying at its peak. Elsewhere a no-op."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
+def _rss_bytes() -> Optional[int]:
+    """This server's resident memory now (psutil), or None."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - psutil is optional for the server
+        return None
+
+
+def _server_device(options: SegmentOptions, device: str) -> SegmentOptions:
+    """The client's options with ``auto`` meaning the server's ``--device``."""
+    if options.device != "auto" or device == "auto":
+        return options
+    return SegmentOptions.from_dict(dict(options.to_dict(), device=device))
+
+
+class _Progress:
+    """Engine progress → at most ~10 ``progress`` messages a second (stage changes and ends always go out)."""
+
+    def __init__(self, post: Callable[[Dict[str, Any]], None]) -> None:
+        self.post = post
+        self.stage = ""
+        self.last = 0.0
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        changed = stage != self.stage
+        self.stage = stage
+        if not changed and 0.0 < fraction < 1.0 and now - self.last < PROGRESS_INTERVAL_S:
+            return
+        self.last = now
+        self.post({"type": "progress", "stage": stage, "fraction": float(fraction), "message": message})

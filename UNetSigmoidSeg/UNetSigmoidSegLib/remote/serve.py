@@ -1,0 +1,145 @@
+"""``unetsigmoidseg serve``: the remote server on this computer's GPU (FastAPI + uvicorn, ``pip install .[server]``).
+
+Binds 127.0.0.1 unless told otherwise and says how to reach it from elsewhere (an SSH tunnel, or TLS with
+``--certfile/--keyfile``). The token is generated on the first start into ``--token-file`` (mode 0600) and printed
+that once; ``--rotate-token`` replaces it (clients then need the new one).
+"""
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from ..contract.options import DEVICES, check_choice
+from ..errors import OptionError, UserError
+from .tokens import default_token_file, load_or_create_token
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve the models of a folder to remote clients (GPU server)")
+    p.add_argument("--models", required=True, metavar="DIR", help="folder of models (files and bundle folders)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    p.add_argument("--token-file", help=f"bearer token file, created on first start (default {default_token_file()})")
+    p.add_argument("--rotate-token", action="store_true", help="write a new token to the token file and print it")
+    p.add_argument("--device", default="auto", help="auto | cuda | cpu | mps: where runs asking for auto go")
+    p.add_argument("--max-queue", type=int, default=4, help="jobs waiting behind the running one (default 4)")
+    p.add_argument("--certfile", help="TLS certificate (PEM): serve https")
+    p.add_argument("--keyfile", help="TLS private key (PEM) for --certfile")
+    p.add_argument(
+        "--allow-upload",
+        action="store_true",
+        help="accept model files from clients (loaded untrusted, removed once loaded); off by default",
+    )
+    p.add_argument("--max-request-mb", type=float, default=1024.0, help="largest request body (default 1024 MB)")
+    p.add_argument("--max-volume-mb", type=float, default=4096.0, help="largest volume, uncompressed (default 4096)")
+    p.add_argument(
+        "--client-timeout",
+        type=float,
+        default=60.0,
+        help="cancel a job whose client is silent this long, in s (default 60)",
+    )
+    p.add_argument("--temp-dir", help="where request bodies are spooled (default: the system temp folder)")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OptionError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}",
+            "Another server may use that port: pick another with --port, or stop it.",
+        ) from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _banner(args: argparse.Namespace, url: str, port: int, token_file: str, token: str, created: bool) -> str:
+    lines = [f"UNetSigmoidSeg server: models in {os.path.abspath(args.models)}", f"Listening on {url}"]
+    if created:
+        lines.append(f"Token (shown this once; kept in {token_file}, mode 0600): {token}")
+    else:
+        lines.append(f"Token: in {token_file} (not shown; --rotate-token makes a new one)")
+    lines.append("Clients: unetsigmoidseg segment … --server URL --token-file FILE (or $UNETSIGMOIDSEG_TOKEN)")
+    if args.host in LOOPBACK:
+        lines += [
+            "Only this computer can connect. To reach it from another one:",
+            f"  • an SSH tunnel there: ssh -N -L {port}:127.0.0.1:{port} USER@THIS-HOST, then "
+            f"--server http://127.0.0.1:{port}",
+            "  • or TLS: --host 0.0.0.0 --certfile cert.pem --keyfile key.pem, then --server https://THIS-HOST:PORT",
+        ]
+    elif not args.certfile:
+        lines.append(
+            "WARNING: listening beyond this computer without TLS: the token and the images cross the network in "
+            "clear text. Use --certfile/--keyfile, or keep --host 127.0.0.1 with an SSH tunnel. Clients refuse "
+            "plain http to other computers unless told --allow-http."
+        )
+    return "\n".join(lines)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .server import ServerConfig, create_app
+    except ImportError as exc:
+        raise UserError(
+            f"The server needs FastAPI and uvicorn ({exc})", 'Install them: pip install "unetsigmoidseg[server]"'
+        ) from None
+    device = check_choice("device", args.device, DEVICES, "--device")
+    if bool(args.certfile) != bool(args.keyfile):
+        raise OptionError("TLS needs both --certfile and --keyfile", "Give both, or neither (then use an SSH tunnel).")
+    for path in (args.certfile, args.keyfile):
+        if path and not os.path.isfile(path):
+            raise OptionError(f"TLS file not found: {path}", "Check the --certfile / --keyfile paths.")
+    if args.max_queue < 0 or args.max_request_mb <= 0 or args.max_volume_mb <= 0 or args.client_timeout <= 0:
+        raise OptionError("--max-queue must be ≥ 0 and the sizes and --client-timeout > 0", "e.g. --max-queue 4")
+    token_file = os.path.abspath(os.path.expanduser(args.token_file or default_token_file()))
+    token, created = load_or_create_token(token_file, rotate=args.rotate_token)
+    config = ServerConfig(
+        models_dir=args.models,
+        token=token,
+        device=device,
+        max_queue=args.max_queue,
+        max_request_bytes=int(args.max_request_mb * 2**20),
+        max_volume_bytes=int(args.max_volume_mb * 2**20),
+        allow_upload=bool(args.allow_upload),
+        client_timeout_s=float(args.client_timeout),
+        temp_root=args.temp_dir,
+    )
+    sock = _listen(args.host, args.port)  # first: a taken port is said before anything is created
+    try:
+        app = create_app(config)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"{'https' if args.certfile else 'http'}://{host}:{port}"
+    print(_banner(args, url, port, token_file, token, created), flush=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            ssl_certfile=args.certfile,
+            ssl_keyfile=args.keyfile,
+            log_level="info",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=5,
+            limit_concurrency=256,
+        )
+    )
+    server.run(sockets=[sock])
+    return 0
