@@ -37,6 +37,7 @@ import torch
 
 from ..contract.result import BackendChoice, Window
 from ..errors import CancelledError
+from ..sysinfo import package_version
 from . import runtimes
 from .backend_cache import open_cache
 
@@ -205,7 +206,7 @@ class _Preparation:
 
     def openvino(self) -> Tuple[Optional[runtimes.Forward], str]:
         global export_count
-        why = runtimes.openvino_unavailable()
+        why = runtimes.unavailable("openvino")
         if why:
             return None, why
         runtime = runtimes.openvino_runtime()
@@ -218,6 +219,9 @@ class _Preparation:
                 self.say(f"note: the cached export of this model and window is unusable ({bad}): exporting again")
                 self.entry = {"key": self.key_fields}
         if data is None:
+            why = runtimes.unavailable("onnx")
+            if why:
+                return None, why
             self.step("exporting the network to ONNX (first use of this model and window)")
             t0 = time.perf_counter()
             try:
@@ -255,8 +259,9 @@ class _Preparation:
 
     # ---------------------------------------------------------------- auto
     def runtimes_now(self) -> Dict[str, Any]:
-        ov = None if runtimes.openvino_unavailable() else runtimes.openvino_runtime()
-        return {"openvino": ov, "onednn": runtimes.onednn_unavailable(self.network) is None, "threads": self.threads}
+        """What auto's measurement depends on, read without importing the runtimes."""
+        versions = {name: runtimes.installed(name) and package_version(name) for name in ("openvino", "onnx")}
+        return dict(versions, onednn=runtimes.onednn_unavailable(self.network) is None, threads=self.threads)
 
     def measure(self, forwards: Dict[str, Any], rounds: int = 2) -> Dict[str, float]:
         """Best-of-``rounds`` seconds per probe batch, interleaved (each has run once already)."""

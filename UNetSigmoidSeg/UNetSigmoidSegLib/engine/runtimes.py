@@ -15,6 +15,7 @@ sliding-window batch per call), so MONAI's inferers, cancel checks and progress 
 
 import contextlib
 import copy
+import importlib.util
 import io
 import os
 import sys
@@ -106,10 +107,11 @@ def onednn_forward(network: torch.nn.Module) -> Forward:
 # ---------------------------------------------------------------- ONNX export and OpenVINO
 
 
-def openvino_unavailable() -> Optional[str]:
-    """Why the ``openvino`` backend cannot run here (None: it can); imports openvino and onnx."""
+def unavailable(*names: str) -> Optional[str]:
+    """Why the packages ``names`` cannot be imported here (None: they can): ``openvino`` to run an export, ``onnx``
+    as well to make one (PyTorch's exporter needs it)."""
     missing = []
-    for name in ("openvino", "onnx"):  # onnx: PyTorch's exporter needs it
+    for name in names:
         try:
             __import__(name)
         except ImportError as exc:
@@ -117,6 +119,14 @@ def openvino_unavailable() -> Optional[str]:
     if missing:
         return f"not installed: {', '.join(missing)}; pip install openvino onnx"
     return None
+
+
+def installed(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (import blocked)
+        return False
 
 
 def openvino_runtime() -> str:
