@@ -134,6 +134,17 @@ def bench_window(name, model, image, repeats):
     ]
 
 
+def _agreement(got, want):
+    """The whole volume against the PyTorch path: the largest probability difference (uint8 cache steps of 1/255)
+    and the smallest Dice over segments."""
+    step = int(np.abs(got.probabilities.quantized.astype(int) - want.probabilities.quantized.astype(int)).max())
+    dice = []
+    for a, b in zip(got.masks, want.masks):
+        total = int(a.sum()) + int(b.sum())
+        dice.append(1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total)
+    return {"max_probability_step_vs_torch": step, "min_dice_vs_torch": round(min(dice), 6)}
+
+
 def bench_volume(name, model, array, spacing, repeats):
     """BE: whole volume through ``segment()`` per backend (warm) vs bare MONAI on PyTorch, interleaved rounds."""
     from monai.inferers import sliding_window_inference
@@ -142,9 +153,13 @@ def bench_volume(name, model, array, spacing, repeats):
 
     vol = Volume(array[None], np.diag([spacing, spacing, spacing, 1.0]))
     tensor = torch.from_numpy(array)[None, None]
-    chosen = {}
+    chosen, agreement = {}, {}
     for backend in BACKENDS:  # prepare (export, compile, auto's measurement) outside the timed rounds
-        chosen[backend] = segment(vol, model, options(backend)).backend
+        result = segment(vol, model, options(backend))
+        chosen[backend] = result.backend
+        if backend == "torch":
+            reference = result
+        agreement[backend] = _agreement(result, reference)
 
     def bare():
         with torch.inference_mode():
@@ -170,6 +185,7 @@ def bench_volume(name, model, array, spacing, repeats):
                 "segment_s": round(statistics.median(r[key] for r in rounds), 3),
                 "bare_monai_torch_s": round(statistics.median(r["bare"] for r in rounds), 3),
                 "ratio_vs_bare": round(_median_ratio(rounds, key, "bare"), 3),
+                **agreement[key],
                 "spread": [round(r[key] / r["bare"], 3) for r in rounds],
             }
         )
