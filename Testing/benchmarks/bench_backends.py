@@ -7,7 +7,7 @@ BE  a whole 256×256×128 volume end to end through ``segment()`` per backend (p
     goals (auto): ≤ 0.5× tutorial, ≤ 0.8× seed article, never above 1.0× (noise aside)
 BX  first use in a fresh process (empty cache): preparation seconds (export, compile, validation; auto: its
     measurement) and the whole first run; then the cached re-use in another fresh process      goals ≤ 20 s, ≤ 1 s
-BM  peak RSS (``ru_maxrss``) of those fresh processes (imports included)
+BM  peak RSS of those fresh processes (imports included; Linux ``VmHWM``, else ``ru_maxrss``)
 
 Networks: ``tutorial`` UNet(16…256, 2 residual units, batch norm), ``seed`` UNet(16…256, no residual units,
 instance norm), ``brain`` the demo bundle (trained weights). Input: the demo T1 head MRI resampled to 256×256×128
@@ -195,6 +195,16 @@ def bench_volume(name, model, array, spacing, repeats):
 # ---------------------------------------------------------------- fresh processes: first use, cached re-use, memory
 
 
+def _peak_rss_bytes():
+    """This process' peak resident memory. Linux: ``VmHWM`` (``ru_maxrss`` keeps the forking parent's peak across
+    ``exec``, so a child started by a large benchmark process would report the parent's)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def child(name, backend):
     """One fresh process: load, one ``segment()`` of the volume; prints a JSON line."""
     from UNetSigmoidSegLib.engine.pipeline import segment
@@ -204,7 +214,7 @@ def child(name, backend):
     vol = Volume(volume()[None], np.diag([spacing, spacing, spacing, 1.0]))
     t1 = time.perf_counter()
     result = segment(vol, model, options(backend))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    peak = _peak_rss_bytes()
     print(
         json.dumps(
             {

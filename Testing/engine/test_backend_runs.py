@@ -232,6 +232,20 @@ def test_contract_carries_the_backend():
     assert rules.backend_label("openvino (auto: fastest)") == "Last run: openvino (auto: fastest)"
 
 
+def test_quantize_rounds_exactly_as_before():
+    """The probability cache's quantisation (made faster for the CPU backends' end-to-end time) rounds half to even
+    exactly as ``rint`` straight into uint8 did, for float32 and float64 probabilities."""
+    from UNetSigmoidSegLib.contract.result import quantize
+
+    for dtype in (np.float32, np.float64):
+        p = np.linspace(-0.1, 1.1, 1_000_001).astype(dtype)
+        p[:3] = [0.5 / 255, 1.5 / 255, 2.5 / 255]  # exact halves: to even
+        want = np.empty(p.shape, np.uint8)
+        np.rint(np.clip(p, 0.0, 1.0) * 255, out=want, casting="unsafe")
+        got = quantize(p)
+        assert got.dtype == np.uint8 and np.array_equal(got, want) and list(got[:3]) == list(want[:3])
+
+
 def test_loaded_models_are_keyed_by_their_spec(tmp_path, cache):
     """The runners' model cache key travels with the model into the export's key."""
     from UNetSigmoidSegLib.runners.inprocess import InProcessRunner

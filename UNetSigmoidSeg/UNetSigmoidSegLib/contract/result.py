@@ -112,10 +112,12 @@ class Window:
 
 
 def quantize(probabilities: np.ndarray) -> np.ndarray:
-    """float probabilities in [0, 1] → uint8 ``round(255 · p)``."""
-    out = np.empty(probabilities.shape, dtype=np.uint8)
-    np.rint(np.clip(probabilities, 0.0, 1.0) * SCALE, out=out, casting="unsafe")
-    return out
+    """float probabilities in [0, 1] → uint8 ``round(255 · p)`` (half to even). Rounded in their own float type, then
+    converted: several times faster than rounding straight into uint8 (a casting loop), with the same result."""
+    scaled = np.clip(probabilities, 0.0, 1.0).astype(np.result_type(probabilities, np.float32), copy=False)
+    np.multiply(scaled, SCALE, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def level(t: float) -> int:
