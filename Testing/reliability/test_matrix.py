@@ -233,7 +233,11 @@ class Env:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_case(case, tmp_path):
+def test_case(case, tmp_path, monkeypatch):
+    private = tmp_path / "tmp"  # this case's own temp folder (inherited by workers): other runs' leftovers don't count
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     env = Env(tmp_path)
     before = env.snapshot()
     message = case.run(env)

@@ -139,19 +139,19 @@ def test_two_clients_at_once_see_their_queue_position_and_get_equal_results(serv
     volume = ct_volume()
     options = SegmentOptions(device="cpu", roi_size=[16, 16, 16], overlap=0.4)
     first, second = server.runner(), server.runner()
+    job_a = first.submit(volume, ModelSpec(name="tiny"), options)
+    wait_for_stage(job_a)  # the first client's job runs on the server: the second one must queue behind it
+    job_b = second.submit(volume, ModelSpec(name="tiny"), options)
     results = {}
 
-    def run(name, runner):
-        job = runner.submit(volume, ModelSpec(name="tiny"), options)
+    def finish(name, job):
         results[name] = (job.wait(timeout=600), job.info)
 
-    a = threading.Thread(target=run, args=("a", first))
-    a.start()
-    time.sleep(0.5)
-    b = threading.Thread(target=run, args=("b", second))
-    b.start()
-    a.join(600)
-    b.join(600)
+    threads = [threading.Thread(target=finish, args=item) for item in (("a", job_a), ("b", job_b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
     (ra, ia), (rb, ib) = results["a"], results["b"]
     same_result(ra, rb)
     assert np.array_equal(ra.probabilities.quantized, rb.probabilities.quantized)

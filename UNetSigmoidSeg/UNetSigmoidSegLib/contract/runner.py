@@ -7,6 +7,7 @@ the panel hold a ``Runner`` and never ask which one. A job's messages are dicts 
 ``result``, ``error``, ``cancelled`` or ``busy``.
 """
 
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 try:  # Python ≥ 3.8
@@ -23,6 +24,37 @@ ProgressFn = Callable[[str, float, str], None]  # (stage, fraction 0..1, message
 LogFn = Callable[[str], None]
 CancelFn = Callable[[], bool]
 TERMINAL_TYPES = ("result", "error", "cancelled", "busy")  # the last message of a job
+
+
+def deliver(message: Message, progress: Optional[ProgressFn], log: Optional[LogFn]) -> None:
+    """Hand one ``progress`` / ``log`` / ``warning`` message to the caller's callbacks (a warning as a
+    ``"warning: …"`` line); other messages are left alone."""
+    kind = message.get("type")
+    if kind == "progress" and progress is not None:
+        progress(str(message.get("stage", "")), float(message.get("fraction", 0.0)), str(message.get("message", "")))
+    elif kind in ("log", "warning") and log is not None:
+        log(("warning: " if kind == "warning" else "") + str(message.get("message", "")))
+
+
+def pump(
+    drain: Callable[[float], List[Message]],
+    settled: Callable[[], bool],
+    timeout: Optional[float],
+    progress: Optional[ProgressFn],
+    log: Optional[LogFn],
+    what: str,
+) -> None:
+    """The blocking half of a ``Job.wait``: ``drain(seconds)`` the job's messages into the callbacks until
+    ``settled()``; a ``TimeoutError`` naming ``what`` after ``timeout`` seconds (the job goes on)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        for message in drain(0.25 if remaining is None else max(0.0, min(0.25, remaining))):
+            deliver(message, progress, log)
+        if settled():
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} still running after {timeout} s")
 
 
 @runtime_checkable

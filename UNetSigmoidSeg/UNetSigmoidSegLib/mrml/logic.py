@@ -22,7 +22,7 @@ import vtk
 from ..contract.model import ModelSpec, looks_like_path
 from ..contract.options import Cleanup, SegmentOptions, check_thresholds
 from ..contract.result import Probabilities, SegmentResult, threshold_map
-from ..contract.runner import Runner
+from ..contract.runner import Runner, deliver
 from ..errors import CancelledError, InputError, OptionError, UserError
 from . import parameters as params_mod
 from .review import histogram, update_histogram_plot, update_statistics_table
@@ -122,12 +122,8 @@ class RunHandle:
         """Handle new messages; returns True when finished (success, error or cancel)."""
         if self.done:
             return True
-        for msg in self.job.poll():
-            kind = msg.get("type")
-            if kind == "progress" and self.on_progress is not None:
-                self.on_progress(msg.get("stage", ""), float(msg.get("fraction", 0.0)), msg.get("message", ""))
-            elif kind in ("log", "warning") and self.on_log is not None:
-                self.on_log(("warning: " if kind == "warning" else "") + str(msg.get("message", "")))
+        for message in self.job.poll():
+            deliver(message, self.on_progress, self.on_log)
         if self.job.done:
             self._finish(lambda: self.job.wait(timeout=0))
         return self.done

@@ -8,10 +8,9 @@ callbacks and the result never cross threads and the GUI never waits on the netw
 import itertools
 import queue
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional
 
-from ..contract.runner import TERMINAL_TYPES
+from ..contract.runner import TERMINAL_TYPES, pump
 from ..errors import CancelledError
 
 _IDS = itertools.count(1)
@@ -69,19 +68,8 @@ class RemoteJob:
         """Block until the job ends; return its ``SegmentResult`` (an inspection: its ``ModelInfo``). Raises the
         server's ``UserError`` subclass, a ``RemoteError`` for network / server faults, ``CancelledError``, or
         ``TimeoutError`` when ``timeout`` passes (the job goes on)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                for message in self._drain(0.25 if remaining is None else max(0.0, min(0.25, remaining))):
-                    if message["type"] == "progress" and progress is not None:
-                        progress(message["stage"], float(message["fraction"]), str(message.get("message", "")))
-                    elif message["type"] in ("log", "warning") and log is not None:
-                        log(("warning: " if message["type"] == "warning" else "") + str(message["message"]))
-                if self._settled:
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"remote job {self.id} still running after {timeout} s")
+            pump(self._drain, lambda: self._settled, timeout, progress, log, f"remote job {self.id}")
         except KeyboardInterrupt:
             self.cancel()
             self._done.wait(10.0)

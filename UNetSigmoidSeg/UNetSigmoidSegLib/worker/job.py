@@ -7,14 +7,13 @@ and the rebuilt ``SegmentResult`` never cross threads. No Qt import.
 
 import queue
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 from ..contract.model import ModelInfo
 from ..contract.result import SegmentResult
-from ..contract.runner import TERMINAL_TYPES
+from ..contract.runner import TERMINAL_TYPES, pump
 from ..errors import (
     CancelledError,
     InputError,
@@ -109,19 +108,8 @@ class Job:
         faults, ``CancelledError``, or ``TimeoutError`` when ``timeout`` passes (the job goes on).
         ``progress(stage, fraction, message)`` and ``log(text)`` are called from this thread.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                for message in self._drain(0.25 if remaining is None else max(0.0, min(0.25, remaining))):
-                    if message["type"] == "progress" and progress is not None:
-                        progress(message["stage"], float(message["fraction"]), str(message.get("message", "")))
-                    elif message["type"] in ("log", "warning") and log is not None:
-                        log(("warning: " if message["type"] == "warning" else "") + str(message["message"]))
-                if self._settled:
-                    break
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"worker job {self.id} still running after {timeout} s")
+            pump(self._drain, lambda: self._settled, timeout, progress, log, f"worker job {self.id}")
         except KeyboardInterrupt:
             self.cancel()
             self._done.wait(self.client.cancel_timeout_s + 5.0)
