@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: environment description, paired timing, printing and saving results."""
+"""Shared by the benchmark scripts: environment description, paired timing, printing and saving results, the
+benchmark networks wrapped as loaded models."""
 
 import json
 import os
@@ -6,6 +7,26 @@ import platform
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+
+def loaded_model(net: Any, size_divisor: int, out_channels: int = 1, activation: str = "sigmoid", **info: Any) -> Any:
+    """A benchmark network as the engine's ``LoadedModel`` (a UNet checkpoint with one input channel)."""
+    from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
+
+    return LoadedModel(
+        net,
+        ModelInfo(
+            path="bench",
+            format="checkpoint",
+            architecture="UNet",
+            in_channels=1,
+            out_channels=out_channels,
+            activation=activation,
+            activation_source="bench",
+            size_divisor=size_divisor,
+            **info,
+        ),
+    )
 
 
 def environment(**extra: Any) -> Dict[str, Any]:

@@ -18,10 +18,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "UNetSigmoidSeg"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_common import emit, environment, paired  # noqa: E402
+from bench_common import emit, environment, loaded_model, paired  # noqa: E402
 from UNetSigmoidSegLib.contract.options import SegmentOptions  # noqa: E402
 from UNetSigmoidSegLib.contract.result import make_probabilities, threshold_map  # noqa: E402
-from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo  # noqa: E402
+from UNetSigmoidSegLib.engine.model import LoadedModel  # noqa: E402
 from UNetSigmoidSegLib.engine.pipeline import segment  # noqa: E402
 from UNetSigmoidSegLib.engine.volume import Volume  # noqa: E402
 
@@ -44,19 +44,7 @@ def bench_overhead(repeats: int, size: int = 128):
     rng = np.random.default_rng(0)
     arr = rng.normal(0, 1, (1, size, size, size)).astype(np.float32)
     vol = Volume(arr, np.diag([1.0, 1.0, 1.0, 1.0]))
-    model = LoadedModel(
-        net,
-        ModelInfo(
-            path="bench",
-            format="checkpoint",
-            architecture="UNet",
-            in_channels=1,
-            out_channels=1,
-            activation="sigmoid",
-            activation_source="bench",
-            size_divisor=8,
-        ),
-    )
+    model = loaded_model(net, size_divisor=8)
     opts = SegmentOptions(device="cpu", roi_size=[96, 96, 96], overlap=0.25, sw_batch_size=1, blend_mode="gaussian")
     x = torch.from_numpy(arr)[None]
 

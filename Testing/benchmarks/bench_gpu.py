@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "UNetSigmoidSeg"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_common import emit, environment  # noqa: E402
+from bench_common import emit, environment, loaded_model  # noqa: E402
 
 
 def _timed(fn, repeats):
@@ -46,7 +46,6 @@ def main(argv=None) -> int:
     from monai.networks.nets import UNet
 
     from UNetSigmoidSegLib.contract.options import SegmentOptions
-    from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
     from UNetSigmoidSegLib.engine.pipeline import segment
     from UNetSigmoidSegLib.engine.volume import Volume
 
@@ -60,19 +59,7 @@ def main(argv=None) -> int:
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
             sliding_window_inference(x, roi, batch, net, overlap=0.25, mode="gaussian")
 
-    model = LoadedModel(
-        net,
-        ModelInfo(
-            path="bench",
-            format="checkpoint",
-            architecture="UNet",
-            in_channels=1,
-            out_channels=1,
-            activation="sigmoid",
-            activation_source="bench",
-            size_divisor=16,
-        ),
-    )
+    model = loaded_model(net, size_divisor=16)
     vol = Volume(arr, np.eye(4))
     opts = SegmentOptions(
         device="cuda", amp=True, roi_size=roi, sw_batch_size=batch, overlap=0.25, blend_mode="gaussian"

@@ -53,26 +53,14 @@ def scaling(sizes, repeats):
     from monai.inferers import sliding_window_inference
     from monai.networks.nets import UNet
 
+    from bench_common import loaded_model
     from UNetSigmoidSegLib.contract.options import SegmentOptions
-    from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
     from UNetSigmoidSegLib.engine.pipeline import segment
     from UNetSigmoidSegLib.engine.volume import Volume
 
     torch.manual_seed(0)
     net = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2), num_res_units=2).eval()
-    model = LoadedModel(
-        net,
-        ModelInfo(
-            path="bench",
-            format="checkpoint",
-            architecture="UNet",
-            in_channels=1,
-            out_channels=1,
-            activation="sigmoid",
-            activation_source="bench",
-            size_divisor=8,
-        ),
-    )
+    model = loaded_model(net, size_divisor=8)
     rows = []
     for s in sizes:
         arr = np.random.default_rng(0).normal(0, 1, (1, s, s, s)).astype(np.float32)
