@@ -370,6 +370,64 @@ def test_failed_or_incomplete_installs_say_so():
         inst.ensure(report(torch="2.3.1", monai=None, psutil="5.9"))
 
 
+def with_optional(**installed):
+    return dependencies.check(
+        ["monai>=1.3"], version_of=lambda name: installed.get(name), optional=["openvino>=2024.4", "onnx>=1.15"]
+    )
+
+
+def test_the_runtime_of_the_fast_cpu_backend_is_an_optional_requirement(tmp_path):
+    path = str(REPO / "Resources" / "requirements.txt")
+    assert dependencies.read_requirements(path, optional=True) == ["openvino>=2024.4", "onnx>=1.15"]
+    required = dependencies.read_requirements(path, optional=False)
+    assert "monai>=1.3" in required and not any(r.startswith(("openvino", "onnx")) for r in required)
+    assert sorted(dependencies.read_requirements(path)) == sorted(required + ["openvino>=2024.4", "onnx>=1.15"])
+    report = dependencies.requirements_report(path)
+    assert [i.name for i in report.items if i.optional] == ["openvino", "onnx"]
+    # without them the report is still ok: nothing blocks a run, the label says what is missing
+    partial = with_optional(torch="2.3.1", monai="1.4.0", onnx="1.17")
+    assert partial.ok and partial.missing == [] and [i.name for i in partial.optional_missing] == ["openvino"]
+    assert dependencies.versions_text(partial).endswith(" · optional openvino not installed (no OpenVINO backend)")
+    assert "optional" not in dependencies.versions_text(partial, {"runner": "remote", "torch": "2.4", "monai": "1.4"})
+
+
+def test_optional_packages_are_offered_with_the_required_ones_and_never_block():
+    inst = Installer(after=with_optional(torch="2.3.1", monai="1.4.0", openvino="2026.4", onnx="1.17"))
+    inst.ensure(with_optional(torch="2.3.1"))
+    assert [c[0] for c in inst.calls] == ["ask", "pip", "pip"]  # one question; required first, optional apart
+    assert "openvino>=2024.4 (not installed): with pip (optional: faster runs on the CPU)" in inst.calls[0][1]
+    assert inst.calls[1:] == [("pip", ["monai>=1.3"]), ("pip", ["openvino>=2024.4", "onnx>=1.15"])]
+
+    class NoWheel(Installer):
+        def install_packages(self, requirements):
+            super().install_packages(requirements)
+            if requirements[0].startswith("openvino"):
+                raise RuntimeError("No matching distribution found for openvino>=2024.4")
+
+    inst = NoWheel(after=with_optional(torch="2.3.1", monai="1.4.0"))
+    after = inst.ensure(with_optional(torch="2.3.1"))  # the optional install failed: no error, a note
+    assert after.ok and after.note.startswith("Optional openvino>=2024.4 (not installed), onnx>=1.15 (not installed)")
+    assert "No matching distribution" in after.note and "OpenVINO CPU backend is not available" in after.note
+
+
+def test_optional_packages_alone_are_offered_only_on_request():
+    only_optional = with_optional(torch="2.3.1", monai="1.4.0")
+    inst = Installer()
+    assert inst.ensure(only_optional) is only_optional and inst.calls == []  # Segment: no question
+    inst = Installer(answer=False)
+    report_ = dependencies.ensure(
+        only_optional, inst.confirm, inst.install_torch, inst.install_packages, lambda: None, optional=True
+    )
+    assert report_ is only_optional and [c[0] for c in inst.calls] == ["ask"]  # declined: nothing, no error
+    assert inst.calls[0][1].startswith("UNetSigmoidSeg runs networks faster on the CPU with OpenVINO (optional")
+    done = with_optional(torch="2.3.1", monai="1.4.0", openvino="2026.4", onnx="1.17")
+    inst = Installer(after=done)
+    got = dependencies.ensure(
+        only_optional, inst.confirm, inst.install_torch, inst.install_packages, lambda: inst.after, optional=True
+    )
+    assert got is done and not got.note and inst.calls[1:] == [("pip", ["openvino>=2024.4", "onnx>=1.15"])]
+
+
 def test_slicer_install_functions_use_the_real_apis(monkeypatch):
     """With stand-ins for PyTorchUtils and slicer.packaging / slicer.util, as their sources define them."""
     calls = []

@@ -179,7 +179,7 @@ def test_invalid_inputs_disable_segment_or_explain(slicer_app, in_process, tmp_p
 
 def test_refused_install_leaves_a_message_and_a_working_panel(slicer_app, in_process, monkeypatch, tmp_path):
     report = dependencies.check(["monai>=1.3"], version_of=lambda name: None)
-    monkeypatch.setattr(dependencies, "check", lambda requirements, version_of=None: report)
+    monkeypatch.setattr(dependencies, "requirements_report", lambda path: report)
     asked = []
     monkeypatch.setattr(dependencies, "slicer_confirm", lambda text, details: asked.append(text) or False)
     monkeypatch.setattr(dependencies, "slicer_install_torch", lambda req: pytest.fail("installed without consent"))

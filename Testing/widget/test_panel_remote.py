@@ -46,7 +46,7 @@ def assert_clean():
 def nothing_installed(monkeypatch):
     """This computer has no torch / MONAI for Slicer: running on a server must not need them."""
     report = dependencies.check(["monai>=1.3"], version_of=lambda name: None)
-    monkeypatch.setattr(dependencies, "check", lambda requirements, version_of=None: report)
+    monkeypatch.setattr(dependencies, "requirements_report", lambda path: report)
     monkeypatch.setattr(dependencies, "slicer_confirm", lambda text, details: pytest.fail("asked to install"))
     monkeypatch.setattr(dependencies, "pick_python", lambda which=None: None)
 

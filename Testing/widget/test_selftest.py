@@ -60,7 +60,7 @@ def test_self_test_without_torch_skips_in_testing_mode_and_fails_for_a_user(slic
 
     module, scene = slicer_app
     missing = dependencies.check(["monai>=1.3"], version_of=lambda name: None)  # neither torch nor MONAI installed
-    monkeypatch.setattr(dependencies, "check", lambda requirements, version_of=None: missing)
+    monkeypatch.setattr(dependencies, "requirements_report", lambda path: missing)
     monkeypatch.setattr(slicer, "app", fakeslicer.App(testing=testing), raising=False)
     suite = unittest.TestLoader().loadTestsFromTestCase(module.UNetSigmoidSegTest)  # as runUnitTest loads it
     assert suite.countTestCases() == 2

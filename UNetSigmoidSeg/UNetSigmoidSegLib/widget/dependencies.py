@@ -6,6 +6,11 @@ build that matches the driver) and the rest (``Resources/requirements.txt``: MON
 (``slicer.packaging.pip_ensure`` on Slicer ≥ 5.12, ``slicer.util.pip_install`` before). A refusal
 raises a ``DependencyError`` saying what is missing and how to get it; Slicer keeps working.
 
+Requirements marked ``# optional`` in ``requirements.txt`` (OpenVINO and onnx: the fastest CPU backend) are offered
+in the same question but never block a run: declined, or failing to install (no wheel for this platform), runs use
+the other backends (``auto`` says why) and the panel says so. Alone, they are offered only when the user presses
+*Install…* (never on Segment).
+
 The ``slicer_*`` functions are the Slicer implementations of the callables ``ensure`` takes; they
 import Slicer lazily so this file imports anywhere.
 """
@@ -19,6 +24,7 @@ from ..errors import UserError
 
 TORCH_REQUIREMENT = "torch>=2.1"  # as pyproject.toml; installed by the PyTorch extension, never by pip here
 REQUESTER = "UNetSigmoidSeg"
+OPTIONAL_MARK = "optional"  # a requirements.txt line whose comment starts with it: offered, never required
 
 
 class DependencyError(UserError):
@@ -33,6 +39,7 @@ class Item:
     requirement: str
     installed: Optional[str]
     ok: bool
+    optional: bool = False
 
     def describe(self) -> str:
         if self.installed is None:
@@ -43,14 +50,21 @@ class Item:
 @dataclass
 class DependencyReport:
     items: List[Item]
+    note: str = ""  # after an install: why optional packages are still missing (the panel logs it)
 
     @property
     def ok(self) -> bool:
-        return all(i.ok for i in self.items)
+        """Every required package is there (optional ones do not count)."""
+        return all(i.ok for i in self.items if not i.optional)
 
     @property
     def missing(self) -> List[Item]:
-        return [i for i in self.items if not i.ok]
+        """The required packages that are absent or too old."""
+        return [i for i in self.items if not i.ok and not i.optional]
+
+    @property
+    def optional_missing(self) -> List[Item]:
+        return [i for i in self.items if not i.ok and i.optional]
 
     def version(self, name: str) -> Optional[str]:
         return next((i.installed for i in self.items if i.name == name), None)
@@ -59,11 +73,23 @@ class DependencyReport:
         return ", ".join(i.describe() for i in self.missing)
 
 
-def read_requirements(path: str) -> List[str]:
-    """Requirement lines of a requirements.txt (comments, blanks and pip options skipped)."""
+def read_requirements(path: str, optional: Optional[bool] = None) -> List[str]:
+    """Requirement lines of a requirements.txt (comments, blanks and pip options skipped). ``optional``: None all of
+    them, True only those whose comment starts with ``OPTIONAL_MARK``, False the others."""
+    out = []
     with open(path, encoding="utf-8") as f:
-        lines = [ln.split("#", 1)[0].strip() for ln in f]
-    return [ln for ln in lines if ln and not ln.startswith("-")]
+        for line in f:
+            text, _, comment = line.partition("#")
+            text = text.strip()
+            marked = comment.strip().lower().startswith(OPTIONAL_MARK)
+            if text and not text.startswith("-") and (optional is None or optional == marked):
+                out.append(text)
+    return out
+
+
+def requirements_report(path: str) -> DependencyReport:
+    """``check`` of a requirements.txt, its ``# optional`` lines as optional."""
+    return check(read_requirements(path, optional=False), optional=read_requirements(path, optional=True))
 
 
 def installed_version(dist: str) -> Optional[str]:
@@ -74,32 +100,44 @@ def installed_version(dist: str) -> Optional[str]:
 
 
 def check(
-    requirements: Sequence[str], version_of: Callable[[str], Optional[str]] = installed_version
+    requirements: Sequence[str],
+    version_of: Callable[[str], Optional[str]] = installed_version,
+    optional: Sequence[str] = (),
 ) -> DependencyReport:
-    """Each requirement (``torch`` first) against what is installed, read from package metadata (no import)."""
+    """Each requirement (``torch`` first, then ``requirements``, then the ``optional`` ones) against what is
+    installed, read from package metadata (no import)."""
     from packaging.requirements import Requirement
 
     items = []
-    for text in [TORCH_REQUIREMENT] + [r for r in requirements if Requirement(r).name.lower() != "torch"]:
+    wanted = [(TORCH_REQUIREMENT, False)] + [(r, False) for r in requirements if Requirement(r).name.lower() != "torch"]
+    for text, is_optional in wanted + [(r, True) for r in optional]:
         req = Requirement(text)
         installed = version_of(req.name)
         ok = installed is not None and req.specifier.contains(installed, prereleases=True)
-        items.append(Item(req.name.lower(), text, installed, ok))
+        items.append(Item(req.name.lower(), text, installed, ok, is_optional))
     return DependencyReport(items)
 
 
 def consent_text(report: DependencyReport) -> Dict[str, str]:
-    """The one question asked before installing: what is missing, how each part is installed."""
+    """The one question asked before installing: what is missing, how each part is installed (the optional
+    packages too, said to be optional)."""
     lines = []
-    for item in report.missing:
-        how = (
-            "through the PyTorch extension (light-the-torch picks the build for your GPU; several hundred MB)"
-            if item.name == "torch"
-            else "with pip"
-        )
+    for item in report.missing + report.optional_missing:
+        if item.name == "torch":
+            how = "through the PyTorch extension (light-the-torch picks the build for your GPU; several hundred MB)"
+        elif item.optional:
+            how = "with pip (optional: faster runs on the CPU)"
+        else:
+            how = "with pip"
         lines.append(f"• {item.describe()}: {how}")
+    head = (
+        "UNetSigmoidSeg needs PyTorch and MONAI in Slicer's Python to run networks."
+        if report.missing
+        else "UNetSigmoidSeg runs networks faster on the CPU with OpenVINO (optional: runs work without it)."
+    )
     text = (
-        "UNetSigmoidSeg needs PyTorch and MONAI in Slicer's Python to run networks. Install now?\n\n"
+        head
+        + " Install now?\n\n"
         + "\n".join(lines)
         + "\n\nThis downloads packages and may take several minutes. Nothing is installed if you cancel."
     )
@@ -128,21 +166,33 @@ def ensure(
     install_torch: Callable[[str], bool],
     install_packages: Callable[[List[str]], None],
     recheck: Callable[[], DependencyReport],
+    optional: bool = False,
 ) -> DependencyReport:
-    """Ask once, then install what is missing; returns the new report or raises ``DependencyError``."""
-    if report.ok:
+    """Ask once, then install what is missing; returns the new report or raises ``DependencyError`` (required
+    packages only). The optional packages are offered with the required ones, or alone when ``optional`` (the
+    Install button); refused or failing, they leave a ``note`` and runs go on without them."""
+    if report.ok and not (optional and report.optional_missing):
         return report
     question = consent_text(report)
     if not confirm(question["text"], question["details"]):
-        raise DependencyError(
-            f"Nothing was installed; segmenting needs {report.describe_missing()}", manual_hint(report)
-        )
+        if not report.ok:
+            raise DependencyError(
+                f"Nothing was installed; segmenting needs {report.describe_missing()}", manual_hint(report)
+            )
+        return report
     torch = next((i for i in report.missing if i.name == "torch"), None)
     if torch is not None and not install_torch(torch.requirement):
         raise DependencyError(f"PyTorch was not installed ({torch.describe()})", manual_hint(report))
     rest = [i.requirement for i in report.missing if i.name != "torch"]
     if rest:
         install_packages(rest)
+    failed = ""
+    extras = [i.requirement for i in report.optional_missing]
+    if extras:
+        try:
+            install_packages(extras)
+        except Exception as exc:  # noqa: BLE001 - e.g. no wheel for this platform: runs use PyTorch, said below
+            failed = f" ({type(exc).__name__}: {str(exc).strip()[:200]})"
     importlib.invalidate_caches()  # let this process see the packages just installed
     after = recheck()
     if not after.ok:
@@ -150,6 +200,9 @@ def ensure(
             f"Still missing after the install: {after.describe_missing()}",
             "See pip's output in the Python console; restart Slicer and try again.",
         )
+    if after.optional_missing:
+        names = ", ".join(i.describe() for i in after.optional_missing)
+        after.note = f"Optional {names} not installed{failed}: the OpenVINO CPU backend is not available."
     return after
 
 
@@ -172,7 +225,9 @@ def versions_text(report: DependencyReport, hello: Optional[Dict] = None) -> str
         (hello or {}).get("runner"), "worker Python"
     )
     worker = f" · {where} {hello['python']}" if hello and hello.get("python") else ""
-    return f"torch {torch} · MONAI {monai} · {cuda}{worker}"
+    names = ", ".join(i.name for i in report.optional_missing)
+    extras = f" · optional {names} not installed (no OpenVINO backend)" if names and not remote else ""
+    return f"torch {torch} · MONAI {monai} · {cuda}{worker}{extras}"
 
 
 def device_label(choice: str, hello: Optional[Dict] = None) -> str:

@@ -104,7 +104,7 @@ class Panel(VTKObservationMixin):
 
     # ---------------------------------------------------------------- dependencies, runner, logic
     def checkDependencies(self):
-        return dependencies.check(dependencies.read_requirements(resource_path(self.moduleDir, "requirements.txt")))
+        return dependencies.requirements_report(resource_path(self.moduleDir, "requirements.txt"))
 
     def createLogic(self, runner=None):
         """The logic with ``runner`` (default: this computer's), or the existing logic switched to it."""
@@ -129,9 +129,10 @@ class Panel(VTKObservationMixin):
         self.log("PythonSlicer not found on PATH: runs happen in Slicer's process and the panel waits for them.")
         return InProcessRunner()
 
-    def ensureLogic(self):
+    def ensureLogic(self, optional: bool = False):
         """The logic, after installing torch / MONAI with the user's consent (a refusal raises DependencyError); on a
-        server, with the server's runner (nothing to install)."""
+        server, with the server's runner (nothing to install). ``optional``: also offer the optional packages when
+        nothing else is missing (the Install button)."""
         if self.runOn.server:
             problem = self.runOn.problem()
             if problem:
@@ -139,20 +140,25 @@ class Panel(VTKObservationMixin):
             if self.logic is None or self.logic.runner is not self.runOn.remote:
                 self.createLogic(self.runOn.remote)
             return self.logic
-        if self.logic is None or self.logic.runner.kind == "remote":
+        local = self.logic is not None and self.logic.runner.kind != "remote"
+        if not local or optional:
             self.deps = dependencies.ensure(
                 self.checkDependencies(),
                 dependencies.slicer_confirm,
                 dependencies.slicer_install_torch,
                 dependencies.slicer_install_packages,
                 self.checkDependencies,
+                optional=optional,
             )
+            if self.deps.note:
+                self.log(self.deps.note)
+        if not local:
             self.createLogic()
         return self.logic
 
     def onInstallDependencies(self):
         with showErrors(_("PyTorch and MONAI were not installed.")):
-            self.ensureLogic()
+            self.ensureLogic(optional=True)
         self.requestSummary()
 
     def onRunOnChanged(self):
@@ -453,7 +459,9 @@ class Panel(VTKObservationMixin):
         self.ui.segmentButton.toolTip = button.tooltip
         described = self.runOn.described() if server else (self.runner.describe() if self.runner else None)
         self.ui.dependenciesLabel.text = dependencies.versions_text(self.deps, described)
-        self.ui.installDependenciesButton.visible = self.logic is None and not server
+        self.ui.installDependenciesButton.visible = (
+            self.logic is None or bool(self.deps.optional_missing)
+        ) and not server
         self.ui.deviceInfoLabel.text = dependencies.device_label(self.ui.deviceComboBox.currentText, described)
         self.ui.showHistogramButton.enabled = self.liveResult(self.ui.outputSelector.currentNode()) is not None
         self.runOn.show()

@@ -22,11 +22,11 @@ class SelfTest:
     def setUp(self):
         import slicer
 
-        from .dependencies import check, read_requirements
+        from .dependencies import requirements_report
         from .resources import resource_path
 
         slicer.mrmlScene.Clear()
-        report = check(read_requirements(resource_path(MODULE_DIR, "requirements.txt")))
+        report = requirements_report(resource_path(MODULE_DIR, "requirements.txt"))
         if report.ok:
             return
         missing = report.describe_missing()
