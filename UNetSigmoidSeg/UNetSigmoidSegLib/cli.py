@@ -1,7 +1,8 @@
 """Headless front end: ``unetsigmoidseg segment|inspect|demo``.
 
 Exit codes: 0 ok, 2 user error (one paragraph, no traceback), 1 a bug (the message names its log), 128 + the
-signal number when stopped (Ctrl-C 130, SIGTERM 143, a closed terminal 129) — see ``exits``.
+signal number when stopped (Ctrl-C 130, SIGTERM 143, a closed terminal 129) — see ``exits``. The flags are
+declared in ``cli_parser`` (``build_parser``, importable from here too).
 """
 
 import argparse
@@ -12,6 +13,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import exits
+from .cli_parser import build_parser
 from .contract.model import ModelInfo, ModelSpec, looks_like_path
 from .contract.options import Cleanup, SegmentOptions
 from .errors import UserError
@@ -326,114 +328,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(args.output_dir, device=args.device, quiet=args.quiet)
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--trust-bundle",
-        action="store_true",
-        help="run the model's config with MONAI's ConfigParser, code included (only for authors you trust)",
-    )
-    p.add_argument(
-        "--network-config", help="JSON with UNet settings/labels for a plain checkpoint (default: <checkpoint>.json)"
-    )
-
-
-def _remote_args(p: argparse.ArgumentParser, model: str) -> None:
-    r = p.add_argument_group("remote server (unetsigmoidseg serve)")
-    r.add_argument(
-        "--server",
-        metavar="URL",
-        help=f"run on this server, e.g. https://gpu-server:8765; {model} is then one of its model names",
-    )
-    r.add_argument("--token-file", help="the server's token (default: $UNETSIGMOIDSEG_TOKEN, else the local server's)")
-    r.add_argument("--server-ca", help="certificate (PEM) to trust for an https server with a self-signed one")
-    r.add_argument("--allow-http", action="store_true", help="allow plain http to another computer (token in clear)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="unetsigmoidseg",
-        description="Run a MONAI UNet: checkpoint → probabilities → segmentation on the input grid.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("segment", help="segment one or more volumes")
-    s.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="INPUT",
-        help="NIfTI / NRRD / MHA file, DICOM series folder, or a folder of images (batch)",
-    )
-    s.add_argument(
-        "--model", required=True, help="checkpoint (.pt/.pth/.ckpt), TorchScript file, or MONAI bundle folder/.zip"
-    )
-    s.add_argument("--activation", default="auto", help="auto | sigmoid | softmax | none (default auto)")
-    s.add_argument(
-        "--threshold",
-        type=float,
-        nargs="+",
-        help="probability threshold, one value or one per segment (softmax: minimum confidence)",
-    )
-    s.add_argument("--device", default="auto", help="auto | cuda | cpu | mps")
-    s.add_argument(
-        "--output", "-o", help="segmentation file (.seg.nrrd or NIfTI/NRRD labelmap), or a folder for batches"
-    )
-    s.add_argument("--probabilities", help="also write the probability map (NRRD/NIfTI), or a folder for batches")
-    s.add_argument("--labels", nargs="+", help="segment names (override the model's)")
-    s.add_argument("--series", metavar="UID", help="the DICOM series to read when an input folder holds several")
-    s.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
-    s.add_argument("--quiet", "-q", action="store_true")
-    g = s.add_argument_group("inference")
-    g.add_argument("--roi-size", type=int, nargs="+", help="sliding-window size (default: model's, else 96)")
-    g.add_argument("--overlap", type=float, help="sliding-window overlap (default 0.25)")
-    g.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default 1)")
-    g.add_argument("--blend-mode", choices=["gaussian", "constant"], help="window blending (default gaussian)")
-    g.add_argument(
-        "--slice-axis",
-        type=int,
-        help="2-D networks: slide along axis 0, 1 or 2 (i, j, k; default: the axis of largest spacing, ties → k)",
-    )
-    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA (never used on CPU)")
-    g.add_argument(
-        "--backend",
-        default="auto",
-        help="what runs the windows on the CPU: auto (the fastest validated one, measured once) | torch | onednn | "
-        "openvino (default auto; CUDA/MPS runs use PyTorch)",
-    )
-    g.add_argument("--strides", type=int, nargs="+", help="UNet strides per level when not 2 (plain checkpoints)")
-    p = s.add_argument_group("preprocessing (plain checkpoints; bundles bring their own)")
-    p.add_argument("--normalization", help="none | zscore | zscore-nonzero | ct | range-sigmoid")
-    p.add_argument(
-        "--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="intensity window for ct / range-sigmoid"
-    )
-    p.add_argument("--orientation", help="keep | RAS")
-    p.add_argument("--spacing", type=float, nargs="+", help="resample to this spacing (mm) before inference")
-    c = s.add_argument_group("clean-up")
-    c.add_argument(
-        "--largest-component", action="store_true", help="keep the largest connected component of each segment"
-    )
-    c.add_argument("--fill-holes", action="store_true", help="fill holes in each segment")
-    c.add_argument("--min-island-mm3", type=float, help="remove islands smaller than this volume (mm³)")
-    w = s.add_argument_group("background worker")
-    w.add_argument(
-        "--worker",
-        action="store_true",
-        help="run inference in a background worker process (one warm worker for the batch)",
-    )
-    w.add_argument("--worker-python", help="interpreter for the worker, with torch + MONAI (default: this Python)")
-    _remote_args(s, "--model")
-    _model_args(s)
-    i = sub.add_parser("inspect", help="print what was detected in a model")
-    i.add_argument("model")
-    i.add_argument("--json", action="store_true")
-    _remote_args(i, "MODEL")
-    _model_args(i)
-    serve.add_parser(sub)
-    d = sub.add_parser("demo", help="segment the bundled demo volume with the bundled demo model")
-    d.add_argument("--output-dir", default="unetsigmoidseg-demo", help="where to write the results")
-    d.add_argument("--device", default="auto")
-    d.add_argument("--quiet", "-q", action="store_true")
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
