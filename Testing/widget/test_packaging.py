@@ -223,9 +223,9 @@ def test_module_file_defines_what_slicer_looks_up():
 def test_widget_helpers_and_module_file_import_chain_need_no_qt_and_no_torch():
     """The widget package's rules and helpers (and everything the module file imports at top level) must import where
     Qt, torch and MONAI are absent: Slicer loads the module file at start-up, before the user agreed to install
-    anything. The panel itself (``widget/panel.py``, ``widget/runon.py``: the Qt wiring) needs Qt but never torch,
-    MONAI or SimpleITK, and neither does the Slicer logic it creates (torch is imported only by a run in Slicer's own
-    process) nor the remote client (standard library + numpy: no FastAPI on the Slicer side)."""
+    anything. The panel itself (``widget/panel.py``, ``thresholds.py``, ``runon.py``: the Qt wiring) needs Qt but never
+    torch, MONAI or SimpleITK, and neither does the Slicer logic it creates (torch is imported only by a run in
+    Slicer's own process) nor the remote client (standard library + numpy: no FastAPI on the Slicer side)."""
     code = textwrap.dedent(f"""
         import importlib, pkgutil, sys, types
         class Block:
@@ -237,7 +237,7 @@ def test_widget_helpers_and_module_file_import_chain_need_no_qt_and_no_torch():
         sys.path.insert(0, {str(MODULE_DIR)!r})
         import UNetSigmoidSegLib.widget as w
         for m in pkgutil.iter_modules(w.__path__):
-            if m.name not in ("panel", "runon"):  # the Qt wiring
+            if m.name not in ("panel", "runon", "thresholds"):  # the Qt wiring
                 importlib.import_module("UNetSigmoidSegLib.widget." + m.name)
         import UNetSigmoidSegLib.errors, UNetSigmoidSegLib.mrml.parameters, UNetSigmoidSegLib.contract
         Block.blocked -= {{"qt", "ctk"}}  # the panel runs inside Slicer, where Qt is: stand-ins suffice to import it

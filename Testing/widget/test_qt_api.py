@@ -12,7 +12,7 @@ from UNetSigmoidSegLib.widget import bindings
 from widget_fixtures import LIB_DIR, MODULE_FILE, UI_FILE, slicer_app_fixture  # noqa: F401 - fixtures
 
 UI_CLASSES = {w.get("name"): w.get("class") for w in ET.parse(UI_FILE).getroot().iter("widget")}
-PANEL_FILES = [MODULE_FILE] + [LIB_DIR / "widget" / f for f in ("panel.py", "runon.py", "selftest.py")]
+PANEL_FILES = [MODULE_FILE] + [LIB_DIR / "widget" / f for f in ("panel.py", "thresholds.py", "runon.py", "selftest.py")]
 
 
 def test_table_comes_from_the_headers_of_every_supported_configuration():

@@ -90,11 +90,11 @@ def prop(widget, name):
 
 
 def python_sources():
-    """The module file, the panel, its Run-on group and the self-test: the Python that reaches into ``ui``."""
+    """The module file, the panel, its live thresholds, its Run-on group and the self-test: the Python that reaches
+    into ``ui``."""
     widget = LIB_DIR / "widget"
-    return "".join(
-        p.read_text() for p in (MODULE_FILE, widget / "panel.py", widget / "runon.py", widget / "selftest.py")
-    )
+    files = ("panel.py", "thresholds.py", "runon.py", "selftest.py")
+    return "".join(p.read_text() for p in [MODULE_FILE] + [widget / f for f in files])
 
 
 def used_names():

@@ -56,6 +56,7 @@ def load_module_over_fakes(monkeypatch):
     monkeypatch.setitem(sys.modules, "slicer.i18n", fakeslicer.make_i18n())
     monkeypatch.delitem(sys.modules, "UNetSigmoidSegLib.widget.panel", raising=False)  # imports this test's fake qt
     monkeypatch.delitem(sys.modules, "UNetSigmoidSegLib.widget.runon", raising=False)
+    monkeypatch.delitem(sys.modules, "UNetSigmoidSegLib.widget.thresholds", raising=False)
     scene = create_headless_scene()
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
     monkeypatch.setattr(

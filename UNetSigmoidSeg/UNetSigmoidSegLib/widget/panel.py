@@ -1,16 +1,16 @@
 """The module's panel: Qt widgets ⇄ parameter node, buttons → ``UNetSigmoidSegLogic``, a timer polling the run.
 
-Wiring only; what the panel shows and allows is decided by ``rules`` (plain Python, tested without Qt). The
-module file's ``UNetSigmoidSegWidget`` creates one ``Panel`` in ``setup`` and delegates to it. Needs Slicer's
-``qt``, ``ctk`` and ``slicer`` (imported here at the top: this file runs only inside Slicer, or over the test
-stand-ins); torch is imported only if the user runs in Slicer's own process.
+Wiring only; what the panel shows and allows is decided by ``rules`` (plain Python, tested without Qt); the live
+threshold and review are the mixin ``thresholds.LiveThresholds``. The module file's ``UNetSigmoidSegWidget``
+creates one ``Panel`` in ``setup`` and delegates to it. Needs Slicer's ``qt``, ``ctk`` and ``slicer`` (imported at
+the top here and in ``thresholds``: these files run only inside Slicer, or over the test stand-ins); torch is
+imported only if the user runs in Slicer's own process.
 """
 
 import contextlib
 import os
 import time
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -21,10 +21,10 @@ from ..contract.runner import Runner
 from ..errors import CancelledError, UserError
 from ..mrml import parameters as P
 from . import bindings, dependencies, rules
-from .debounce import Debouncer
 from .resources import resource_path
 from .runon import RunOn
 from .summary import ModelSummaries
+from .thresholds import LiveThresholds
 
 HELLO_WAIT_S = 200.0  # how long the panel polls for a starting worker's versions
 
@@ -36,7 +36,7 @@ def showErrors(message, waitCursor=True):
         yield
 
 
-class Panel(VTKObservationMixin):
+class Panel(LiveThresholds, VTKObservationMixin):
     """The panel inside the module widget ``host`` (a ``ScriptedLoadableModuleWidget``); ``moduleDir`` holds the
     module file (resources are found from it)."""
 
@@ -51,9 +51,7 @@ class Panel(VTKObservationMixin):
         self._applyDefaults = False
         self._started = 0.0
         self._helloDeadline = 0.0
-        self._sliders = []
         self.summaries = ModelSummaries()
-        self.debouncer = Debouncer(50)
         uiWidget = slicer.util.loadUI(resource_path(moduleDir, "UI/UNetSigmoidSeg.ui"))
         host.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -70,10 +68,7 @@ class Panel(VTKObservationMixin):
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(100)
         self.pollTimer.connect("timeout()", self.onPoll)
-        self.thresholdTimer = qt.QTimer()
-        self.thresholdTimer.setSingleShot(True)
-        self.thresholdTimer.setInterval(self.debouncer.delay_ms)
-        self.thresholdTimer.connect("timeout()", self.onThresholdTimer)
+        self.setupThresholds()
         self.connectSignals()
         self.runOn = RunOn(self)  # this computer or a server: Slicer's settings, never the scene
         self.deps = self.checkDependencies()
@@ -96,9 +91,6 @@ class Panel(VTKObservationMixin):
         ui.bundleFolderButton.connect("clicked()", self.onBrowseBundle)
         ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
         ui.segmentButton.connect("clicked()", self.onSegmentButton)
-        ui.thresholdSlider.connect("valueIsChanging(double)", self.onThresholdChanging)
-        ui.thresholdSlider.connect("valueChanged(double)", self.onThresholdReleased)
-        ui.showHistogramButton.connect("clicked()", self.onShowHistogram)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
@@ -356,87 +348,6 @@ class Panel(VTKObservationMixin):
         self.log(text + ("\n" + details if details else ""))
         if not isinstance(exc, CancelledError):
             slicer.util.errorDisplay(_("Segmentation failed.") + "\n\n" + text, detailedText=details)
-
-    # ---------------------------------------------------------------- live threshold and review
-    def liveResult(self, node):
-        try:
-            return self.logic.liveResult(node) if self.logic is not None and node is not None else None
-        except UserError:
-            return None
-
-    def onOutputChanged(self, *args):
-        """Show the selected segmentation's live thresholds: one slider, plus one per segment (multi-label), and its
-        table."""
-        live = self.liveResult(self.ui.outputSelector.currentNode())
-        box = self.ui.segmentThresholdsGroupBox
-        self._sliders = []
-        while box.layout().rowCount():
-            box.layout().removeRow(0)
-        box.setVisible(live is not None and len(live.labels) > 1)
-        if live is not None:
-            self.ui.thresholdLabel.text, self.ui.thresholdSlider.toolTip = rules.threshold_label(
-                "softmax" if live.probabilities.softmax else "sigmoid"
-            )
-            for label, t in zip(live.labels, live.thresholds) if len(live.labels) > 1 else ():
-                box.layout().addRow(label + ":", self.segmentSlider(t))
-            self.ui.thresholdSlider.blockSignals(True)
-            self.ui.thresholdSlider.value = live.thresholds[0]
-            self.ui.thresholdSlider.blockSignals(False)
-            self.debouncer.reset(self.currentThresholds(None) or (live.thresholds[0],))
-        self.ui.statisticsTableView.setMRMLTableNode(live.table if live is not None else None)
-        self.updateParameterNodeFromGUI()
-
-    def segmentSlider(self, value):
-        slider = ctk.ctkSliderWidget()
-        slider.decimals = 2
-        slider.singleStep = 0.01
-        slider.minimum = 0.0
-        slider.maximum = 1.0
-        slider.tracking = False
-        slider.value = value
-        slider.connect("valueIsChanging(double)", lambda v: self.onThresholdChanging(None))
-        slider.connect("valueChanged(double)", lambda v: self.onThresholdReleased(None))
-        self._sliders.append(slider)
-        return slider
-
-    def currentThresholds(self, value):
-        """One per segment slider when ``value`` is None; else ``value`` for all (copied into the segment sliders)."""
-        if value is None:
-            return tuple(s.value for s in self._sliders)
-        for slider in self._sliders:
-            slider.blockSignals(True)
-            slider.value = value
-            slider.blockSignals(False)
-        return (value,) * max(1, len(self._sliders))
-
-    def onThresholdChanging(self, value):
-        if not self._syncing and self.debouncer.changing(self.currentThresholds(value)):
-            self.thresholdTimer.start()
-
-    def onThresholdTimer(self):
-        thresholds = self.debouncer.fire()
-        if thresholds is not None:
-            self.applyThreshold(thresholds, cleanup=False)
-
-    def onThresholdReleased(self, value):
-        if self._syncing:
-            return
-        self.thresholdTimer.stop()
-        thresholds = self.debouncer.release(self.currentThresholds(value))
-        if thresholds is not None:
-            self.applyThreshold(thresholds, cleanup=True)
-        self.updateParameterNodeFromGUI()
-
-    def applyThreshold(self, thresholds, cleanup):
-        node = self.ui.outputSelector.currentNode()
-        if self.liveResult(node) is not None:  # else: no result yet, the value is for the next run
-            with showErrors(_("The threshold could not be applied."), waitCursor=False):
-                self.logic.setThreshold(node, list(thresholds), cleanup=cleanup)
-
-    def onShowHistogram(self):
-        live = self.liveResult(self.ui.outputSelector.currentNode())
-        if live is not None and live.plot:
-            slicer.modules.plots.logic().ShowChartInLayout(live.plot[0])
 
     def updateStatus(self):
         server = self.runOn.server
