@@ -3,13 +3,13 @@
 Per worker process three daemon threads: stdout reader (messages → jobs; loads result arrays and
 removes each job's folder before delivering its terminal message), stderr reader (log tail) and a
 watchdog (start timeout, heartbeat timeout, unacknowledged cancel → kill the whole process tree).
-Any death fails the running jobs with a clear error; the next ``submit`` starts a fresh worker.
+Any death fails the running jobs with a clear error; the next ``submit`` starts a fresh worker. ``process`` has the
+worker process itself: its command line and environment, its state, killing it and the error that explains its death.
 """
 
 import atexit
 import itertools
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,21 +25,18 @@ from ..contract.volume import Volume
 from ..errors import InputError, WorkerError
 from .handoff import make_private_dir, read_array, remove_dir, sweep_stale, write_array, write_pid_file
 from .job import Job
-from .process import WorkerProcess, describe_exit, kill_tree
+from .process import WorkerProcess, death_error, kill_tree, start_worker
 from .protocol import (
     PROTOCOL_VERSION,
     WORKER_TYPES,
     ProtocolError,
     encode,
     error_message,
-    log_tail_text,
     make,
     read_messages,
 )
 
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WARM_IDLE_S, COLD_IDLE_S = 600.0, 5.0  # how long an idle worker waits for the next run (keep_warm on / off)
-SLICER_HINT = "in 3D Slicer the worker runs in PythonSlicer: install the PyTorch extension (PyTorch Utils) and restart"
 
 
 class WorkerRunner:
@@ -108,7 +105,7 @@ class WorkerRunner:
             return None
         while not proc.hello_event.wait(0.1):
             if proc.dead.is_set():
-                raise self._death_error(proc, None)
+                raise death_error(proc, None, self.python_executable)
         return proc.hello
 
     def describe(self) -> Optional[Dict[str, Any]]:
@@ -223,54 +220,7 @@ class WorkerRunner:
             return self._proc
         if self._closed:
             raise WorkerError("The worker runner is closed", "Create a new WorkerRunner.", reason="closed")
-        exe = self.python_executable
-        if os.path.basename(exe) == exe:  # a bare name such as "python3": look it up on PATH
-            exe = shutil.which(exe) or exe
-        if not os.path.isfile(exe) or not os.access(exe, os.X_OK):
-            raise WorkerError(
-                f"Python interpreter not found or not executable: {exe}",
-                f"Give the path of a Python ≥ 3.9 with torch and MONAI (e.g. {sys.executable}); {SLICER_HINT}.",
-                reason="start",
-            )
-        env = dict(os.environ, **self.env)
-        env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.setdefault("PYTHONIOENCODING", "utf-8")
-        env["PYTHONUNBUFFERED"] = "1"
-        for name in ("TMPDIR", "TEMP", "TMP"):  # the worker's own temp files (an extracted bundle) live in our
-            env[name] = self.temp_dir  # private folder, which close() and the next client's sweep remove
-        cmd = [
-            exe,
-            "-m",
-            "UNetSigmoidSegLib.worker",
-            "--idle-timeout",
-            str(self.idle_timeout_s),
-            "--heartbeat",
-            str(self.heartbeat_s),
-        ]
-        kwargs: Dict[str, Any] = (
-            {"start_new_session": True}
-            if os.name == "posix"
-            else {
-                "creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-                | getattr(subprocess, "CREATE_NO_WINDOW", 0)
-            }
-        )
-        try:
-            popen = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                close_fds=True,
-                **kwargs,
-            )
-        except OSError as exc:
-            raise WorkerError(
-                f"Cannot start the worker with {exe}: {exc}",
-                f"Give the path of a Python ≥ 3.9 with torch and MONAI; {SLICER_HINT}.",
-                reason="start",
-            ) from None
+        popen = start_worker(self.python_executable, self.env, self.temp_dir, self.idle_timeout_s, self.heartbeat_s)
         proc = WorkerProcess(popen)
         write_pid_file(os.path.join(self.temp_dir, f"worker-{popen.pid}.pid"), popen.pid)
         self._proc = self._last = proc
@@ -444,7 +394,7 @@ class WorkerRunner:
                     }
                 )
             else:
-                exc = self._death_error(proc, job)
+                exc = death_error(proc, job.id, self.python_executable)
                 job._finish(
                     error_message("worker", exc.message, exc.hint, job=job.id, log_tail=exc.log_tail, reason=exc.reason)
                 )
@@ -459,44 +409,3 @@ class WorkerRunner:
             with self._lock:
                 self._jobs.pop(job.id, None)
             job._finish(error_message("worker", exc.message, exc.hint, job=job.id, reason=exc.reason))
-
-    def _death_error(self, proc: WorkerProcess, job: Optional[Job]) -> WorkerError:
-        """The error for a job whose worker died or was stopped, with the last log lines."""
-        tail = list(proc.tail)
-        code = proc.popen.poll()
-        fatal = proc.fatal if proc.fatal is not None and proc.fatal.get("kind") != "protocol" else None
-        if fatal is not None:
-            return WorkerError(
-                str(fatal["message"]),
-                str(fatal.get("hint", "")),
-                reason=str(fatal.get("reason", "start")),
-                log_tail=tail,
-            )
-        what = f"job {job.id}" if job is not None else "start-up"
-        again = "Nothing partial was returned; the next run starts a fresh worker."
-        if proc.kill_reason == "hang":
-            text = f"The worker stopped responding ({proc.kill_detail}) during {what}; it was killed."
-            hint = again
-            reason = "hang"
-        elif proc.kill_reason == "start_timeout":
-            text = f"The worker did not start ({proc.kill_detail})."
-            hint = f"Check that {self.python_executable} imports torch quickly; raise start_timeout_s on slow machines."
-            reason = "start"
-        elif proc.kill_reason in ("protocol", "version"):
-            text = f"Worker protocol failure: {proc.kill_detail}; the worker was stopped."
-            hint = again
-            reason = "protocol"
-        elif proc.hello is None:
-            text = f"The worker could not start with {self.python_executable} ({describe_exit(code)})."
-            if any("No module named 'UNetSigmoidSegLib" in ln for ln in tail):
-                hint = f"That Python cannot import UNetSigmoidSegLib from {PACKAGE_PARENT}: is it Python ≥ 3.9?"
-            else:
-                hint = f"Check the log below; the worker needs Python ≥ 3.9 with torch and MONAI ({SLICER_HINT})."
-            reason = "start"
-        else:
-            text = f"The worker process died ({describe_exit(code)}) during {what}."
-            hint = again
-            reason = "crashed"
-        if tail:
-            text += "\nLast worker log lines:\n" + log_tail_text(tail, 15)
-        return WorkerError(text, hint, reason=reason, log_tail=tail)
