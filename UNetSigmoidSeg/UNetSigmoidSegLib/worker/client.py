@@ -25,12 +25,11 @@ from ..contract.volume import Volume
 from ..errors import InputError, WorkerError
 from .handoff import make_private_dir, read_array, remove_dir, sweep_stale, write_array, write_pid_file
 from .job import Job
-from .process import WorkerProcess, death_error, kill_tree, start_worker
+from .process import WorkerProcess, death_error, start_worker
 from .protocol import (
     PROTOCOL_VERSION,
     WORKER_TYPES,
     ProtocolError,
-    encode,
     error_message,
     make,
     read_messages,
@@ -123,9 +122,9 @@ class WorkerRunner:
             proc = self._proc
             idle = proc is not None and not proc.dead.is_set() and not self._jobs_of(proc)
         if idle:
-            self._write(proc, make("shutdown"))
+            proc.send(make("shutdown"))
             if not proc.dead.wait(3.0):
-                self._kill(proc, "closed", "stopped while idle")
+                proc.kill("closed", "stopped while idle")
 
     def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> Job:
         """Start segmenting ``volume`` (``(C, I, J, K)`` array + voxel→RAS affine) with ``model``; returns at once."""
@@ -168,9 +167,9 @@ class WorkerRunner:
             self._closed = True
             proc = self._proc
         if proc is not None and not proc.dead.is_set():
-            self._write(proc, make("shutdown"))
+            proc.send(make("shutdown"))
             if not proc.dead.wait(timeout if not self._jobs_of(proc) else 0.5):
-                self._kill(proc, "closed", "the client was closed")
+                proc.kill("closed", "the client was closed")
             proc.dead.wait(timeout)
         remove_dir(self.temp_dir)
         try:
@@ -212,7 +211,7 @@ class WorkerRunner:
         except BaseException:
             remove_dir(folder)
             raise
-        self._write(proc, command)
+        proc.send(command)
         return job
 
     def _ensure_process(self) -> WorkerProcess:
@@ -231,15 +230,6 @@ class WorkerRunner:
             ).start()
         return proc
 
-    def _write(self, proc: WorkerProcess, message: Dict[str, Any]) -> bool:
-        try:
-            with proc.write_lock:
-                proc.popen.stdin.write(encode(message))
-                proc.popen.stdin.flush()
-            return True
-        except (OSError, ValueError):
-            return False  # the process is gone: the reader / watchdog report it
-
     def _jobs_of(self, proc: WorkerProcess) -> List[Job]:
         with self._lock:
             return [j for j in self._jobs.values() if j.proc is proc]
@@ -248,13 +238,7 @@ class WorkerRunner:
         if job.done or job.cancel_requested_at is not None:
             return
         job.cancel_requested_at = time.monotonic()
-        self._write(job.proc, make("cancel", job=job.id))
-
-    def _kill(self, proc: WorkerProcess, reason: str, detail: str) -> None:
-        if proc.kill_reason is None:
-            proc.kill_reason, proc.kill_detail = reason, detail
-            proc.tail.append(f"client: stopping the worker ({detail})")
-        kill_tree(proc.popen)
+        job.proc.send(make("cancel", job=job.id))
 
     # -- threads --------------------------------------------------------------------------------
     def _read_stdout(self, proc: WorkerProcess) -> None:
@@ -263,7 +247,7 @@ class WorkerRunner:
                 proc.last_seen = time.monotonic()
                 if isinstance(item, ProtocolError):
                     proc.tail.append(f"protocol error: {item.message}: {item.line_start!r}")
-                    self._kill(proc, "protocol", f"the worker sent a malformed message ({item.message})")
+                    proc.kill("protocol", f"the worker sent a malformed message ({item.message})")
                     continue
                 self._dispatch(proc, item)
         finally:
@@ -271,7 +255,7 @@ class WorkerRunner:
             try:
                 proc.popen.wait(timeout=self.cancel_timeout_s + 1.0)
             except subprocess.TimeoutExpired:
-                self._kill(proc, "protocol", "the worker closed its output but kept running")
+                proc.kill("protocol", "the worker closed its output but kept running")
             self._on_death(proc)
 
     def _read_stderr(self, proc: WorkerProcess) -> None:
@@ -295,14 +279,14 @@ class WorkerRunner:
                     continue  # the stdout reader handles the death
                 self._on_death(proc)
             elif proc.hello is None and now - proc.started > self.start_timeout_s:
-                self._kill(proc, "start_timeout", f"no hello within {self.start_timeout_s:g} s")
+                proc.kill("start_timeout", f"no hello within {self.start_timeout_s:g} s")
             elif proc.hello is not None and now - proc.last_seen > self.heartbeat_timeout_s:
-                self._kill(proc, "hang", f"no heartbeat for {self.heartbeat_timeout_s:g} s")
+                proc.kill("hang", f"no heartbeat for {self.heartbeat_timeout_s:g} s")
             elif any(
                 j.cancel_requested_at is not None and now - j.cancel_requested_at > self.cancel_timeout_s
                 for j in self._jobs_of(proc)
             ):
-                self._kill(proc, "cancel", f"cancel not acknowledged within {self.cancel_timeout_s:g} s")
+                proc.kill("cancel", f"cancel not acknowledged within {self.cancel_timeout_s:g} s")
 
     def _dispatch(self, proc: WorkerProcess, message: Dict[str, Any]) -> None:
         kind = message["type"]
@@ -314,7 +298,7 @@ class WorkerRunner:
                     "Use the worker and client of the same UNetSigmoidSeg version.",
                     reason="version",
                 )
-                self._kill(proc, "version", "protocol version mismatch")
+                proc.kill("version", "protocol version mismatch")
                 return
             proc.hello = message
             proc.tail.append(
@@ -404,7 +388,7 @@ class WorkerRunner:
             with self._lock:
                 proc = self._ensure_process()
                 job.proc, job.resent = proc, job.resent + 1
-            self._write(proc, job.command)
+            proc.send(job.command)
         except WorkerError as exc:
             with self._lock:
                 self._jobs.pop(job.id, None)

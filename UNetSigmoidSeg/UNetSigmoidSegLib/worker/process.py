@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
 from ..errors import WorkerError
-from .protocol import log_tail_text
+from .protocol import encode, log_tail_text
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SLICER_HINT = "in 3D Slicer the worker runs in PythonSlicer: install the PyTorch extension (PyTorch Utils) and restart"
@@ -115,7 +115,7 @@ def kill_tree(popen: "subprocess.Popen") -> None:
 
 
 class WorkerProcess:
-    """One worker process and what the client knows about it."""
+    """One worker process, what the client knows about it, and talking to it or killing it."""
 
     def __init__(self, popen: "subprocess.Popen") -> None:
         self.popen, self.pid = popen, popen.pid
@@ -130,6 +130,23 @@ class WorkerProcess:
         self.fatal: Optional[Dict[str, Any]] = None  # an error the worker sent before dying (e.g. torch missing)
         self.tail: Deque[str] = deque(maxlen=200)
         self.write_lock = threading.Lock()
+
+    def send(self, message: Dict[str, Any]) -> bool:
+        """Write ``message`` (a protocol dict) to the worker's stdin; False when the process is gone."""
+        try:
+            with self.write_lock:
+                self.popen.stdin.write(encode(message))
+                self.popen.stdin.flush()
+            return True
+        except (OSError, ValueError):
+            return False  # the process is gone: the reader / watchdog report it
+
+    def kill(self, reason: str, detail: str) -> None:
+        """Kill the whole process tree; the first ``reason`` / ``detail`` stay (``death_error`` explains them)."""
+        if self.kill_reason is None:
+            self.kill_reason, self.kill_detail = reason, detail
+            self.tail.append(f"client: stopping the worker ({detail})")
+        kill_tree(self.popen)
 
 
 def death_error(proc: WorkerProcess, job_id: Optional[str], python_executable: str) -> WorkerError:
