@@ -52,6 +52,12 @@ def tiny_unet(in_channels=1, out_channels=1, channels=(4, 8, 16), res_units=1, s
     net = UNet(
         3, in_channels, out_channels, channels, [2] * (len(channels) - 1), num_res_units=res_units, norm=norm, act=act
     )
+    return randomise_norm_stats(net)
+
+
+def randomise_norm_stats(net):
+    """``net`` in eval mode with its batch-norm running statistics drawn at random (fresh ones are 0 and 1, which
+    would hide a mix-up of mean and variance); the global torch generator draws them."""
     with torch.no_grad():
         for name, buf in net.named_buffers():
             if name.endswith("running_mean"):
@@ -59,6 +65,19 @@ def tiny_unet(in_channels=1, out_channels=1, channels=(4, 8, 16), res_units=1, s
             elif name.endswith("running_var"):
                 buf.uniform_(0.5, 1.5)
     return net.eval()
+
+
+# ``tiny_unet()``'s network as a bundle's ``network_def``
+TINY_UNET_DEF = {
+    "_target_": "UNet",
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": [4, 8, 16],
+    "strides": [2, 2],
+    "num_res_units": 1,
+    "norm": "batch",
+}
 
 
 class OutOfMemoryOnce(torch.nn.Module):

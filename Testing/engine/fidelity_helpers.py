@@ -4,6 +4,8 @@ save them (plain, DataParallel, Lightning, Ignite, TorchScript), and the script 
 import numpy as np
 import torch
 
+from conftest import randomise_norm_stats
+
 CT = ("totalsegmentator", "example_ct_sm.nii.gz")  # 122×101×30, 3 mm, int16 HU
 MR = ("totalsegmentator", "example_mr_sm.nii.gz")  # 117×91×20, 3 mm
 T1 = ("itk-t1", "KmeansTest_T1UCharRaw.nii.gz")  # 128×128×62, 2×2×3 mm, a permuted direction
@@ -37,13 +39,7 @@ def random_unet(
         num_res_units=res_units,
         norm=norm,
     )
-    with torch.no_grad():
-        for name, buf in net.named_buffers():
-            if name.endswith("running_mean"):
-                buf.uniform_(-0.2, 0.2)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5)
-    return net.eval()
+    return randomise_norm_stats(net)
 
 
 class LightningModule(torch.nn.Module):

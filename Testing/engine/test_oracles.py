@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import blob_volume, oblique_direction, tiny_unet, write_json, write_volume
+from conftest import TINY_UNET_DEF, blob_volume, oblique_direction, tiny_unet, write_json, write_volume
 from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.engine.model import LoadedModel, load_model
 from UNetSigmoidSegLib.engine.outputs import write_segmentation
@@ -52,16 +52,7 @@ def test_oracle1_plain_checkpoint_equals_monai_path(tmp_path, threshold, flip):
 
 
 def _bundle(root, net, spacing=(2.0, 2.0, 2.0)):
-    net_def = {
-        "_target_": "UNet",
-        "spatial_dims": 3,
-        "in_channels": 1,
-        "out_channels": 1,
-        "channels": [4, 8, 16],
-        "strides": [2, 2],
-        "num_res_units": 1,
-        "norm": "batch",
-    }
+    net_def = dict(TINY_UNET_DEF)
     pre = {
         "_target_": "Compose",
         "transforms": [

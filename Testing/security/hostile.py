@@ -26,18 +26,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "Testing"))
 
+from conftest import TINY_UNET_DEF as UNET_DEF  # noqa: E402
 from conftest import blob_volume, tiny_unet, write_volume  # noqa: E402
-
-UNET_DEF = {
-    "_target_": "UNet",
-    "spatial_dims": 3,
-    "in_channels": 1,
-    "out_channels": 1,
-    "channels": [4, 8, 16],
-    "strides": [2, 2],
-    "num_res_units": 1,
-    "norm": "batch",
-}
 
 
 def digest(path: Any) -> str:

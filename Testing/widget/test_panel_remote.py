@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from test_panel import assert_clean, run_until
 
 import fakeslicer
 from conftest import REPO
@@ -26,20 +27,6 @@ def open_panel(slicer_app):
     host = module.UNetSigmoidSegWidget()
     host.setup()
     return module, scene, host.panel
-
-
-def run_until(widget, condition, timeout_s=120.0):
-    deadline = time.time() + timeout_s
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        if widget.pollTimer.active:
-            widget.pollTimer.fire()
-        time.sleep(0.02)
-
-
-def assert_clean():
-    assert not fakeslicer.ERRORS, "\n".join(fakeslicer.ERRORS)
-    assert not fakeslicer.DIALOGS, fakeslicer.DIALOGS
 
 
 @pytest.fixture
