@@ -19,7 +19,6 @@ sides, which is far steadier under load than competing for two busy cores. W3/W4
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "UNetSigmoidSeg"))
 
+from bench_common import environment  # noqa: E402
 from UNetSigmoidSegLib.contract import ModelSpec, Volume  # noqa: E402
 from UNetSigmoidSegLib.contract.options import SegmentOptions  # noqa: E402
 from UNetSigmoidSegLib.worker import handoff  # noqa: E402
@@ -261,14 +261,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "load_avg": os.getloadavg(),
-    }
+    env = environment(load_avg=os.getloadavg())
     print(f"environment: {env}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="unetseg-bench-") as folder:
