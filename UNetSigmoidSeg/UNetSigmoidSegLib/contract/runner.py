@@ -7,6 +7,7 @@ the panel hold a ``Runner`` and never ask which one. A job's messages are dicts 
 ``result``, ``error``, ``cancelled`` or ``busy``.
 """
 
+import queue
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -34,6 +35,21 @@ def deliver(message: Message, progress: Optional[ProgressFn], log: Optional[LogF
         progress(str(message.get("stage", "")), float(message.get("fraction", 0.0)), str(message.get("message", "")))
     elif kind in ("log", "warning") and log is not None:
         log(("warning: " if kind == "warning" else "") + str(message.get("message", "")))
+
+
+def take(inbox: "queue.Queue[Message]", block_s: float) -> List[Message]:
+    """Every message waiting in a job's ``inbox``, in order, after waiting up to ``block_s`` seconds for the first
+    (0: no wait); an empty list when none came."""
+    out: List[Message] = []
+    try:
+        out.append(inbox.get(timeout=block_s) if block_s > 0 else inbox.get_nowait())
+    except queue.Empty:
+        return out
+    while True:
+        try:
+            out.append(inbox.get_nowait())
+        except queue.Empty:
+            return out
 
 
 def pump(

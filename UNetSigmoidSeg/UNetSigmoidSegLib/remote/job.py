@@ -10,7 +10,7 @@ import queue
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from ..contract.runner import TERMINAL_TYPES, pump
+from ..contract.runner import TERMINAL_TYPES, pump, take
 from ..errors import CancelledError
 
 _IDS = itertools.count(1)
@@ -99,16 +99,7 @@ class RemoteJob:
         self._done.set()
 
     def _drain(self, block_s: float) -> List[Dict[str, Any]]:
-        out: List[Dict[str, Any]] = []
-        try:
-            out.append(self._inbox.get(timeout=block_s) if block_s > 0 else self._inbox.get_nowait())
-        except queue.Empty:
-            return out
-        while True:
-            try:
-                out.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
+        out = take(self._inbox, block_s)
         if any(m["type"] in TERMINAL_TYPES for m in out):
             self._settled = True
         return out

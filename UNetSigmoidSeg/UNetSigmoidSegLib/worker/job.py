@@ -13,7 +13,7 @@ import numpy as np
 
 from ..contract.model import ModelInfo
 from ..contract.result import SegmentResult
-from ..contract.runner import TERMINAL_TYPES, pump
+from ..contract.runner import TERMINAL_TYPES, pump, take
 from ..errors import (
     CancelledError,
     InputError,
@@ -133,17 +133,7 @@ class Job:
 
     def _drain(self, block_s: float) -> List[Dict[str, Any]]:
         out: List[Dict[str, Any]] = []
-        try:
-            first = self._inbox.get(timeout=block_s) if block_s > 0 else self._inbox.get_nowait()
-        except queue.Empty:
-            return out
-        pending = [first]
-        while True:
-            try:
-                pending.append(self._inbox.get_nowait())
-            except queue.Empty:
-                break
-        for message in pending:
+        for message in take(self._inbox, block_s):
             arrays = message.pop("_arrays", None)
             if message["type"] in TERMINAL_TYPES and not self._settled:
                 self._settle(message, arrays)
