@@ -4,7 +4,8 @@ BW  one 96³ window: each backend's prepared forward vs PyTorch's, same input, i
     reference: not a product backend)
 BE  a whole 256×256×128 volume end to end through ``segment()`` per backend (prepared, warm) vs bare MONAI
     ``sliding_window_inference`` on PyTorch (roi 96, overlap 0.25, Gaussian) in the same rounds
-    goals (auto): ≤ 0.5× tutorial, ≤ 0.8× seed article, never above 1.0× (noise aside)
+    goals (auto): ≤ 0.5× tutorial, ≤ 0.8× seed article, never above 1.0× (noise aside); the in-run checks against
+    PyTorch (``engine.backend_check``) are inside the timed runs: ``checked``, ``check_s`` say what they cost
 BX  first use in a fresh process (empty cache): preparation seconds (export, compile, validation; auto: its
     measurement) and the whole first run; then the cached re-use in another fresh process      goals ≤ 20 s, ≤ 1 s
 BM  peak RSS of those fresh processes (imports included; Linux ``VmHWM``, else ``ru_maxrss``)
@@ -155,7 +156,8 @@ def bench_volume(name, model, array, spacing, repeats):
     tensor = torch.from_numpy(array)[None, None]
     chosen, agreement = {}, {}
     for backend in BACKENDS:  # prepare (export, compile, auto's measurement) outside the timed rounds
-        result = segment(vol, model, options(backend))
+        segment(vol, model, options(backend))
+        result = segment(vol, model, options(backend))  # warm: what each timed round does, checks included
         chosen[backend] = result.backend
         if backend == "torch":
             reference = result
@@ -182,6 +184,10 @@ def bench_volume(name, model, array, spacing, repeats):
                 "backend": key,
                 "ran": chosen[key].backend,
                 "reason": chosen[key].reason,
+                "checked": f"{chosen[key].checked} of {chosen[key].windows}",
+                "pytorch_windows": chosen[key].pytorch_windows,
+                "check_s": round(chosen[key].check_s, 3),
+                "max_abs_diff": chosen[key].max_abs_diff,
                 "segment_s": round(statistics.median(r[key] for r in rounds), 3),
                 "bare_monai_torch_s": round(statistics.median(r["bare"] for r in rounds), 3),
                 "ratio_vs_bare": round(_median_ratio(rounds, key, "bare"), 3),

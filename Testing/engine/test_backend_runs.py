@@ -203,9 +203,14 @@ def test_cli_backend_flag_json_and_line(tmp_path, model_file, volume_file, capsy
     row = json.loads(capsys.readouterr().out)["cases"][0]
     assert row["backend"]["backend"] == "openvino" and row["backend"]["requested"] == "openvino"
     assert row["backend"]["runtime"].startswith("openvino ") and row["timings_s"]["backend_s"] >= 0
+    assert row["backend"]["checked"] >= 1 and row["backend"]["max_abs_diff"] <= row["backend"]["tolerance"]
     assert main(argv + ["--backend", "onednn", "--roi-size", "16"]) == 0
     captured = capsys.readouterr()
-    assert "cpu, onednn, roi 16×16×16" in captured.out and "backend: onednn (asked for)" in captured.err
+    line = re.search(
+        r"cpu, onednn \((\d+) of (\d+) window batches checked against PyTorch\), roi 16×16×16", captured.out
+    )
+    assert line and 1 <= int(line[1]) <= int(line[2]), captured.out
+    assert "backend: onednn (asked for)" in captured.err
     assert main(argv + ["--backend", "fast"]) == 2
     assert "Unknown backend 'fast'" in capsys.readouterr().err
 

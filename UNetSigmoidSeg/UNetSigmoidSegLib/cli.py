@@ -260,7 +260,7 @@ def _segment_cases(
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
             where = ", ".join(
                 [result.device.device]
-                + ([result.backend.backend] if result.backend else [])
+                + ([result.backend.short()] if result.backend else [])
                 + ([result.window.describe()] if result.window else [])
             )
             seconds = timings["total_s"] + (load_s if i == 0 else 0.0)

@@ -38,6 +38,12 @@ class BackendChoice:
     was not used); runtime: its name and version; source: where the prepared network came from (``exported`` now,
     ``disk cache``, ``warm`` in this process' memory, ``""`` when nothing needs preparing); prepare_s: seconds spent
     preparing it in this run (export, compile, validation, measurement).
+
+    Where a backend other than PyTorch ran (``engine.backend_check.GuardedForward``): windows: window batches of the
+    run; pytorch_windows: how many of them PyTorch ran because a window was constant (its answer there is decided by
+    rounding, not by the network); checked: how many were also run on PyTorch and compared; max_abs_diff: the
+    largest logit difference those checks saw, held to ``tolerance``; check_s: the seconds they cost. redone: why
+    the run was redone on PyTorch (a check failed; ``backend`` is then ``torch``), else ``""``.
     """
 
     requested: str
@@ -46,12 +52,46 @@ class BackendChoice:
     runtime: str = ""
     source: str = ""
     prepare_s: float = 0.0
+    windows: int = 0
+    pytorch_windows: int = 0
+    checked: int = 0
+    max_abs_diff: Optional[float] = None
+    tolerance: Optional[float] = None
+    check_s: float = 0.0
+    redone: str = ""
+
+    def agreement(self) -> str:
+        """What was checked against PyTorch, e.g. ``checked against PyTorch on 3 of 32 window batches (max |Δlogit|
+        2.1e-05, tolerance 0.0039); 4 constant window batches ran on PyTorch``; ``""`` where PyTorch ran them all."""
+        if self.redone:
+            return f"redone on PyTorch: {self.redone}"
+        parts = []
+        if self.checked:
+            parts.append(
+                f"checked against PyTorch on {self.checked} of {self.windows} window batches (max |Δlogit| "
+                f"{self.max_abs_diff:.2g}, tolerance {self.tolerance:.2g})"
+            )
+        if self.pytorch_windows:
+            parts.append(f"{self.pytorch_windows} constant window batches ran on PyTorch")
+        return "; ".join(parts)
+
+    def short(self) -> str:
+        """For a result line: ``openvino (3 of 32 window batches checked against PyTorch)``, ``torch (redone: …)``."""
+        if self.redone:
+            return f"{self.backend} (redone: {self.redone.split(':')[0]})"
+        if self.checked:
+            return f"{self.backend} ({self.checked} of {self.windows} window batches checked against PyTorch)"
+        return self.backend
 
     def describe(self) -> str:
-        """One line, e.g. ``openvino (auto: fastest on a probe window, …)``."""
-        return f"{self.backend} ({self.reason})" if self.reason else self.backend
+        """One line, e.g. ``openvino (auto: fastest on a probe window, …; checked against PyTorch on …)``."""
+        why = "; ".join(p for p in (self.reason, self.agreement()) if p)
+        return f"{self.backend} ({why})" if why else self.backend
 
     def to_dict(self) -> Dict[str, Any]:
+        def number(value: Optional[float]) -> Optional[float]:
+            return None if value is None else float("%.3g" % value)
+
         return {
             "requested": str(self.requested),
             "backend": str(self.backend),
@@ -59,6 +99,13 @@ class BackendChoice:
             "runtime": str(self.runtime),
             "source": str(self.source),
             "prepare_s": round(float(self.prepare_s), 3),
+            "windows": int(self.windows),
+            "pytorch_windows": int(self.pytorch_windows),
+            "checked": int(self.checked),
+            "max_abs_diff": number(self.max_abs_diff),
+            "tolerance": number(self.tolerance),
+            "check_s": round(float(self.check_s), 3),
+            "redone": str(self.redone),
         }
 
     @classmethod

@@ -20,12 +20,38 @@ import stat
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 CACHE_ENV = "UNETSEG_CACHE_DIR"
 APP = "unetsigmoidseg"
 MAX_ENTRIES = 12  # least recently used entries beyond this are removed
 FORMAT = 1
+KEY_FORMAT = 2  # 2: validations and auto's measurement recorded per preprocessing (``context``)
+
+
+def backend_key(model: Any, shape: List[int]) -> Tuple[str, Dict[str, Any]]:
+    """(SHA-256 hex, the fields it hashes) of an export: the model, its weights, the window shape, PyTorch."""
+    import torch
+
+    from . import runtimes
+
+    weights = hashlib.sha256()
+    for name, tensor in sorted(model.network.state_dict().items()):
+        weights.update(name.encode("utf-8"))
+        weights.update(str(tuple(tensor.shape)).encode("ascii"))
+        weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    net = model.network
+    fields = {
+        "format": KEY_FORMAT,
+        "model": list(model.spec_key) if model.spec_key else None,
+        "class": getattr(net, "original_name", None) or f"{type(net).__module__}.{type(net).__qualname__}",
+        "network_args": json.loads(json.dumps(model.info.network_args, sort_keys=True, default=str)),
+        "weights": weights.hexdigest(),
+        "input": [int(s) for s in shape],
+        "torch": torch.__version__,
+        "opset": runtimes.OPSET,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8")).hexdigest(), fields
 
 
 def cache_root() -> str:

@@ -5,17 +5,14 @@ the same predictor of MONAI's inferers: windows, blending, 2-D slices, cancel an
 
 - CUDA / MPS runs: PyTorch (with AMP on CUDA). ``torch``: PyTorch.
 - ``onednn`` / ``openvino`` (``engine.runtimes``): prepared for this model and window shape ``(N, C, *roi)``,
-  validated on a probe window cut from the run's own image (its centre, batch filled with flips) against PyTorch
-  (the ONNX export is traced with other data: a value of the trace input baked into the graph cannot pass).
-  Tolerance: ``max |Δlogit| ≤ min(1e-4 · max(1, max |logit|), 1/255)`` and the decision (sign / argmax) of ≥ 99.9 %
-  of the probe's voxels unchanged. Why: float32 runtimes differ from PyTorch by summation order only — measured
-  ≤ 5e-5 at logit scales 8–32, i.e. ≤ 6e-6 relative — while a reduced precision (OpenVINO's bf16 default) gives
-  1e-2; and since a probability moves by at most ½·|Δlogit| (softmax; ¼ for sigmoid), the 1/255 cap keeps every
-  probability within 1/510, half a step of the uint8 probability cache, so masks can change only for voxels within
-  that distance of the threshold (Dice ≥ 0.999 on real CT and MR in the tests).
+  validated against PyTorch on a probe window cut from the run's own image (the ONNX export is traced with other
+  data: a value of the trace input baked into the graph cannot pass), then held to PyTorch's answer on the run's
+  own windows by a ``GuardedForward`` (constant windows on PyTorch, a sample compared; ``mismatch`` redoes a run
+  that disagreed). Tolerance, probe and guard: ``engine.backend_check``.
 - ``openvino``'s export is cached on disk (``engine.backend_cache``) keyed by the model (``ModelSpec.cache_key()``,
-  class, network arguments, a SHA-256 of its weights), the window shape and the PyTorch version; its validation by
-  runtime version. A bad entry is exported again. An export or validation failure is remembered there too.
+  class, network arguments, a SHA-256 of its weights), the window shape and the PyTorch version; validations and
+  auto's measurement per runtime version and preprocessing (``context``). A bad entry is exported again. An export
+  or validation failure is remembered there too.
 - ``auto`` on the CPU: a run whose windows take under ``AUTO_MIN_SECONDS`` (``$UNETSEG_AUTO_MIN_SECONDS``) on
   PyTorch (the probe's faster of two calls × the run's windows) stays on PyTorch (no export for it); otherwise
   every usable backend is validated and timed on the probe (interleaved, best of two) and the fastest one that
@@ -26,8 +23,6 @@ Every fallback to PyTorch comes with its reason (the run's ``backend:`` line; a 
 for explicitly). What was prepared is kept in ``LoadedModel.backends``: warm for the next run of the same model.
 """
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -39,16 +34,13 @@ from ..contract.result import BackendChoice, Window
 from ..errors import CancelledError
 from ..sysinfo import package_version
 from . import runtimes
-from .backend_cache import open_cache
+from .backend_cache import backend_key, open_cache
+from .backend_check import BackendMismatch, compare, guard, input_shape, probe_batch, trace_input
 
 AUTO_MIN_SECONDS = 1.0  # auto: runs shorter than this on PyTorch do not pay for an export (env override below)
 AUTO_MIN_ENV = "UNETSEG_AUTO_MIN_SECONDS"
-RELATIVE_TOLERANCE = 1e-4
-TOLERANCE_CAP = 1.0 / 255
-AGREEMENT = 0.999
 FASTER = 0.9  # auto: a backend must take at most this fraction of PyTorch's time on the probe
 CANDIDATES = ("openvino", "onednn")
-KEY_FORMAT = 1
 
 export_count = 0  # ONNX exports made by this process (tests and benchmarks read it)
 
@@ -74,61 +66,6 @@ def auto_min_seconds() -> float:
         return AUTO_MIN_SECONDS
 
 
-def input_shape(image: torch.Tensor, window: Window) -> List[int]:
-    """``(N, C, *roi)`` of the windows the network gets (2-D: in-plane roi)."""
-    return [int(window.sw_batch_size), int(image.shape[1])] + [int(r) for r in window.roi_size]
-
-
-def probe_batch(image: torch.Tensor, window: Window) -> torch.Tensor:
-    """A realistic batch of windows ``(N, C, *roi)`` from ``image`` ``(1, C, I, J, K)``: its centre (2-D: the
-    central slice along the slice axis), zero-padded where the image is smaller (as MONAI pads), the batch filled
-    with flipped copies."""
-    data = image[0].detach().float()
-    if window.slice_axis is not None:
-        data = data.select(window.slice_axis + 1, int(data.shape[window.slice_axis + 1]) // 2)
-    pads: List[int] = []
-    for axis, size in enumerate(window.roi_size):
-        n = int(data.shape[axis + 1])
-        if n >= size:
-            data = data.narrow(axis + 1, (n - size) // 2, int(size))
-            pads = [0, 0] + pads
-        else:
-            pads = [(size - n) // 2, size - n - (size - n) // 2] + pads
-    crop = torch.nn.functional.pad(data, pads) if any(pads) else data
-    dims = list(range(1, crop.ndim))
-    batch = [
-        crop.flip([d for b, d in enumerate(dims) if i >> b & 1]) if i else crop for i in range(window.sw_batch_size)
-    ]
-    return torch.stack(batch).contiguous()
-
-
-def trace_input(shape: List[int]) -> torch.Tensor:
-    """What the exporter traces the network with: seeded noise, deliberately not the probe the export is validated on
-    (a forward that bakes a value of its input into the graph passes on the input it was traced with only)."""
-    return torch.randn([int(s) for s in shape], generator=torch.Generator().manual_seed(0))
-
-
-def backend_key(model: Any, shape: List[int]) -> Tuple[str, Dict[str, Any]]:
-    """(SHA-256 hex, the fields it hashes) of an export: the model, its weights, the window shape, PyTorch."""
-    weights = hashlib.sha256()
-    for name, tensor in sorted(model.network.state_dict().items()):
-        weights.update(name.encode("utf-8"))
-        weights.update(str(tuple(tensor.shape)).encode("ascii"))
-        weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    net = model.network
-    fields = {
-        "format": KEY_FORMAT,
-        "model": list(model.spec_key) if model.spec_key else None,
-        "class": getattr(net, "original_name", None) or f"{type(net).__module__}.{type(net).__qualname__}",
-        "network_args": json.loads(json.dumps(model.info.network_args, sort_keys=True, default=str)),
-        "weights": weights.hexdigest(),
-        "input": [int(s) for s in shape],
-        "torch": torch.__version__,
-        "opset": runtimes.OPSET,
-    }
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8")).hexdigest(), fields
-
-
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
@@ -137,8 +74,11 @@ def _short(exc: BaseException) -> str:
 class _Preparation:
     """One preparation: the probe, PyTorch's answer on it, the cache entry, and each backend on demand."""
 
-    def __init__(self, model: Any, image: torch.Tensor, window: Window, step: Step, say: Callable[[str], None]):
+    def __init__(
+        self, model: Any, image: torch.Tensor, window: Window, context: str, step: Step, say: Callable[[str], None]
+    ):
         self.model, self.network = model, model.network
+        self.context = context
         self.step, self.say = step, say
         self.shape = input_shape(image, window)
         self.probe = probe_batch(image, window)
@@ -150,6 +90,26 @@ class _Preparation:
         self.ref: Optional[torch.Tensor] = None
         self.torch_s = 0.0
         self.openvino_source = ""
+
+    def records(self) -> Dict[str, Any]:
+        """This preprocessing's validation results and auto's measurement in the cache entry (a decision is reused
+        only for the model, window shape and preprocessing it was made with)."""
+        return self.entry.setdefault("contexts", {}).setdefault(self.context, {})
+
+    def failed(self, runtime: str) -> Optional[str]:
+        """Why ``runtime`` failed for this model, window and preprocessing on an earlier run (None: it did not)."""
+        record = self.records().get("validated", {}).get(runtime)
+        return None if record is None or record.get("ok") else f"{record.get('why')} (on an earlier run; remembered)"
+
+    def forget_export(self) -> None:
+        """A new export: what was recorded of the old one (OpenVINO's validations, auto's measurement) goes; what
+        was recorded of the other backends stays."""
+        for key in ("onnx", "export_s", "export_error"):
+            self.entry.pop(key, None)
+        for records in self.entry.get("contexts", {}).values():
+            records.pop("auto", None)
+            validated = records.get("validated", {})
+            records["validated"] = {k: v for k, v in validated.items() if not k.startswith("openvino")}
 
     def reference(self) -> torch.Tensor:
         """PyTorch's output on the probe (its time: ``torch_s``)."""
@@ -164,29 +124,8 @@ class _Preparation:
         ref = self.reference()
         with torch.inference_mode():
             out = runtimes.run_forward(forward, self.probe).float()
-        if tuple(out.shape) != tuple(ref.shape):
-            return False, f"output {list(out.shape)} where PyTorch gives {list(ref.shape)}", {}
-        if not bool(torch.isfinite(ref).all()):
-            return False, "PyTorch's own output on the probe window is not finite", {}
-        if not bool(torch.isfinite(out).all()):
-            return False, "non-finite outputs on the probe window", {}
-        scale = float(ref.abs().max())
-        tolerance = min(RELATIVE_TOLERANCE * max(1.0, scale), TOLERANCE_CAP)
-        diff = float((out - ref).abs().max())
-        if ref.shape[1] == 1:
-            agreement = float(((out > 0) == (ref > 0)).float().mean())
-        else:
-            agreement = float((out.argmax(1) == ref.argmax(1)).float().mean())
-        details = {"max_abs_diff": diff, "tolerance": tolerance, "logit_scale": scale, "agreement": agreement}
-        if diff > tolerance:
-            return (
-                False,
-                f"max logit difference {diff:.2g} > tolerance {tolerance:.2g} (logit scale {scale:.3g})",
-                details,
-            )
-        if agreement < AGREEMENT:
-            return False, f"only {agreement:.2%} of the probe's decisions agree with PyTorch", details
-        return True, "", details
+        ok, why, details = compare(out, ref)
+        return ok, (f"{why} on the probe window" if why else ""), details
 
     def save(self, data: Optional[bytes] = None) -> None:
         if self.cache is not None:
@@ -196,7 +135,7 @@ class _Preparation:
 
     # ---------------------------------------------------------------- backends
     def onednn(self) -> Tuple[Optional[runtimes.Forward], str]:
-        why = runtimes.onednn_unavailable(self.network)
+        why = runtimes.onednn_unavailable(self.network) or self.failed(onednn_runtime())
         if why:
             return None, why
         self.step("checking oneDNN against PyTorch on a probe window")
@@ -217,7 +156,7 @@ class _Preparation:
             data, bad = self.cache.exported(self.key, self.entry)
             if data is None:
                 self.say(f"note: the cached export of this model and window is unusable ({bad}): exporting again")
-                self.entry = {"key": self.key_fields}
+                self.forget_export()
         if data is None:
             why = runtimes.unavailable("onnx")
             if why:
@@ -231,25 +170,27 @@ class _Preparation:
                 self.save()
                 return None, f"ONNX export failed: {_short(exc)}"
             export_count += 1
-            self.entry.update(export_s=round(time.perf_counter() - t0, 3), validated={})
+            self.forget_export()
+            self.entry["export_s"] = round(time.perf_counter() - t0, 3)
             self.openvino_source = "exported"
         else:
             self.openvino_source = "disk cache"
-        record = self.entry.setdefault("validated", {}).get(runtime)
+        validated = self.records().setdefault("validated", {})
+        record = validated.get(runtime)
         if record is not None and not record.get("ok"):
-            return None, f"{record.get('why')} (on an earlier run; remembered)"
+            return None, str(self.failed(runtime))
         self.step("compiling the network with OpenVINO")
         try:
             forward = runtimes.OpenVINOForward(data, self.shape, self.threads)
         except Exception as exc:  # noqa: BLE001
-            self.entry["validated"][runtime] = {"ok": False, "why": f"OpenVINO cannot compile it: {_short(exc)}"}
+            validated[runtime] = {"ok": False, "why": f"OpenVINO cannot compile it: {_short(exc)}"}
             self.save(data if self.openvino_source == "exported" else None)
-            return None, self.entry["validated"][runtime]["why"]
+            return None, validated[runtime]["why"]
         if record is None:
             self.step("checking OpenVINO against PyTorch on a probe window")
             ok, why, details = self.validate(forward)
             why = f"validation against PyTorch failed: {why}" if not ok else ""
-            self.entry["validated"][runtime] = dict(details, ok=ok, why=why)
+            validated[runtime] = dict(details, ok=ok, why=why)
             self.save(data if self.openvino_source == "exported" else None)
             if not ok:
                 return None, why
@@ -276,7 +217,7 @@ class _Preparation:
         return {name: min(values) for name, values in times.items()}
 
     def auto(self, total_windows: int) -> Prepared:
-        record = self.entry.get("auto")
+        record = self.records().get("auto")
         if isinstance(record, dict) and record.get("runtimes") == self.runtimes_now():
             choice, summary = str(record.get("choice")), str(record.get("summary"))
             if choice == "torch":
@@ -284,7 +225,8 @@ class _Preparation:
             forward, why = getattr(self, choice)() if choice in CANDIDATES else (None, "unknown backend")
             if forward is not None:
                 return self.prepared(choice, forward, f"auto: {summary} (measured on an earlier run)")
-            return self.prepared("torch", None, f"auto: {choice} was the fastest on an earlier run but {why}")
+            self.records().pop("auto", None)
+            self.say(f"note: auto: {choice} was the fastest on an earlier run but {why}: measuring again")
         self.reference()
         estimate = self.torch_s * max(1, total_windows)
         least = auto_min_seconds()
@@ -312,7 +254,12 @@ class _Preparation:
         ranked = sorted(times, key=lambda n: times[n])
         summary = "fastest on a probe window: " + ", ".join(f"{n} {times[n]:.3g} s" for n in ranked)
         summary += "".join(f"; {note}" for note in notes)
-        self.entry["auto"] = {"choice": choice, "summary": summary, "seconds": times, "runtimes": self.runtimes_now()}
+        self.records()["auto"] = {
+            "choice": choice,
+            "summary": summary,
+            "seconds": times,
+            "runtimes": self.runtimes_now(),
+        }
         self.save()
         return self.prepared(choice, forwards[choice] if choice != "torch" else None, f"auto: {summary}")
 
@@ -322,16 +269,22 @@ class _Preparation:
         return Prepared(backend, forward, reason, runtime, source, decided=decided)
 
 
+def onednn_runtime() -> str:
+    """The name under which oneDNN's validation results are recorded (it is PyTorch's own oneDNN)."""
+    return f"onednn ({runtimes.torch_runtime()})"
+
+
 def _prepare(
     model: Any,
     image: torch.Tensor,
     window: Window,
     requested: str,
     total_windows: int,
+    context: str,
     step: Step,
     say: Callable[[str], None],
 ) -> Prepared:
-    work = _Preparation(model, image, window, step, say)
+    work = _Preparation(model, image, window, context, step, say)
     if requested == "auto":
         prepared = work.auto(total_windows)
     else:
@@ -355,9 +308,13 @@ def prepare(
     total_windows: int,
     step: Step,
     say: Callable[[str], None],
+    context: str = "",
 ) -> Tuple[Optional[runtimes.Forward], BackendChoice, List[str]]:
     """The forward for this run's windows (None: the network itself), what runs and why, and warnings (an explicit
-    backend that could not be used). ``image``: the network's input ``(1, C, I, J, K)``."""
+    backend that could not be used). ``image``: the network's input ``(1, C, I, J, K)``; ``context``: its
+    preprocessing (what a remembered decision must have been made with). A backend's forward comes wrapped in a
+    ``backend_check.GuardedForward`` for this run: constant windows on PyTorch, a sample checked against PyTorch
+    (``BackendMismatch``: redo the run with ``mismatch``); after the run, ``finish`` puts what it saw in the choice."""
     t0 = time.perf_counter()
     if device != "cpu":
         reason = f"PyTorch on {device}" + (": CPU backends apply to CPU runs" if requested != "auto" else "")
@@ -366,7 +323,7 @@ def prepare(
         return None, choice, warnings if requested not in ("auto", "torch") else []
     if requested == "torch":
         return None, BackendChoice("torch", "torch", "asked for", runtimes.torch_runtime()), []
-    memo_key = (requested, tuple(input_shape(image, window)))
+    memo_key = (requested, tuple(input_shape(image, window)), context)
     prepared = model.backends.get(memo_key)
     source = "warm"
     model.network.to("cpu")  # where the run puts it anyway (an earlier CUDA run of the same model left it there)
@@ -376,7 +333,7 @@ def prepare(
             prepared = Prepared("torch", None, reason, runtimes.torch_runtime(), decided=False)
         else:
             try:
-                prepared = _prepare(model, image, window, requested, total_windows, step, say)
+                prepared = _prepare(model, image, window, requested, total_windows, context, step, say)
             except CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. PyTorch itself failing on the probe: the run says why
@@ -390,4 +347,39 @@ def prepare(
     choice = BackendChoice(
         requested, prepared.backend, prepared.reason, prepared.runtime, source, time.perf_counter() - t0
     )
-    return prepared.forward, choice, [prepared.fallback] if prepared.fallback else []
+    forward = guard(prepared.backend, prepared.forward, model.network, total_windows)
+    return forward, choice, [prepared.fallback] if prepared.fallback else []
+
+
+def finish(choice: BackendChoice, forward: Any) -> None:
+    """What the run's ``GuardedForward`` saw, into ``choice`` (agreement with PyTorch, windows run on PyTorch)."""
+    if forward is not None:
+        for name, value in forward.report().items():
+            setattr(choice, name, value)
+
+
+def mismatch(
+    model: Any, image: torch.Tensor, window: Window, choice: BackendChoice, context: str, exc: BackendMismatch
+) -> BackendChoice:
+    """After a ``BackendMismatch``: the backend is refused for this model, window shape and preprocessing (in this
+    process and, through the cache, in later ones), and the choice says the run was redone on PyTorch."""
+    why = f"{exc} (a whole run's window; the run was redone on PyTorch)"
+    shape = tuple(input_shape(image, window))
+    reason = f"{choice.backend} not used: {why}"
+    for requested in {choice.requested, choice.backend}:
+        refused = Prepared("torch", None, reason, runtimes.torch_runtime())
+        if requested != "auto":  # as any backend asked for that does not run: a warning with every run
+            refused.fallback = f"backend {reason}; PyTorch ran"
+        model.backends[(requested, shape, context)] = refused
+    runtime = onednn_runtime() if choice.backend == "onednn" else choice.runtime
+    cache, _note = open_cache()
+    if cache is not None:
+        key, fields = backend_key(model, list(shape))
+        entry = cache.manifest(key, fields) or {"key": fields}
+        records = entry.setdefault("contexts", {}).setdefault(context, {})
+        records.setdefault("validated", {})[runtime] = {"ok": False, "why": str(exc)}
+        records.pop("auto", None)
+        cache.store(key, entry, None)
+    return BackendChoice(
+        choice.requested, "torch", reason, runtimes.torch_runtime(), "", choice.prepare_s, redone=str(exc)
+    )

@@ -3,6 +3,7 @@
 import torch
 
 from ..errors import CancelledError, ModelError, UserError
+from .backend_check import BackendMismatch
 
 NETWORK_FIX = "The model file may be damaged or not made for this kind of input; try another model."
 
@@ -18,7 +19,7 @@ class CheckedNetwork(torch.nn.Module):
     def forward(self, x: torch.Tensor):
         try:
             y = self.network(x)
-        except (torch.cuda.OutOfMemoryError, UserError, CancelledError):
+        except (torch.cuda.OutOfMemoryError, UserError, CancelledError, BackendMismatch):
             raise
         except Exception as exc:  # noqa: BLE001 - the network is the model's code (TorchScript raises its own type)
             text = str(exc)

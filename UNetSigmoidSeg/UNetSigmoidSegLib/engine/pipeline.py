@@ -1,5 +1,6 @@
 """One segmentation run: validate → preprocess → sliding window → activation → invert → cache → threshold → clean-up."""
 
+import json
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -11,8 +12,8 @@ from ..contract.result import SegmentResult, Window, make_probabilities
 from ..contract.runner import CancelFn, ProgressFn
 from ..errors import CancelledError, InputError, ModelError, OptionError
 from ..sysinfo import available_memory_bytes
-from . import preprocess
-from .backends import prepare as prepare_backend
+from . import backends, preprocess
+from .backend_check import BackendMismatch
 from .inference import count_windows, default_slice_axis, run_sliding_window, select_device, window_roi
 from .memory import check_memory, network_width, predicted_spatial_shape
 from .model import LoadedModel
@@ -124,14 +125,17 @@ def segment(
     t0 = time.perf_counter()
     step("preprocess", 0.0)
     transforms = model.bundle_preprocessing
+    context = "the bundle's preprocessing"  # what the network's input is: backend decisions are kept per context
     if transforms is None:
         pre = info.preprocessing
-        transforms = preprocess.build_transforms(
+        resolved = dict(
             normalization=opts.normalization or pre.get("normalization", "none"),
             ct_window=opts.ct_window or pre.get("ct_window"),
             orientation=opts.orientation or pre.get("orientation", "keep"),
             spacing=opts.spacing or pre.get("spacing"),
         )
+        transforms = preprocess.build_transforms(**resolved)
+        context = json.dumps(resolved, sort_keys=True, default=str)
     predicted = predicted_spatial_shape(transforms, volume.spatial_shape, volume.affine)
     asked = window_roi(opts.roi_size or info.roi_size, info.spatial_dims, info.divisors(info.spatial_dims))[0]
     _guard_memory(volume, info, predicted, asked, int(opts.sw_batch_size or info.sw_batch_size or 1))
@@ -163,14 +167,23 @@ def segment(
     window = Window(roi, overlap, sw_batch, blend_mode, slice_axis, requested)
     step("inference", 0.0, f"{window.describe()} on {choice.device}")
     tensor = image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None]
-    forward, backend, backend_warnings = _backend(model, tensor, window, opts.backend, choice.device, step, say)
+    forward, backend, backend_warnings = _backend(
+        model, tensor, window, opts.backend, choice.device, context, step, say
+    )
     say(f"backend: {backend.describe()}" + (f" [{backend.source}]" if backend.source else ""))
     warnings += backend_warnings
     timings["backend_s"] = backend.prepare_s
     t1 = time.perf_counter()
-    logits, placement = _infer(
-        model.network, tensor, window, choice.device, opts.amp, progress, should_cancel, say, forward
-    )
+    infer = (model.network, tensor, window, choice.device, opts.amp, progress, should_cancel, say)
+    try:
+        logits, placement = _infer(*infer, forward)
+        backends.finish(backend, forward)
+    except BackendMismatch as exc:  # the backend's answer on one of this run's windows is not PyTorch's
+        backend = backends.mismatch(model, tensor, window, backend, context, exc)
+        say(f"backend: {exc}: redoing the run on PyTorch")
+        if opts.backend != "auto":  # as for any backend asked for that did not run: a warning (auto: the line above)
+            warnings.append(f"backend {opts.backend}: {exc}; the run was redone on PyTorch")
+        logits, placement = _infer(*infer)
     timings["inference_s"] = time.perf_counter() - t1
     if not bool(torch.isfinite(logits).all()):
         raise ModelError(
@@ -237,13 +250,13 @@ def segment(
     )
 
 
-def _backend(model: LoadedModel, tensor, window: Window, requested: str, device: str, step, say):
+def _backend(model: LoadedModel, tensor, window: Window, requested: str, device: str, context: str, step, say):
     """``engine.backends.prepare`` for this run's windows (its steps are progress messages that can be cancelled)."""
     roi_3d = list(window.roi_size)
     if window.slice_axis is not None:
         roi_3d.insert(window.slice_axis, 1)
     total = count_windows(tensor.shape[2:], roi_3d, window.overlap, window.sw_batch_size)
-    return prepare_backend(
+    return backends.prepare(
         model,
         tensor,
         window,
@@ -252,6 +265,7 @@ def _backend(model: LoadedModel, tensor, window: Window, requested: str, device:
         total,
         lambda message: step("inference", 0.0, message),
         say,
+        context,
     )
 
 
