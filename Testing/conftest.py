@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = REPO / "Testing" / "Data"  # real CT / MR shipped with the repository (provenance: its README.md)
 sys.path.insert(0, str(REPO / "UNetSigmoidSeg"))  # also works without `pip install -e .`
 
 
@@ -35,12 +35,10 @@ def private_backend_cache(tmp_path_factory):
 
 
 def shared_data(*parts: str) -> Path:
-    """A file in ../shared/data; a missing file fails loudly (never a silent skip)."""
+    """A file of the real test data in ``Testing/Data``; a missing file fails loudly (never a silent skip)."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.fail(
-            f"Test data missing: {path}. The real data lives in ../shared/data beside the checkout (see its README)."
-        )
+        pytest.fail(f"Test data missing: {path}. It is part of the repository: see Testing/Data/README.md.")
     return path
 
 

@@ -43,7 +43,7 @@ from UNetSigmoidSegLib.worker.client import WorkerRunner  # noqa: E402
 
 DEMO = os.path.join(REPO, "Resources", "Models", "BrainT1UNet")
 T1 = os.path.join(REPO, "Resources", "Data", "T1_head.nii.gz")
-CT = os.path.join(os.path.dirname(REPO), "shared", "data", "totalsegmentator", "example_ct.nii.gz")
+CT = os.path.join(REPO, "Testing", "Data", "totalsegmentator", "example_ct.nii.gz")
 
 
 def start_server(models: str, folder: str, threads: int):

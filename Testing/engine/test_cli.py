@@ -170,7 +170,7 @@ def test_unwritable_output_fails_before_inference(tmp_path, model, volume_file):
 
 
 def test_real_ct_end_to_end_geometry(tmp_path, model):
-    """The real CT from ../shared/data (direction diag(-1,-1,1), 3 mm): output on the exact input grid."""
+    """The real CT from Testing/Data (direction diag(-1,-1,1), 3 mm): output on the exact input grid."""
     ct = shared_data("totalsegmentator", "example_ct_sm.nii.gz")
     out = tmp_path / "ct.nii.gz"
     assert (
