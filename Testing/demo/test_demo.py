@@ -46,6 +46,7 @@ def test_demo_writes_three_files_and_reaches_dice_090(demo_run):
     volume = re.search(r"brain volume: ([0-9.]+) mL \(reference ([0-9.]+) mL\)", stdout)
     assert volume and abs(float(volume.group(1)) - float(volume.group(2))) < 0.15 * float(volume.group(2)), stdout
     assert "3D Slicer" in stdout
+    assert "note:" not in stdout, stdout  # a trained model, run right: no plausibility warning (no false alarm)
 
 
 def test_demo_segmentation_file_is_a_brain_segment_on_the_input_grid(demo_run):

@@ -122,7 +122,7 @@ def test_every_backend_gives_pytorchs_answer_or_says_why(name, backend, cache):
         assert choice.windows >= 1 and choice.checked >= 1, choice  # every run is checked on its own windows
         assert choice.max_abs_diff <= choice.tolerance
         assert "checked against PyTorch" in choice.describe()
-        assert not got.warnings
+        assert got.warnings == want.warnings  # no warning of its own (a random net's implausible mask: both say so)
     else:  # PyTorch ran: the run says why, as a warning (the backend was asked for)
         assert choice.backend == "torch" and (choice.redone or "not used" in choice.reason), choice
         assert any(backend in w and "PyTorch" in w for w in got.warnings), got.warnings

@@ -124,7 +124,7 @@ def _run_cli(*args):
     [
         ("missing_input", "Input not found"),
         ("bad_threshold", "outside [0, 1]"),
-        ("bad_activation", "Unknown activation"),
+        ("bad_activation", "invalid choice"),
         ("missing_model", "Model not found"),
         ("bad_extension", "Unknown segmentation file type"),
         ("two_d", "2-D image"),

@@ -147,6 +147,7 @@ def test_without_residual_units_the_assumed_strides_are_a_warning_with_every_run
     torch.save(net.state_dict(), tmp_path / "m.pt")
     image = write_volume(tmp_path / "v.nii.gz", blob_volume((24, 20, 16)))
     argv = ["segment", image, "--model", str(tmp_path / "m.pt"), "-o", str(tmp_path / "s.nii.gz"), "--json"]
+    argv += ["--overwrite"]  # run twice into one file
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "warning: strides are not stored" in captured.err
@@ -184,6 +185,7 @@ def test_json_and_summary_line_report_the_window_and_the_whole_time(tmp_path, ca
     torch.save(random_unet(channels=(4, 8, 16), res_units=1).state_dict(), model)
     image = str(shared_data(*CT))
     argv = ["segment", image, "--model", str(model), "-o", str(tmp_path / "s.nii.gz"), "--device", "cpu"]
+    argv += ["--normalization", "ct", "--ct-window", "-57", "164", "--overwrite"]
     assert main(argv + ["--json", "--roi-size", "70", "--overlap", "0.5", "--sw-batch-size", "2"]) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
@@ -204,7 +206,9 @@ def test_json_and_summary_line_report_the_window_and_the_whole_time(tmp_path, ca
     wall = time.perf_counter() - started
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "roi 96×96×96, overlap 0.25, batch 1, gaussian" in line
-    match = re.search(r"; ([0-9.]+) s incl\. ([0-9.]+) s loading the model\)$", line)
+    match = re.search(
+        r"; ([0-9.]+) s incl\. ([0-9.]+) s loading the model\) — Research use — not for clinical use\.$", line
+    )
     assert match, line
     seconds, loading = float(match.group(1)), float(match.group(2))
     assert seconds >= loading > 0 and seconds >= 0.6 * wall, (line, wall)

@@ -30,7 +30,7 @@ def test_oracle1_plain_checkpoint_equals_monai_path(tmp_path, threshold, flip):
 
     shape = (32, 24, 16)  # divisible by 2^depth: the whole volume is one window
     path = write_volume(
-        tmp_path / "img.nii.gz", blob_volume(shape), spacing=(0.7, 1.3, 3.0), direction=oblique_direction(25, flip)
+        tmp_path / "img.nii.gz", blob_volume(shape) * 10, spacing=(0.7, 1.3, 3.0), direction=oblique_direction(25, flip)
     )
     net = tiny_unet(channels=(4, 8, 16), res_units=1)
     torch.save(net.state_dict(), tmp_path / "m.pt")

@@ -105,7 +105,7 @@ def test_doubled_sigmoid_detected():
     result = segment(_volume(), _model(EndsInSigmoid()), SegmentOptions(activation="sigmoid", device="cpu"))
     assert any("second one" in w and "'none'" in w for w in result.warnings)
     clean = segment(_volume(), _model(EndsInSigmoid()), SegmentOptions(activation="none", device="cpu"))
-    assert not clean.warnings
+    assert not [w for w in clean.warnings if "sigmoid" in w]  # (this random net's mask is the whole volume: said)
 
 
 def test_none_on_logits_warns():
@@ -167,8 +167,8 @@ def test_input_volume_not_modified():
         (lambda v: Volume(v.array[:, :, :, :1], v.affine), "single slice"),
         (lambda v: Volume(np.zeros((1, 0, 4, 4), np.float32), v.affine), "empty"),
         (lambda v: Volume(np.full_like(v.array, 7.0), v.affine), "constant"),
-        (lambda v: Volume(np.where(v.array > 50, np.nan, v.array), v.affine), "NaN/Inf"),
-        (lambda v: Volume(np.where(v.array > 50, np.inf, v.array), v.affine), "NaN/Inf"),
+        (lambda v: Volume(np.where(v.array > 0.5, np.nan, v.array), v.affine), "NaN/Inf"),
+        (lambda v: Volume(np.where(v.array > 0.5, np.inf, v.array), v.affine), "NaN/Inf"),
         (lambda v: Volume(np.concatenate([v.array, v.array]), v.affine), "expects 1 input channel"),
     ],
 )

@@ -208,7 +208,7 @@ def _(env):
     return env.cli_error("segment", env.input, "--model", env.model, "--threshold", "1.3")
 
 
-@case("O2", "cli", "unknown activation", r"Unknown activation")
+@case("O2", "cli", "unknown activation", r"invalid choice: 'relu'")
 def _(env):
     return env.cli_error("segment", env.input, "--model", env.model, "--activation", "relu")
 

@@ -26,13 +26,13 @@ T1_HEAD = REPO / "Resources" / "Data" / "T1_head.nii.gz"
 
 
 def make_models(folder: Path) -> Path:
-    """A models folder: ``tiny`` (1 output, CT normalisation in its JSON), ``tiny2`` (2 outputs, sigmoid) and a copy
-    of the demo bundle ``BrainT1UNet``."""
+    """A models folder: ``tiny`` (1 output, CT normalisation in its JSON), ``tiny2`` (2 outputs, sigmoid, z-score)
+    and a copy of the demo bundle ``BrainT1UNet``."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(tiny_unet(seed=1).state_dict(), folder / "tiny.pt")
     (folder / "tiny.json").write_text('{"normalization": "ct", "ct_window": [-200, 300], "labels": ["body"]}')
     torch.save(tiny_unet(out_channels=2, seed=2).state_dict(), folder / "tiny2.pt")
-    (folder / "tiny2.json").write_text('{"activation": "sigmoid", "labels": ["a", "b"]}')
+    (folder / "tiny2.json").write_text('{"activation": "sigmoid", "labels": ["a", "b"], "normalization": "zscore"}')
     shutil.copytree(DEMO_BUNDLE, folder / "BrainT1UNet")
     return folder
 

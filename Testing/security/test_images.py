@@ -26,7 +26,10 @@ def model(tmp_path):
 
 
 def _segment(path, model, tmp_path, *extra):
-    return main(["segment", str(path), "--model", model, "-o", str(tmp_path / "out.nii.gz"), "--device", "cpu", *extra])
+    out = str(tmp_path / "out.nii.gz")
+    return main(
+        ["segment", str(path), "--model", model, "-o", out, "--device", "cpu", "--normalization", "none", *extra]
+    )
 
 
 def _image_bytes(tmp_path, name):

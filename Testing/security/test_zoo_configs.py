@@ -54,7 +54,7 @@ def test_zoo_config_loads_untrusted(name, architecture, channels, steps, activat
 def test_untrusted_reader_matches_monai_config_parser(tmp_path, guard):  # noqa: F811
     root = _zoo_bundle(tmp_path, "spleen_ct_segmentation")
     affine = np.diag([0.9, 0.9, 2.5, 1.0])
-    volume = Volume((blob_volume((40, 36, 16)) * 3 - 100)[None], affine)
+    volume = Volume((blob_volume((40, 36, 16)) * 300 - 100)[None], affine)
     options = SegmentOptions(device="cpu", roi_size=[32, 32, 16])
     ours = segment(volume, load_model(root), options)
     monai = segment(volume, load_model(root, trust_bundle=True), options)

@@ -56,7 +56,7 @@ def main(model, tmp):
         run_until(panel, lambda: not panel.pollTimer.active)  # the warm worker says hello
         report["after setup"] = imported()
         grid = np.zeros((12, 24, 28), np.float32)  # (K, J, I)
-        grid[3:9, 6:18, 7:21] = 100.0
+        grid[3:9, 6:18, 7:21] = 1.0  # normalised values: the model records no normalisation
         ui.inputSelector.setCurrentNode(slicer.util.addVolumeFromArray(grid, name="box"))
         ui.deviceComboBox.currentText = "cpu"
         ui.modelPathLineEdit.currentPath = model

@@ -6,17 +6,19 @@ declared in ``cli_parser`` (``build_parser``, importable from here too).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from . import exits
-from .cli_parser import build_parser
+from .cli_parser import NOT_CLINICAL, build_parser
 from .contract.model import ModelInfo, ModelSpec, looks_like_path
 from .contract.options import Cleanup, SegmentOptions
-from .errors import UserError
+from .engine.paths import protected_files
+from .errors import OutputError, UserError
 from .progress import Progress
 from .remote import serve
 
@@ -65,43 +67,32 @@ def _stem(path: str) -> str:
     return name
 
 
+def _is_folder(path: Optional[str]) -> bool:
+    """``-o results/`` or an existing folder: a folder (created if missing) that gets ``<input name>.seg.nrrd``."""
+    return bool(path) and (path.endswith(("/", os.sep)) or os.path.isdir(path))
+
+
 def _output_paths(
-    inputs: List[str], output: Optional[str], probabilities: Optional[str], reads: Sequence[str] = ()
+    inputs: List[str],
+    output: Optional[str],
+    probabilities: Optional[str],
+    reads: Sequence[str] = (),
+    overwrite: bool = False,
 ) -> List[Dict[str, Optional[str]]]:
     """One case per input: ``{"input", "segmentation", "probabilities"}`` paths, checked before any run: known
-    extensions, writable, and none resolving to an input, to a file in ``reads`` (the model's) or to another output."""
-    from .engine.outputs import check_output_path
-    from .engine.paths import check_output_paths, protected_files
+    extensions, writable, not existing unless ``overwrite``, and none resolving to an input, to a file in ``reads``
+    (the model's) or to another output. Output folders must exist (``_output_folders`` makes them)."""
+    from .engine.paths import check_output_paths
 
-    cases = []
     batch = len(inputs) > 1
-    for path in inputs:
-        stem = _stem(path)
-        if batch:
-            seg_dir = output or "."
-            if not os.path.isdir(seg_dir):
-                raise UserError(
-                    f"With several inputs --output must be an existing folder, got {seg_dir}",
-                    "Create the folder or give one input.",
-                )
-            seg = os.path.join(seg_dir, stem + ".seg.nrrd")
-            prob = os.path.join(probabilities, stem + "_probabilities.nrrd") if probabilities else None
-            if probabilities and not os.path.isdir(probabilities):
-                raise UserError(
-                    f"With several inputs --probabilities must be an existing folder, got {probabilities}",
-                    "Create the folder first.",
-                )
-        else:
-            seg = output or stem + ".seg.nrrd"
-            if os.path.isdir(seg):
-                seg = os.path.join(seg, stem + ".seg.nrrd")
-            prob = probabilities
-            if prob and os.path.isdir(prob):
-                prob = os.path.join(prob, stem + "_probabilities.nrrd")
-        check_output_path(seg, "segmentation")
-        if prob:
-            check_output_path(prob, "probabilities")
-        cases.append({"input": path, "segmentation": seg, "probabilities": prob})
+    for flag, value in (("--output", output), ("--probabilities", probabilities)):
+        if batch and value and not _is_folder(value):
+            raise OutputError(
+                f"With several inputs {flag} must be a folder, got the file name {value}",
+                f"End it with a slash for a folder (created if missing), e.g. {flag} {_stem(value)}/; "
+                "or give one input.",
+            )
+    cases = [_case(path, output, probabilities, batch) for path in inputs]
     targets = [c[k] for c in cases for k in ("segmentation", "probabilities") if c[k]]
     clash = sorted({t for t in targets if targets.count(t) > 1})
     if clash:
@@ -111,7 +102,47 @@ def _output_paths(
         )
     outputs = [(k, c[k]) for c in cases for k in ("segmentation", "probabilities") if c[k]]
     check_output_paths(outputs, protected_files(list(inputs) + list(reads)))
+    existing = [t for t in targets if os.path.exists(t)]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputError(
+            f"{existing[0]} already exists{more}: nothing was run and it is untouched",
+            "Pass --overwrite to replace it, or choose another --output.",
+        )
     return cases
+
+
+@contextlib.contextmanager
+def _output_folders(*paths: Optional[str]) -> Iterator[None]:
+    """Create the output folders given as folders (``results/``) that do not exist; remove them again if they are
+    still empty when the command ends (a refused or failed run leaves nothing behind)."""
+    created = []
+    for path in paths:
+        if _is_folder(path) and not os.path.isdir(path):
+            os.makedirs(path)
+            created.append(path)
+    try:
+        yield
+    finally:
+        for folder in reversed(created):
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+
+
+def _case(path: str, output: Optional[str], probabilities: Optional[str], batch: bool) -> Dict[str, Optional[str]]:
+    """The output paths of one input (checked: known extensions, a folder that can be written to)."""
+    from .engine.outputs import check_output_path
+
+    stem = _stem(path)
+    if _is_folder(output) or (batch and not output):
+        seg = os.path.join(output or ".", stem + ".seg.nrrd")
+    else:
+        seg = output or stem + ".seg.nrrd"
+    prob = os.path.join(probabilities, stem + "_probabilities.nrrd") if _is_folder(probabilities) else probabilities
+    check_output_path(seg, "segmentation")
+    if prob:
+        check_output_path(prob, "probabilities")
+    return {"input": path, "segmentation": seg, "probabilities": prob}
 
 
 def _model_files(spec: ModelSpec) -> List[str]:
@@ -165,14 +196,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if spec.trust_bundle:
         print(TRUST_WARNING, file=sys.stderr)
     inputs = _expand_inputs(args.inputs)
-    cases = _output_paths(inputs, args.output, args.probabilities, _model_files(spec))
-    t0 = time.perf_counter()
-    runner = make_runner(worker=args.worker, worker_python=args.worker_python, **_remote(args))
-    try:
-        info = runner.inspect(spec).wait()
-        return _segment_cases(args, cases, runner, spec, options, info, time.perf_counter() - t0)
-    finally:
-        runner.close()
+    with _output_folders(args.output, args.probabilities):
+        cases = _output_paths(inputs, args.output, args.probabilities, _model_files(spec), args.overwrite)
+        t0 = time.perf_counter()
+        runner = make_runner(worker=args.worker, worker_python=args.worker_python, **_remote(args))
+        try:
+            info = runner.inspect(spec).wait()
+            return _segment_cases(args, cases, runner, spec, options, info, time.perf_counter() - t0)
+        finally:
+            runner.close()
 
 
 def _segment_cases(
@@ -185,10 +217,12 @@ def _segment_cases(
     load_s: float,
 ) -> int:
     from .engine.outputs import write_probabilities, write_segmentation
-    from .engine.paths import protected_files
     from .engine.volume import read_volume
 
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    def log(message: str) -> None:  # -q hides progress and notes, never a warning
+        if not args.quiet or message.startswith("warning"):
+            print(message, file=sys.stderr)
+
     log(f"model: {info.summary()}")
     for note in info.notes:
         log(f"note: {note}")  # the model's warnings come with every run's warnings
@@ -256,7 +290,7 @@ def _segment_cases(
             keys = ("server_job", "max_ahead", "cache_hit", "request_bytes", "result_bytes", "server_s", "upload_s")
             row["server"] = dict({k: job.info.get(k) for k in keys}, url=runner.url)
         summary["cases"].append(row)
-        if not args.json and not args.quiet:
+        if not args.json:
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)
             where = ", ".join(
                 [result.device.device]
@@ -265,7 +299,9 @@ def _segment_cases(
             )
             seconds = timings["total_s"] + (load_s if i == 0 else 0.0)
             loading = f" incl. {load_s:.1f} s loading the model" if i == 0 else ""
-            print(f"{case['input']} → {case['segmentation']} ({vols}; {where}; {seconds:.1f} s{loading})")
+            print(
+                f"{case['input']} → {case['segmentation']} ({vols}; {where}; {seconds:.1f} s{loading}) — {NOT_CLINICAL}"
+            )
     summary["total_s"] = round(load_s + time.perf_counter() - started, 3)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -331,7 +367,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0), or a flag argparse refused (2, said as error + fix)
+        return int(exc.code or 0)
     commands = {"segment": cmd_segment, "inspect": cmd_inspect, "demo": cmd_demo, "serve": serve.cmd_serve}
     with exits.signals_as_exceptions():
         try:

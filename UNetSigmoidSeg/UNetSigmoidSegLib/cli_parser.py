@@ -5,8 +5,21 @@ Declarations only: ``cli`` runs the commands (``cli.main``) and turns the parsed
 """
 
 import argparse
+import sys
 
+from . import __version__
+from .contract.options import ACTIVATIONS, BACKENDS, DEVICES, NORMALIZATIONS, ORIENTATIONS
 from .remote import serve
+
+NOT_CLINICAL = "Research use — not for clinical use."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's refusals in the CLI's own shape: ``error:`` and ``fix:`` lines (exit 2), after the usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message}\nfix: see '{self.prog} --help' for every option, its values and default.\n")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -33,10 +46,11 @@ def _remote_args(p: argparse.ArgumentParser, model: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="unetsigmoidseg",
-        description="Run a MONAI UNet: checkpoint → probabilities → segmentation on the input grid.",
+        description="Run a MONAI UNet: checkpoint → probabilities → segmentation on the input grid. " + NOT_CLINICAL,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("segment", help="segment one or more volumes")
     s.add_argument(
@@ -48,22 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model", required=True, help="checkpoint (.pt/.pth/.ckpt), TorchScript file, or MONAI bundle folder/.zip"
     )
-    s.add_argument("--activation", default="auto", help="auto | sigmoid | softmax | none (default auto)")
+    s.add_argument(
+        "--activation",
+        default="auto",
+        choices=ACTIVATIONS,
+        help="applied to the network's output (default: auto, the model's, else sigmoid for 1 channel, softmax for "
+        "more)",
+    )
     s.add_argument(
         "--threshold",
         type=float,
         nargs="+",
         help="probability threshold, one value or one per segment (softmax: minimum confidence)",
     )
-    s.add_argument("--device", default="auto", help="auto | cuda | cpu | mps")
+    s.add_argument("--device", default="auto", choices=DEVICES, help="where the network runs (default: auto)")
     s.add_argument(
-        "--output", "-o", help="segmentation file (.seg.nrrd or NIfTI/NRRD labelmap), or a folder for batches"
+        "--output",
+        "-o",
+        help="segmentation file (.seg.nrrd or NIfTI/NRRD labelmap), or a folder (ending in / or existing; created "
+        "if missing) for <input name>.seg.nrrd (default: <input name>.seg.nrrd here)",
     )
-    s.add_argument("--probabilities", help="also write the probability map (NRRD/NIfTI), or a folder for batches")
+    s.add_argument(
+        "--probabilities",
+        help="also write the probability map (NRRD/NIfTI), or a folder (ending in /) for "
+        "<input name>_probabilities.nrrd",
+    )
+    s.add_argument("--overwrite", action="store_true", help="replace output files that exist (default: refuse)")
     s.add_argument("--labels", nargs="+", help="segment names (override the model's)")
     s.add_argument("--series", metavar="UID", help="the DICOM series to read when an input folder holds several")
     s.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
-    s.add_argument("--quiet", "-q", action="store_true")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress or notes (warnings and results still show)")
     g = s.add_argument_group("inference")
     g.add_argument("--roi-size", type=int, nargs="+", help="sliding-window size (default: model's, else 96)")
     g.add_argument("--overlap", type=float, help="sliding-window overlap (default 0.25)")
@@ -78,16 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--backend",
         default="auto",
+        choices=BACKENDS,
         help="what runs the windows on the CPU: auto (the fastest validated one, measured once) | torch | onednn | "
         "openvino (default auto; CUDA/MPS runs use PyTorch)",
     )
     g.add_argument("--strides", type=int, nargs="+", help="UNet strides per level when not 2 (plain checkpoints)")
     p = s.add_argument_group("preprocessing (plain checkpoints; bundles bring their own)")
-    p.add_argument("--normalization", help="none | zscore | zscore-nonzero | ct | range-sigmoid")
+    p.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        help="the input normalisation the model was trained with (default: the model's; a checkpoint that does not "
+        "record it needs this)",
+    )
     p.add_argument(
         "--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="intensity window for ct / range-sigmoid"
     )
-    p.add_argument("--orientation", help="keep | RAS")
+    p.add_argument(
+        "--orientation", choices=ORIENTATIONS, help="reorient before inference (default: the model's, else keep)"
+    )
     p.add_argument("--spacing", type=float, nargs="+", help="resample to this spacing (mm) before inference")
     c = s.add_argument_group("clean-up")
     c.add_argument(
@@ -105,13 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     _remote_args(s, "--model")
     _model_args(s)
     i = sub.add_parser("inspect", help="print what was detected in a model")
-    i.add_argument("model")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("model", help="checkpoint, TorchScript file, or MONAI bundle folder/.zip (with --server: a name)")
+    i.add_argument("--json", action="store_true", help="print what was detected as JSON")
     _remote_args(i, "MODEL")
     _model_args(i)
     serve.add_parser(sub)
     d = sub.add_parser("demo", help="segment the bundled demo volume with the bundled demo model")
-    d.add_argument("--output-dir", default="unetsigmoidseg-demo", help="where to write the results")
-    d.add_argument("--device", default="auto")
-    d.add_argument("--quiet", "-q", action="store_true")
+    d.add_argument(
+        "--output-dir", default="unetsigmoidseg-demo", help="where to write the results (default: unetsigmoidseg-demo)"
+    )
+    d.add_argument("--device", default="auto", choices=DEVICES, help="where the network runs (default: auto)")
+    d.add_argument("--quiet", "-q", action="store_true", help="no progress")
     return parser

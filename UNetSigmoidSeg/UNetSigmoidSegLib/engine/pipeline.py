@@ -7,12 +7,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..contract.model import ModelInfo
 from ..contract.options import DEFAULT_BLEND_MODE, DEFAULT_OVERLAP, SegmentOptions, check_thresholds, default_threshold
 from ..contract.result import SegmentResult, Window, make_probabilities
 from ..contract.runner import CancelFn, ProgressFn
 from ..errors import CancelledError, InputError, ModelError, OptionError
 from ..sysinfo import available_memory_bytes
-from . import backends, preprocess
+from . import backends, plausibility, preprocess
 from .backend_check import BackendMismatch
 from .inference import count_windows, default_slice_axis, run_sliding_window, select_device, window_roi
 from .memory import check_memory, network_width, predicted_spatial_shape
@@ -21,6 +22,14 @@ from .netguard import CheckedNetwork
 from .postprocess import clean_mask
 from .probabilities import activate, activation_warnings, threshold_float
 from .volume import Volume
+
+BACKGROUND_NAMES = ("background", "bg", "0")  # a first label that names channel 0, the background
+NORMALIZATION_HINT = {  # how to say what a model's input normalisation is (a plain checkpoint can record it)
+    False: "--normalization ct --ct-window LOW HIGH for CT or --normalization zscore for MR on the command line, "
+    "normalization=... in the Python API",
+    True: 'record it once in the JSON next to the checkpoint, e.g. {"normalization": "ct", "ct_window": [-57, 164]} '
+    'for CT or {"normalization": "zscore"} for MR; or per run: --normalization on the command line',
+}
 
 # Distinct colours for segments without a model-given colour (RGB 0..1).
 PALETTE = [
@@ -119,6 +128,7 @@ def segment(
     if opts.threshold is not None and info.out_channels is not None:
         n_known = info.out_channels - (1 if activation == "softmax" else 0)
         check_thresholds(opts.threshold, n_known)  # a wrong count fails before inference
+    check_before_run(opts, info, activation)
     choice = select_device(opts.device)
     say(f"device: {choice.device} ({choice.reason})")
     validate_volume(volume, info.in_channels, info.out_channels, info.spatial_dims)
@@ -126,7 +136,9 @@ def segment(
     step("preprocess", 0.0)
     transforms = model.bundle_preprocessing
     context = "the bundle's preprocessing"  # what the network's input is: backend decisions are kept per context
+    normalization_known = transforms is not None or opts.normalization is not None
     if transforms is None:
+        normalization_known = normalization_known or "normalization" in info.preprocessing
         pre = info.preprocessing
         resolved = dict(
             normalization=opts.normalization or pre.get("normalization", "none"),
@@ -142,6 +154,7 @@ def segment(
     data = preprocess.apply(transforms, preprocess.to_meta(volume.array, volume.affine))
     image = data["image"]
     timings["preprocess_s"] = time.perf_counter() - t0
+    plausibility.check_input(image, normalization_known, NORMALIZATION_HINT[info.format == "checkpoint"])
     slice_axis = None
     if info.spatial_dims == 2:
         spacing = image.pixdim.tolist() if hasattr(image, "pixdim") else [1.0] * 3
@@ -203,6 +216,7 @@ def segment(
             "Softmax needs at least 2 output channels; this network has 1",
             "Use activation sigmoid for a 1-channel model.",
         )
+    warnings += plausibility.output_warnings(logits, activation)
     if activation == "none":
         warnings += activation_warnings(logits, "none")
     probs = activate(logits, activation)
@@ -226,6 +240,7 @@ def segment(
     if opts.cleanup.active:
         masks = np.stack([clean_mask(m, volume.spacing, opts.cleanup) for m in masks])
     labels = segment_labels(opts.labels or info.labels, n_seg, warnings, softmax=activation == "softmax")
+    warnings += plausibility.mask_warnings(masks, labels, activation, n_out)
     timings["postprocess_s"] = time.perf_counter() - t2
     step("postprocess", 1.0, "done")
     for w in warnings:
@@ -305,10 +320,31 @@ def _infer(network, tensor, window: Window, device, amp, progress, should_cancel
         raise
 
 
+def check_before_run(opts: SegmentOptions, info: ModelInfo, activation: str) -> None:
+    """Mistakes the model's known output channels reveal before any window runs (``OptionError``): softmax on one
+    channel, a ``labels`` count that fits no segment count."""
+    n_out = info.out_channels
+    if n_out is None or activation == "auto":
+        return
+    if activation == "softmax" and n_out < 2:
+        raise OptionError(
+            "Softmax needs at least 2 output channels; this network has 1",
+            "Use activation sigmoid for a 1-channel model.",
+        )
+    n_seg = n_out - 1 if activation == "softmax" else n_out
+    with_background = activation == "softmax" or (opts.labels or ["?"])[0].lower() in BACKGROUND_NAMES
+    if opts.labels and len(opts.labels) not in (n_seg, n_seg + 1 if with_background else n_seg):
+        raise OptionError(
+            f"{len(opts.labels)} label(s) given for {n_seg} segment(s): this model has {n_out} output channel(s) "
+            f"and activation {activation}" + (" (channel 0 is the background)" if activation == "softmax" else ""),
+            f"Give {n_seg} name(s) with --labels, or leave them out to use the model's.",
+        )
+
+
 def segment_labels(labels: Sequence[str], n: int, warnings: List[str], softmax: bool = False) -> List[str]:
     """One label (segment name) per segment: the given ones (softmax: without the background's), else defaults."""
     labels = [str(x) for x in labels]
-    if labels and len(labels) == n + 1 and (softmax or labels[0].lower() in ("background", "bg", "0")):
+    if labels and len(labels) == n + 1 and (softmax or labels[0].lower() in BACKGROUND_NAMES):
         labels = labels[1:]  # softmax: channel 0 is the background
     if labels and len(labels) != n:
         warnings.append(f"{len(labels)} label(s) for {n} segment(s): using default names")

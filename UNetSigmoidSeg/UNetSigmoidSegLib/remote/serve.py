@@ -96,6 +96,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"The server needs FastAPI and uvicorn ({exc})", 'Install them: pip install "unetsigmoidseg[server]"'
         ) from None
     device = check_choice("device", args.device, DEVICES, "--device")
+    if device != "auto":  # a device this machine lacks refuses to start, rather than failing every job
+        from ..engine.inference import select_device
+
+        select_device(device)
     if bool(args.certfile) != bool(args.keyfile):
         raise OptionError("TLS needs both --certfile and --keyfile", "Give both, or neither (then use an SSH tunnel).")
     for path in (args.certfile, args.keyfile):

@@ -44,7 +44,8 @@ class SelfTest:
         self.test_Panel()
 
     def makeInputs(self):
-        """A volume with a bright ellipsoid (oblique spacing) and a tiny random 2-output MONAI UNet checkpoint."""
+        """A volume with a bright ellipsoid (oblique spacing) and a tiny random 2-output MONAI UNet checkpoint, with
+        the JSON beside it that records its input normalisation."""
         import numpy as np
         import slicer
         import torch
@@ -57,6 +58,8 @@ class SelfTest:
         torch.manual_seed(0)
         path = os.path.join(tempfile.mkdtemp(prefix="UNetSigmoidSegTest-"), "tiny_unet.pt")
         torch.save(UNet(3, 1, 2, (4, 8, 16), (2, 2), num_res_units=1).eval().state_dict(), path)
+        with open(os.path.splitext(path)[0] + ".json", "w") as f:  # the input normalisation, recorded as users do
+            f.write('{"normalization": "zscore"}')
         return volume, path
 
     def test_LogicThroughWorker(self):
