@@ -17,7 +17,7 @@ from . import exits
 from .cli_parser import NOT_CLINICAL, build_parser
 from .contract.model import ModelInfo, ModelSpec, looks_like_path
 from .contract.options import Cleanup, SegmentOptions
-from .engine.paths import protected_files
+from .engine.paths import check_output_paths, protected_files
 from .errors import OutputError, UserError
 from .progress import Progress
 from .remote import serve
@@ -82,8 +82,6 @@ def _output_paths(
     """One case per input: ``{"input", "segmentation", "probabilities"}`` paths, checked before any run: known
     extensions, writable, not existing unless ``overwrite``, and none resolving to an input, to a file in ``reads``
     (the model's) or to another output. Output folders must exist (``_output_folders`` makes them)."""
-    from .engine.paths import check_output_paths
-
     batch = len(inputs) > 1
     for flag, value in (("--output", output), ("--probabilities", probabilities)):
         if batch and value and not _is_folder(value):

@@ -125,9 +125,6 @@ def segment(
 
     activation = info.activation if opts.activation == "auto" else opts.activation  # "auto": by the output channels
     warnings += info.warnings
-    if opts.threshold is not None and info.out_channels is not None:
-        n_known = info.out_channels - (1 if activation == "softmax" else 0)
-        check_thresholds(opts.threshold, n_known)  # a wrong count fails before inference
     check_before_run(opts, info, activation)
     choice = select_device(opts.device)
     say(f"device: {choice.device} ({choice.reason})")
@@ -136,9 +133,10 @@ def segment(
     step("preprocess", 0.0)
     transforms = model.bundle_preprocessing
     context = "the bundle's preprocessing"  # what the network's input is: backend decisions are kept per context
-    normalization_known = transforms is not None or opts.normalization is not None
+    normalization_known = (
+        transforms is not None or opts.normalization is not None or "normalization" in info.preprocessing
+    )
     if transforms is None:
-        normalization_known = normalization_known or "normalization" in info.preprocessing
         pre = info.preprocessing
         resolved = dict(
             normalization=opts.normalization or pre.get("normalization", "none"),
@@ -211,11 +209,7 @@ def segment(
     if activation == "auto":  # a network whose output channels were unknown until now
         activation = "sigmoid" if n_out == 1 else "softmax"
         say(f"activation: {activation} ({n_out} output channel(s))")
-    if activation == "softmax" and n_out < 2:
-        raise OptionError(
-            "Softmax needs at least 2 output channels; this network has 1",
-            "Use activation sigmoid for a 1-channel model.",
-        )
+    check_softmax(activation, n_out)
     warnings += plausibility.output_warnings(logits, activation)
     if activation == "none":
         warnings += activation_warnings(logits, "none")
@@ -321,19 +315,18 @@ def _infer(network, tensor, window: Window, device, amp, progress, should_cancel
 
 
 def check_before_run(opts: SegmentOptions, info: ModelInfo, activation: str) -> None:
-    """Mistakes the model's known output channels reveal before any window runs (``OptionError``): softmax on one
-    channel, a ``labels`` count that fits no segment count."""
+    """Mistakes the model's known output channels reveal before any window runs (``OptionError``): a threshold or
+    ``labels`` count that fits no segment count, softmax on one channel."""
     n_out = info.out_channels
-    if n_out is None or activation == "auto":
+    if n_out is None:
         return
-    if activation == "softmax" and n_out < 2:
-        raise OptionError(
-            "Softmax needs at least 2 output channels; this network has 1",
-            "Use activation sigmoid for a 1-channel model.",
-        )
-    n_seg = n_out - 1 if activation == "softmax" else n_out
-    with_background = activation == "softmax" or (opts.labels or ["?"])[0].lower() in BACKGROUND_NAMES
-    if opts.labels and len(opts.labels) not in (n_seg, n_seg + 1 if with_background else n_seg):
+    n_seg = n_out - (1 if activation == "softmax" else 0)
+    if opts.threshold is not None:
+        check_thresholds(opts.threshold, n_seg)
+    if activation == "auto":
+        return
+    check_softmax(activation, n_out)
+    if opts.labels and fit_labels(opts.labels, n_seg, activation == "softmax") is None:
         raise OptionError(
             f"{len(opts.labels)} label(s) given for {n_seg} segment(s): this model has {n_out} output channel(s) "
             f"and activation {activation}" + (" (channel 0 is the background)" if activation == "softmax" else ""),
@@ -341,12 +334,27 @@ def check_before_run(opts: SegmentOptions, info: ModelInfo, activation: str) -> 
         )
 
 
+def check_softmax(activation: str, n_out: int) -> None:
+    """Softmax on one output channel is an ``OptionError`` (before the run when the channels are known, else after)."""
+    if activation == "softmax" and n_out < 2:
+        raise OptionError(
+            "Softmax needs at least 2 output channels; this network has 1",
+            "Use activation sigmoid for a 1-channel model.",
+        )
+
+
+def fit_labels(labels: Sequence[str], n: int, softmax: bool) -> Optional[List[str]]:
+    """``labels`` as the names of ``n`` segments (one more, naming the background first, loses it: always so for
+    softmax, whose channel 0 is the background); None when the count fits neither way."""
+    labels = [str(x) for x in labels]
+    if len(labels) == n + 1 and (softmax or labels[0].lower() in BACKGROUND_NAMES):
+        labels = labels[1:]
+    return labels if len(labels) == n else None
+
+
 def segment_labels(labels: Sequence[str], n: int, warnings: List[str], softmax: bool = False) -> List[str]:
     """One label (segment name) per segment: the given ones (softmax: without the background's), else defaults."""
-    labels = [str(x) for x in labels]
-    if labels and len(labels) == n + 1 and (softmax or labels[0].lower() in BACKGROUND_NAMES):
-        labels = labels[1:]  # softmax: channel 0 is the background
-    if labels and len(labels) != n:
+    fitted = fit_labels(labels, n, softmax) if labels else []
+    if fitted is None:
         warnings.append(f"{len(labels)} label(s) for {n} segment(s): using default names")
-        labels = []
-    return labels or ([f"Segment_{i + 1}" for i in range(n)] if n > 1 else ["Segment_1"])
+    return fitted or ([f"Segment_{i + 1}" for i in range(n)] if n > 1 else ["Segment_1"])
