@@ -180,6 +180,24 @@ def test_output_folders_are_created_for_one_input_or_many(tmp_path, model, volum
         main(["segment", *batch, "--model", model, "-o", str(tmp_path / "segs2") + "/", "--activation", "softmax"]) == 2
     )
     assert not (tmp_path / "segs2").exists() and not (tmp_path / "one.seg.nrrd").exists()
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    assert (
+        main(
+            [
+                "segment",
+                vol,
+                "--model",
+                model,
+                "-o",
+                str(tmp_path / "made") + "/",
+                "--probabilities",
+                str(blocked / "probs") + "/",
+            ]
+        )
+        == 2
+    )  # a folder that cannot be made: exit 2, not a bug report
+    assert not (tmp_path / "made").exists()
 
 
 def test_quiet_hides_progress_not_warnings_or_the_result(tmp_path, model, volume_file):

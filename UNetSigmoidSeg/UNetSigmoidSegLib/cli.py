@@ -117,7 +117,15 @@ def _output_folders(*paths: Optional[str]) -> Iterator[None]:
     created = []
     for path in paths:
         if _is_folder(path) and not os.path.isdir(path):
-            os.makedirs(path)
+            try:
+                os.makedirs(path)
+            except OSError as exc:
+                for folder in reversed(created):
+                    os.rmdir(folder)
+                raise OutputError(
+                    f"Cannot create the output folder {path}: {exc.strerror}",
+                    "Choose a folder you can write to with --output / --probabilities.",
+                ) from None
             created.append(path)
     try:
         yield
