@@ -3,6 +3,7 @@
 import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def private_backend_cache(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def worker_fault_env(fault: str) -> dict:
+    """The environment that makes a worker process carry out ``fault`` (``KIND@STAGE``, see
+    ``Testing/faultworker/sitecustomize.py``): the fault, and that folder first on its ``PYTHONPATH``."""
+    path = [str(REPO / "Testing" / "faultworker")] + (
+        [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    )
+    return {"UNETSEG_WORKER_FAULT": fault, "PYTHONPATH": os.pathsep.join(path)}
 
 
 def shared_data(*parts: str) -> Path:

@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.join(REPO, "Testing", "mrml"))
 from bench_common import emit, environment  # noqa: E402
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume  # noqa: E402
 from UNetSigmoidSegLib.engine.volume import affine_from_sitk, read_volume  # noqa: E402
-from UNetSigmoidSegLib.remote.client import RemoteRunner  # noqa: E402
-from UNetSigmoidSegLib.worker.client import WorkerRunner  # noqa: E402
+from UNetSigmoidSegLib.runners.remote import RemoteRunner  # noqa: E402
+from UNetSigmoidSegLib.runners.worker import WorkerRunner  # noqa: E402
 
 DEMO = os.path.join(REPO, "Resources", "Models", "BrainT1UNet")
 T1 = os.path.join(REPO, "Resources", "Data", "T1_head.nii.gz")
@@ -122,20 +122,22 @@ def end_to_end(name, worker, remote, volume, local_spec, remote_spec, options, r
         "ratio": round(statistics.median(ratios), 3),
         "runs_worker_s": [round(t, 2) for t in w],
         "runs_remote_s": [round(t, 2) for t in r],
-        "remote_parts_s": {k: round(float(info.get(k) or 0), 3) for k in ("compress_s", "upload_s", "download_s")},
-        "server_s": info.get("server_s"),
+        "remote_parts_s": {
+            k: round(float(info.timings.get(k) or 0), 3) for k in ("compress_s", "upload_s", "download_s")
+        },
+        "server_s": info.server_s,
         "goal": "<= 1.25",
     }
     wire = {
         "name": f"R3 bytes on the wire, {end['size']}",
         "volume_dtype": str(volume.array.dtype),
-        "request_bytes": info["request_bytes"],
-        "result_bytes": info["result_bytes"],
-        "all_bodies_bytes": info["bytes_sent"] + info["bytes_received"],
-        "requests": info["requests"],
+        "request_bytes": info.request_bytes,
+        "result_bytes": info.result_bytes,
+        "all_bodies_bytes": info.bytes_sent + info.bytes_received,
+        "requests": info.requests,
         "raw_float32_bytes": raw,
-        "ratio": round((info["request_bytes"] + info["result_bytes"]) / raw, 4),
-        "ratio_all_bodies": round((info["bytes_sent"] + info["bytes_received"]) / raw, 4),
+        "ratio": round((info.request_bytes + info.result_bytes) / raw, 4),
+        "ratio_all_bodies": round((info.bytes_sent + info.bytes_received) / raw, 4),
         "goal": "<= 0.5",
     }
     return [end, wire]

@@ -35,8 +35,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "UNetSigm
 from bench_common import environment  # noqa: E402
 from UNetSigmoidSegLib.contract import ModelSpec, Volume  # noqa: E402
 from UNetSigmoidSegLib.contract.options import SegmentOptions  # noqa: E402
+from UNetSigmoidSegLib.runners.worker import WorkerRunner  # noqa: E402
 from UNetSigmoidSegLib.worker import handoff  # noqa: E402
-from UNetSigmoidSegLib.worker.client import WorkerRunner  # noqa: E402
 
 LARGE = (512, 512, 300)
 
@@ -136,7 +136,7 @@ def _cancel_latency(client, arr, affine, path, opts) -> float:
 
     pid = client.pid
     job = client.submit(Volume(arr, affine), ModelSpec(path), opts)
-    while not any(m["type"] == "progress" and m["stage"] == "inference" and m["fraction"] > 0 for m in job.poll()):
+    while not any(m.type == "progress" and m.stage == "inference" and m.fraction > 0 for m in job.poll()):
         time.sleep(0.01)
     t0 = time.perf_counter()
     job.cancel()
@@ -230,18 +230,14 @@ def bench_large_run(folder: str, shape=LARGE):
     finally:
         client.close()
     info = job.info
-    handoff_s = (
-        sum(info["client_timings"].values())
-        + info["worker_timings"]["map_input_s"]
-        + info["worker_timings"]["write_output_s"]
-    )
+    handoff_s = sum(info.timings[k] for k in ("write_input_s", "map_input_s", "write_output_s", "read_output_s"))
     return {
         "name": "W4 worker peak RSS, 512x512x300 CPU, default settings, UNet(8,16,32)",
         "size": "x".join(map(str, shape)),
         "run_s": round(total, 1),
         "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
         "handoff_in_run_s": round(handoff_s, 3),
-        "peak_rss_worker_getrusage_GB": round(info["peak_rss_bytes"] / 1e9, 3),
+        "peak_rss_worker_getrusage_GB": round(info.peak_rss_bytes / 1e9, 3),
         "peak_rss_client_sampled_GB": round(peak[0] / 1e9, 3),
         "goal": "<= 3 GB",
     }

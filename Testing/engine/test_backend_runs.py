@@ -178,7 +178,7 @@ def test_auto_on_cuda_runs_pytorch_with_amp(cache):
 
 
 def test_worker_keeps_the_compiled_model_warm(cache, tmp_path):
-    from UNetSigmoidSegLib.worker.client import WorkerRunner
+    from UNetSigmoidSegLib.runners.worker import WorkerRunner
 
     path = str(tmp_path / "m.pt")
     torch.save(tiny_unet(channels=(4, 8, 16), seed=9).state_dict(), path)
@@ -191,7 +191,7 @@ def test_worker_keeps_the_compiled_model_warm(cache, tmp_path):
     finally:
         runner.close()
     assert first.backend.backend == "openvino" and first.backend.source == "exported"
-    assert second.backend.source == "warm" and job.info["cache_hit"] and job.info["load_count"] == 1
+    assert second.backend.source == "warm" and job.info.cache_hit and job.info.load_count == 1
     assert second.timings["backend_s"] < 0.05 and np.array_equal(second.masks, first.masks)
     assert len(list(cache.glob("*.onnx"))) == 1  # exported by the worker into the private cache
 

@@ -19,7 +19,7 @@ from conftest import REPO, shared_data
 from UNetSigmoidSegLib.contract.model import ModelInfo
 from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.contract.result import Window
-from UNetSigmoidSegLib.engine import backend_cache, backends
+from UNetSigmoidSegLib.engine import backend_cache, backends, runtimes
 from UNetSigmoidSegLib.engine.inference import run_sliding_window
 from UNetSigmoidSegLib.engine.model import LoadedModel, load_model
 from UNetSigmoidSegLib.engine.pipeline import segment
@@ -165,22 +165,36 @@ def _fresh(path):
     return load_model(path)
 
 
-def test_export_once_then_disk_cache_then_warm(tmp_path, monkeypatch):
+@pytest.fixture
+def exports(monkeypatch):
+    """The ONNX exports this test makes: the exporter wrapped by the test (the product keeps no count)."""
+    made = []
+    real = runtimes.export_onnx
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtimes, "export_onnx", counted)
+    return made
+
+
+def test_export_once_then_disk_cache_then_warm(exports, tmp_path, monkeypatch):
     monkeypatch.setenv("UNETSEG_CACHE_DIR", str(tmp_path / "cache"))
     path = save_layout(random_unet(channels=(4, 8, 16), seed=8), tmp_path / "m.pt", "plain")
     opts = dict(roi_size=[48, 48, 16])
-    before = backends.export_count
+    before = len(exports)
     first = run(_fresh(path), CT, "openvino", **opts)
-    assert first.backend.source == "exported" and backends.export_count == before + 1
+    assert first.backend.source == "exported" and len(exports) == before + 1
     assert first.timings["backend_s"] > 0
     model = _fresh(path)
     second = run(model, CT, "openvino", **opts)
-    assert second.backend.source == "disk cache" and backends.export_count == before + 1  # no re-export
+    assert second.backend.source == "disk cache" and len(exports) == before + 1  # no re-export
     third = run(model, CT, "openvino", **opts)
     assert third.backend.source == "warm" and third.timings["backend_s"] < 0.05
     assert_same(second, first)
     other_window = run(model, CT, "openvino", roi_size=[32, 32, 16])
-    assert other_window.backend.source == "exported" and backends.export_count == before + 2  # one per window shape
+    assert other_window.backend.source == "exported" and len(exports) == before + 2  # one per window shape
     folder = tmp_path / "cache" / "backends"
     for item in (tmp_path / "cache", folder):
         assert stat.S_IMODE(os.stat(item).st_mode) == 0o700
@@ -190,7 +204,7 @@ def test_export_once_then_disk_cache_then_warm(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "altered", "manifest garbage", "missing"])
-def test_damaged_cache_entry_is_exported_again(damage, tmp_path, monkeypatch):
+def test_damaged_cache_entry_is_exported_again(exports, damage, tmp_path, monkeypatch):
     monkeypatch.setenv("UNETSEG_CACHE_DIR", str(tmp_path / "cache"))
     path = save_layout(random_unet(channels=(4, 8, 16), seed=9), tmp_path / "m.pt", "plain")
     want = run(_fresh(path), CT, "openvino", roi_size=[48, 48, 16])
@@ -206,11 +220,11 @@ def test_damaged_cache_entry_is_exported_again(damage, tmp_path, monkeypatch):
         next(folder.glob("*.json")).write_text("{not json")
     else:
         onnx.unlink()
-    before = backends.export_count
+    before = len(exports)
     lines = []
     got = run(_fresh(path), CT, "openvino", log=lines.append, roi_size=[48, 48, 16])
     assert got.backend.backend == "openvino" and got.backend.source == "exported"
-    assert backends.export_count == before + 1
+    assert len(exports) == before + 1
     if damage != "manifest garbage":  # an unreadable manifest is simply a miss
         assert any("unusable" in line and "exporting again" in line for line in lines), lines
     assert (
@@ -219,7 +233,7 @@ def test_damaged_cache_entry_is_exported_again(damage, tmp_path, monkeypatch):
     assert_same(got, want)
 
 
-def test_same_path_and_time_with_other_weights_is_not_a_cache_hit(tmp_path, monkeypatch):
+def test_same_path_and_time_with_other_weights_is_not_a_cache_hit(exports, tmp_path, monkeypatch):
     """``cp -p`` of another model over the file keeps its path and modification time: the weights' hash tells."""
     monkeypatch.setenv("UNETSEG_CACHE_DIR", str(tmp_path / "cache"))
     path = save_layout(random_unet(channels=(4, 8, 16), seed=10), tmp_path / "m.pt", "plain")
@@ -228,9 +242,9 @@ def test_same_path_and_time_with_other_weights_is_not_a_cache_hit(tmp_path, monk
     save_layout(random_unet(channels=(4, 8, 16), seed=11), path, "plain")
     os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
     model = _fresh(path)
-    before = backends.export_count
+    before = len(exports)
     got = run(model, CT, "openvino", roi_size=[48, 48, 16])
-    assert got.backend.source == "exported" and backends.export_count == before + 1
+    assert got.backend.source == "exported" and len(exports) == before + 1
     assert_same(got, run(model, CT, "torch", roi_size=[48, 48, 16]))
     assert (got.probabilities.quantized != first.probabilities.quantized).any()
 
@@ -324,7 +338,7 @@ def test_export_or_validation_failure_falls_back_with_one_line(net, why, tmp_pat
 
 
 @pytest.mark.parametrize("blocked", ["openvino", "onnx"])
-def test_runtime_not_installed_falls_back_cleanly(blocked, tmp_path, monkeypatch):
+def test_runtime_not_installed_falls_back_cleanly(exports, blocked, tmp_path, monkeypatch):
     """Without the runtime (its import blocked) everything still works on PyTorch, with one clean line."""
     monkeypatch.setenv("UNETSEG_CACHE_DIR", str(tmp_path / "cache"))
     for name in list(sys.modules):
@@ -333,14 +347,14 @@ def test_runtime_not_installed_falls_back_cleanly(blocked, tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, blocked, None)  # import → ImportError
     path = save_layout(random_unet(channels=(4, 8, 16), seed=15), tmp_path / "m.pt", "plain")
     lines = []
-    before = backends.export_count
+    before = len(exports)
     got = run(_fresh(path), MR, "openvino", log=lines.append, roi_size=[48, 48, 16])
     said = [line for line in lines if line.startswith("backend: ")]
     assert said == [
         f"backend: torch (openvino not used: not installed: {blocked} (import of {blocked} halted; "
         f"None in sys.modules); pip install openvino onnx)"
     ], lines
-    assert got.backend.backend == "torch" and backends.export_count == before
+    assert got.backend.backend == "torch" and len(exports) == before
     monkeypatch.setenv("UNETSEG_AUTO_MIN_SECONDS", "0")  # auto measures what it has: oneDNN and PyTorch
     auto = run(_fresh(path), MR, "auto", roi_size=[48, 48, 16])
     assert auto.backend.backend in ("onednn", "torch") and "openvino not used: not installed" in auto.backend.reason

@@ -363,7 +363,7 @@ def test_node_removed_mid_worker_run_cancels_at_once(scene, model_file):
     it between windows (it is not killed: the same process serves the next run), the run ends within 1 s."""
     import psutil
 
-    from UNetSigmoidSegLib.worker.client import WorkerRunner
+    from UNetSigmoidSegLib.runners.worker import WorkerRunner
 
     vol = add_volume(scene, blob_volume((96, 96, 48)))
     path = model_file()
@@ -486,7 +486,7 @@ def test_result_is_placed_in_the_input_study(scene, model_file):
 
 def test_logic_through_the_background_worker(scene, model_file):
     """The panel's path: the logic drives a real worker process, polled like a Qt timer would."""
-    from UNetSigmoidSegLib.worker.client import WorkerRunner
+    from UNetSigmoidSegLib.runners.worker import WorkerRunner
 
     vol = add_volume(scene, blob_volume((40, 36, 20)))
     path = model_file(out_channels=2, seed=6)

@@ -437,7 +437,7 @@ def _(env):
 def _(env):
     code = (
         "import resource, signal, sys, numpy as np; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-        "from UNetSigmoidSegLib.worker.client import WorkerRunner\n"
+        "from UNetSigmoidSegLib.runners.worker import WorkerRunner\n"
         "from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume\n"
         "c = WorkerRunner()\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))\n"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, blob_volume, tiny_unet, write_volume
+from conftest import REPO, blob_volume, tiny_unet, worker_fault_env, write_volume
 from matrix_cases import CASES, markdown
 
 sys.path.insert(0, str(REPO / "Testing" / "mrml"))  # mrml_helpers
@@ -171,9 +171,9 @@ class Env:
 
     def worker_logic(self, fault=None, **client_kwargs):
         from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
-        from UNetSigmoidSegLib.worker.client import WorkerRunner
+        from UNetSigmoidSegLib.runners.worker import WorkerRunner
 
-        env = {"UNETSEG_WORKER_FAULT": fault} if fault else {}
+        env = worker_fault_env(fault) if fault else {}
         client = WorkerRunner(env=env, **client_kwargs)
         return UNetSigmoidSegLogic(self.scene, runner=client), client
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from conftest import REPO, shared_data, tiny_unet
+from UNetSigmoidSegLib.contract.messages import Progress
 
 DEMO_BUNDLE = REPO / "Resources" / "Models" / "BrainT1UNet"
 T1_HEAD = REPO / "Resources" / "Data" / "T1_head.nii.gz"
@@ -82,7 +83,7 @@ class Server:
 
     def runner(self, token: Optional[str] = None, **kwargs):
         """A ``RemoteRunner`` for this server (with ``client_options``, e.g. the ``cafile`` of a TLS server)."""
-        from UNetSigmoidSegLib.remote.client import RemoteRunner
+        from UNetSigmoidSegLib.runners.remote import RemoteRunner
 
         return RemoteRunner(self.url, token=token or self.token, **dict(self.client_options, **kwargs))
 
@@ -168,9 +169,9 @@ def wait_for_stage(job, stage: str = "inference", timeout: float = 120.0) -> lis
     while True:
         for message in job.poll():
             seen.append(message)
-            if message["type"] == "progress" and message["stage"] == stage and message["fraction"] > 0:
-                return seen
-            assert message["type"] not in ("result", "error", "cancelled"), seen
+            if isinstance(message, Progress) and message.stage == stage and message.fraction > 0:
+                return [m for m in seen if isinstance(m, Progress)]
+            assert message.type not in ("result", "error", "cancelled"), seen
         assert time.time() < deadline, f"no {stage} progress: {seen}"
         time.sleep(0.02)
 

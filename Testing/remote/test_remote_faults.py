@@ -11,7 +11,7 @@ import pytest
 from remote_fixtures import Server, long_volume, make_models, wait_for_stage
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions
 from UNetSigmoidSegLib.errors import RemoteError
-from UNetSigmoidSegLib.remote.client import RemoteRunner
+from UNetSigmoidSegLib.runners.remote import RemoteRunner
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="servers are killed with POSIX signals")
 

@@ -108,7 +108,7 @@ def test_a_network_drop_ends_in_a_clear_error_and_nothing_is_written(server, pro
         "nodes": scene.GetNumberOfNodes(),
         "segments": list(user.GetSegmentation().GetSegmentIDs()),
     }
-    from UNetSigmoidSegLib.remote.client import RemoteRunner
+    from UNetSigmoidSegLib.runners.remote import RemoteRunner
 
     runner = RemoteRunner(proxy.url, token=server.token, reconnect_s=2.0, poll_wait_s=1.0)  # through the proxy
     logic = UNetSigmoidSegLogic(scene, runner=runner)

@@ -20,6 +20,7 @@ from remote_fixtures import (
     wait_for_stage,
 )
 from UNetSigmoidSegLib.contract import Cleanup, ModelSpec, SegmentOptions
+from UNetSigmoidSegLib.contract.messages import Progress
 from UNetSigmoidSegLib.engine.volume import read_volume
 from UNetSigmoidSegLib.errors import CancelledError, RemoteError
 from UNetSigmoidSegLib.runners.inprocess import InProcessRunner
@@ -61,7 +62,7 @@ def test_a_remote_run_equals_a_local_run_on_a_real_ct(server, models_dir, name, 
     assert local.masks.any() and (~local.masks).any()  # a real segmentation, not all one value
     assert remote.device.device == "cpu" and remote.warnings == local.warnings
     raw = volume.array.size * 4 + local.probabilities.quantized[0].size * 4 * len(local.labels)
-    assert job.info["request_bytes"] + job.info["result_bytes"] < 0.5 * raw  # compact on the wire
+    assert job.info.request_bytes + job.info.result_bytes < 0.5 * raw  # compact on the wire
 
 
 def test_the_demo_bundle_on_the_t1_head_equals_a_local_run(server, models_dir):
@@ -108,9 +109,9 @@ def test_cancel_stops_the_server_between_windows_and_frees_the_job(server):
     seen = wait_for_stage(job)
     job.cancel()
     with pytest.raises(CancelledError, match="cancelled during inference"):  # at a window, not at the end
-        job.wait(timeout=60, progress=lambda s, f, m: seen.append({"stage": s, "fraction": f}))
-    last = [m for m in seen if m.get("stage") == "inference"][-1]
-    assert last["fraction"] < 0.9 and not any(m.get("stage") == "postprocess" for m in seen)
+        job.wait(timeout=60, progress=lambda s, f, m: seen.append(Progress(s, f, m)))
+    last = [m for m in seen if m.stage == "inference"][-1]
+    assert last.fraction < 0.9 and not any(m.stage == "postprocess" for m in seen)
     health = server.wait_idle()
     assert health["busy"] is False and server.temp_entries() == []
     assert f"job {job.id[:6]} cancelled in" in server.log()
@@ -123,11 +124,11 @@ def test_cancel_while_uploading_or_queued(server):
     queued = runner.submit(ct_volume(), ModelSpec(name="tiny"), LONG)
     messages = []
     deadline = time.time() + 60
-    while not any(m["type"] == "progress" and m["stage"] == "queued" for m in messages):
+    while not any(isinstance(m, Progress) and m.stage == "queued" for m in messages):
         messages += queued.poll()
         assert time.time() < deadline, messages
         time.sleep(0.02)
-    assert "1 job(s) ahead" in [m for m in messages if m.get("stage") == "queued"][0]["message"]
+    assert "1 job(s) ahead" in [m for m in messages if isinstance(m, Progress) and m.stage == "queued"][0].message
     queued.cancel()
     with pytest.raises(CancelledError):
         queued.wait(timeout=30)
@@ -160,7 +161,7 @@ def test_two_clients_at_once_see_their_queue_position_and_get_equal_results(serv
     (ra, ia), (rb, ib) = results["a"], results["b"]
     same_result(ra, rb)
     assert np.array_equal(ra.probabilities.quantized, rb.probabilities.quantized)
-    assert ia["max_ahead"] == 0 and ib["max_ahead"] == 1  # the second waited behind the first
+    assert ia.max_ahead == 0 and ib.max_ahead == 1  # the second waited behind the first
 
 
 def test_a_full_queue_answers_server_busy_with_the_count(server):
@@ -169,7 +170,7 @@ def test_a_full_queue_answers_server_busy_with_the_count(server):
     wait_for_stage(running)
     waiting = runner.submit(long_volume(), ModelSpec(name="tiny"), LONG)  # the one queue place (--max-queue 1)
     deadline = time.time() + 60
-    while waiting.info.get("server_job") is None:
+    while waiting.info.server_job is None:
         waiting.poll()
         assert time.time() < deadline
         time.sleep(0.02)

@@ -18,9 +18,8 @@ from remote_fixtures import (
     raw_request,
     server_fixture,  # noqa: F401 - fixture
 )
-from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume
+from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume, wire
 from UNetSigmoidSegLib.errors import ModelError, OptionError, RemoteError
-from UNetSigmoidSegLib.remote import wire
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="servers are stopped with POSIX signals")
 

@@ -10,10 +10,10 @@ import struct
 import numpy as np
 import pytest
 
-from UNetSigmoidSegLib.contract import ModelSpec
+from UNetSigmoidSegLib.contract import ModelSpec, wire
 from UNetSigmoidSegLib.contract.model import looks_like_path
 from UNetSigmoidSegLib.errors import ModelError, OptionError
-from UNetSigmoidSegLib.remote import tokens, wire
+from UNetSigmoidSegLib.remote import tokens
 
 BIG = 1 << 30
 

@@ -4,7 +4,7 @@ traceback). The fault comes from outside the product: the worker's test hook env
 import torch
 from hostile import cli, guard, volume_file  # noqa: F401
 
-from conftest import tiny_unet
+from conftest import tiny_unet, worker_fault_env
 
 
 def test_unexpected_exception_is_exit_1_naming_the_log(tmp_path, guard):  # noqa: F811
@@ -13,7 +13,7 @@ def test_unexpected_exception_is_exit_1_naming_the_log(tmp_path, guard):  # noqa
     image = volume_file(tmp_path / "ct.nii.gz")
     guard.protect(model, image)
     args = ["segment", image, "--model", str(model), "-o", str(tmp_path / "o.seg.nrrd"), "--worker"]
-    run = cli(args, tmp_path, env={"UNETSEG_WORKER_FAULT": "raise@inference"})
+    run = cli(args, tmp_path, env=worker_fault_env("raise@inference"))
     assert run.returncode == 1, run.stderr[-2000:]
     assert "This is a bug in UNetSigmoidSeg, not a problem with your files" in run.stderr
     logs = sorted((tmp_path / "logs").glob("error-*.log"))

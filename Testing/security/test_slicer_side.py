@@ -12,8 +12,8 @@ from conftest import blob_volume, tiny_unet
 from UNetSigmoidSegLib.contract.model import ModelSpec
 from UNetSigmoidSegLib.errors import ModelError
 from UNetSigmoidSegLib.runners.inprocess import InProcessRunner
+from UNetSigmoidSegLib.runners.worker import WorkerRunner
 from UNetSigmoidSegLib.widget.summary import ModelSummaries
-from UNetSigmoidSegLib.worker.client import WorkerRunner
 
 sys.path.insert(0, str(REPO / "Testing" / "mrml"))
 

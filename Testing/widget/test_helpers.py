@@ -12,13 +12,14 @@ import torch
 
 from conftest import tiny_unet
 from UNetSigmoidSegLib.contract import ModelInfo, ModelSpec, SegmentOptions
+from UNetSigmoidSegLib.contract.options import default_threshold
 from UNetSigmoidSegLib.errors import CancelledError, ModelError, OptionError, UserError, WorkerError
 from UNetSigmoidSegLib.mrml.parameters import Parameters
+from UNetSigmoidSegLib.runners import worker as worker_client
 from UNetSigmoidSegLib.runners.inprocess import InProcessRunner
 from UNetSigmoidSegLib.widget import bindings, dependencies, resources, rules
 from UNetSigmoidSegLib.widget.debounce import Debouncer
 from UNetSigmoidSegLib.widget.summary import ModelSummaries
-from UNetSigmoidSegLib.worker import client as worker_client
 from widget_fixtures import MODULE_DIR, REPO
 
 
@@ -99,8 +100,8 @@ def test_segment_button_explains_every_missing_input_then_becomes_cancel():
 
 
 def test_threshold_defaults_and_labels_follow_the_activation():
-    assert rules.default_threshold(None, "sigmoid") == 0.5 and rules.default_threshold(model_info(), "softmax") == 0.0
-    assert rules.default_threshold(model_info(threshold=0.4), "softmax") == 0.4
+    assert default_threshold("sigmoid") == 0.5 and default_threshold("softmax", model_info().threshold) == 0.0
+    assert default_threshold("softmax", model_info(threshold=0.4).threshold) == 0.4
     assert (
         rules.threshold_label("softmax")[0] == "Minimum confidence:"
         and rules.threshold_label("sigmoid")[0] == "Threshold:"
@@ -509,17 +510,18 @@ class FakeJob:
 def test_the_logic_passes_log_and_warning_lines_of_a_run_to_on_log(tmp_path):
     from conftest import blob_volume
     from mrml_helpers import add_volume
+    from UNetSigmoidSegLib.contract.messages import Log, Progress
     from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
     from UNetSigmoidSegLib.mrml.scene import create_headless_scene
 
     scene = create_headless_scene()
     job = FakeJob(
         [
-            [{"type": "progress", "stage": "s", "fraction": 0.1, "message": ""}, {"type": "log", "message": "loaded"}],
-            [{"type": "warning", "message": "doubled sigmoid"}],
+            [Progress("s", 0.1, ""), Log("loaded")],
+            [Log("doubled sigmoid", "warning")],
         ]
     )
-    runner = types.SimpleNamespace(kind="fake", submit=lambda volume, model, options: job, close=lambda: None)
+    runner = types.SimpleNamespace(runs_here=True, submit=lambda volume, model, options: job, close=lambda: None)
     (tmp_path / "m.pt").write_bytes(b"x")
     seen, progress = [], []
     handle = UNetSigmoidSegLogic(scene, runner=runner).segmentAsync(

@@ -245,8 +245,8 @@ def test_widget_helpers_and_module_file_import_chain_need_no_qt_and_no_torch():
         i18n = types.ModuleType("slicer.i18n")
         i18n.tr = i18n.translate = lambda *a: a[-1]
         sys.modules["slicer.i18n"] = i18n
-        import UNetSigmoidSegLib.widget.panel, UNetSigmoidSegLib.mrml.logic, UNetSigmoidSegLib.worker.client
-        import UNetSigmoidSegLib.remote.client, UNetSigmoidSegLib.remote.follow  # the remote client: stdlib + numpy
+        import UNetSigmoidSegLib.widget.panel, UNetSigmoidSegLib.mrml.logic, UNetSigmoidSegLib.runners.worker
+        import UNetSigmoidSegLib.runners.remote, UNetSigmoidSegLib.runners.remote_run  # stdlib + numpy only
         assert "fastapi" not in sys.modules and "uvicorn" not in sys.modules
         print("ok")
     """)

@@ -82,7 +82,7 @@ def test_run_on_a_server_without_local_torch_and_settings_stay_out_of_the_scene(
     assert seg is not None and widget.logic.statistics(seg)[0]["segment"] == "body"
     assert "with tiny on " + server.url in ui.logTextEdit.plainText
     runner = widget.logic.runner
-    assert runner.kind == "remote"
+    assert runner.__class__.__name__ == "RemoteRunner"
     requests = runner.counters.requests
     before = widget.logic.statistics(seg)[0]["voxels"]
     ui.thresholdSlider.value = 0.2
@@ -103,7 +103,9 @@ def test_run_on_a_server_without_local_torch_and_settings_stay_out_of_the_scene(
     module, scene, again = open_panel(slicer_app)
     assert again.ui.runOnComboBox.currentText == "Server" and again.ui.serverUrlLineEdit.text == server.url
     run_until(again, lambda: again.ui.serverModelComboBox.items, timeout_s=60)
-    assert again.ui.serverModelComboBox.currentText == "tiny" and again.logic.runner.kind == "remote"
+    assert (
+        again.ui.serverModelComboBox.currentText == "tiny" and again.logic.runner.__class__.__name__ == "RemoteRunner"
+    )
     again.cleanup()
     assert_clean()
 
@@ -126,13 +128,13 @@ def test_wrong_token_and_back_to_this_computer(slicer_app, server, monkeypatch):
     assert "refused the token" in ui.serverStatusLabel.text
     assert not ui.segmentButton.enabled and "refused the token" in ui.segmentButton.toolTip
     ui.runOnComboBox.currentText = "This computer"
-    assert widget.logic.runner.kind == "in-process" and ui.modelPathLineEdit.visible
+    assert widget.logic.runner.__class__.__name__ == "InProcessRunner" and ui.modelPathLineEdit.visible
     assert not ui.serverUrlLabel.visible and ui.serverStatusLabel.text == ""
     assert fakeslicer.SETTINGS["UNetSigmoidSeg/RunOn"] == "This computer"
     ui.serverTokenLineEdit.text = server.token  # fixed, and back to the server: a fresh connection
     ui.runOnComboBox.currentText = "Server"
     run_until(widget, lambda: ui.serverModelComboBox.items, timeout_s=60)
-    assert widget.logic.runner.kind == "remote" and not widget.logic.runner.closed
+    assert widget.logic.runner.__class__.__name__ == "RemoteRunner" and not widget.logic.runner.closed
     assert ui.serverStatusLabel.text.startswith("Connected to")
     widget.cleanup()
     assert_clean()

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import blob_volume, tiny_unet
+from conftest import blob_volume, tiny_unet, worker_fault_env
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume
+from UNetSigmoidSegLib.contract.messages import Progress, Result
 from UNetSigmoidSegLib.engine.model import load_model
 from UNetSigmoidSegLib.engine.pipeline import segment
 from UNetSigmoidSegLib.errors import (
@@ -27,7 +28,7 @@ from UNetSigmoidSegLib.errors import (
     WorkerError,
     WorkerInternalError,
 )
-from UNetSigmoidSegLib.worker.client import WorkerRunner
+from UNetSigmoidSegLib.runners.worker import WorkerRunner
 from UNetSigmoidSegLib.worker.handoff import pid_alive
 from UNetSigmoidSegLib.worker.protocol import CLIENT_TYPES, PROTOCOL_VERSION, WORKER_TYPES, decode, encode, make
 
@@ -92,7 +93,7 @@ def start_long_job(client, models):
     wait_for(
         lambda: (
             seen.extend(job.poll())
-            or any(m["type"] == "progress" and m["stage"] == "inference" and m["fraction"] > 0 for m in seen)
+            or any(isinstance(m, Progress) and m.stage == "inference" and m.fraction > 0 for m in seen)
             or job.done
         ),
         timeout=120,
@@ -123,16 +124,16 @@ def test_result_equals_in_process_segment_bit_for_bit_and_warm_rerun(client, mod
     assert np.array_equal(result.affine, expected.affine) and np.array_equal(result.spacing, expected.spacing)
     assert result.statistics() == expected.statistics()
     assert set(result.timings) == set(expected.timings)
-    stages = [m["stage"] for m in messages if m["type"] == "progress"]
+    stages = [m.stage for m in messages if isinstance(m, Progress)]
     assert stages[0] == "preprocess" and "inference" in stages and stages[-1] == "postprocess"
-    assert any(m["type"] == "progress" and m.get("eta") is not None for m in messages)
-    assert messages[-1]["type"] == "result" and "_arrays" not in messages[-1]
-    first = dict(job.info)
-    assert first["cache_hit"] is False
+    assert any(isinstance(m, Progress) and m.eta is not None for m in messages)
+    assert isinstance(messages[-1], Result) and messages[-1].type == "result"
+    first = job.info
+    assert first.cache_hit is False
     again = submit(client, arr, models[activation], opts)
     again_result = again.wait(timeout=60)
-    assert again.info["cache_hit"] is True and again.info["load_count"] == first["load_count"]
-    assert again.info["pid"] == first["pid"] == client.pid
+    assert again.info.cache_hit is True and again.info.load_count == first.load_count
+    assert again.info.pid == first.pid == client.pid
     assert np.array_equal(again_result.probabilities.quantized, got.quantized)
     assert_clean(client)
 
@@ -206,7 +207,7 @@ def test_sigkill_mid_run_gives_clear_error_and_next_run_starts_fresh_worker(clie
 
 
 def fault_client(temp_root, fault, **kwargs):
-    return WorkerRunner(temp_root=temp_root, env={"UNETSEG_WORKER_FAULT": fault}, **kwargs)
+    return WorkerRunner(temp_root=temp_root, env=worker_fault_env(fault), **kwargs)
 
 
 def test_hung_worker_is_detected_by_heartbeat_timeout(temp_root, models):

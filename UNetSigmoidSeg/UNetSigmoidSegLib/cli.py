@@ -290,11 +290,7 @@ def _segment_cases(
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "warnings": result.warnings,
         }
-        if runner.kind == "worker":
-            row["worker"] = {k: job.info.get(k) for k in ("pid", "cache_hit", "load_count", "peak_rss_bytes")}
-        if runner.kind == "remote":
-            keys = ("server_job", "max_ahead", "cache_hit", "request_bytes", "result_bytes", "server_s", "upload_s")
-            row["server"] = dict({k: job.info.get(k) for k in keys}, url=runner.url)
+        row.update(job.info.summary())  # how the worker or the server ran it
         summary["cases"].append(row)
         if not args.json:
             vols = ", ".join(f"{s['segment']} {s['volume_ml']:.1f} mL" for s in stats)

@@ -178,14 +178,14 @@ def write_overview(
 
 def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: Optional[str] = None) -> DemoResult:
     """Segment the demo image and write the three outputs into ``output_dir`` (created if needed)."""
+    from .contract.model import ModelSpec
     from .contract.options import SegmentOptions
     from .engine.inference import select_device
-    from .engine.model import load_model
     from .engine.outputs import write_probabilities, write_seg_nrrd
     from .engine.paths import protected_files
-    from .engine.pipeline import segment
     from .engine.volume import read_volume, same_geometry
     from .progress import Progress
+    from .runners.inprocess import InProcessRunner
 
     paths = demo_paths(resources)
     select_device(device)  # an unusable --device fails before anything is written
@@ -203,8 +203,8 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
     }
     log = (lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()
-    model = load_model(paths["model"], trust_bundle=False)
-    log(f"model: {model.info.summary()}")
+    runner, spec = InProcessRunner(), ModelSpec(paths["model"], trust_bundle=False)
+    log(f"model: {runner.inspect(spec).wait().summary()}")
     volume = read_volume(paths["image"])
     reference = read_volume(paths["reference"])
     if reference.spatial_shape != volume.spatial_shape or not same_geometry(reference.affine, volume.affine):
@@ -213,7 +213,7 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
         )
     progress = Progress(1, quiet=quiet)
     progress.start_case(0, "T1_head")
-    result = segment(volume, model, SegmentOptions(device=device), progress=progress, log=log)
+    result = runner.submit(volume, spec, SegmentOptions(device=device)).wait(progress=progress, log=log)
     reads = protected_files([paths["image"], paths["reference"], paths["model"]])  # never written over
     write_seg_nrrd(result, files["seg"], reads)
     write_probabilities(result, files["prob"], reads + [files["seg"]])

@@ -79,9 +79,11 @@ DEFAULT_SW_BATCH_SIZE = 1
 DEFAULT_BLEND_MODE = "gaussian"
 
 
-def default_threshold(activation: str) -> float:
-    """Threshold when neither the user nor the model gives one: a minimum confidence of 0 for softmax
-    (the plain argmax), else probability 0.5."""
+def default_threshold(activation: str, model_threshold: Optional[float] = None) -> float:
+    """Threshold when the user gives none: the model's own (``ModelInfo.threshold``), else a minimum confidence of 0
+    for softmax (the plain argmax), else probability 0.5. The engine, the panel and the CLI all ask here."""
+    if model_threshold is not None:
+        return float(model_threshold)
     return 0.0 if activation == "softmax" else 0.5
 
 

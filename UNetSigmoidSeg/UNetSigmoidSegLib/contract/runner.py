@@ -1,14 +1,12 @@
 """The run contract's protocols: a ``Runner`` takes runs and model inspections and returns ``Job`` handles.
 
-Implementations: ``runners.inprocess.InProcessRunner`` (this process), ``worker.client.WorkerRunner``
-(a warm background process) and ``remote.client.RemoteRunner`` (a GPU server). The CLI, the Slicer logic and
-the panel hold a ``Runner`` and never ask which one. A job's messages are dicts with a ``type``: ``progress``
-(``stage``, ``fraction`` 0..1, ``message``), ``log`` / ``warning`` (``message``), then one terminal message:
-``result``, ``error``, ``cancelled`` or ``busy``.
+Implementations, all in ``runners``: ``InProcessRunner`` (this process), ``WorkerRunner`` (a warm background
+process) and ``RemoteRunner`` (a GPU server), each a thin transport over the one engine host (``runners.host``). The
+CLI, the Slicer logic and the panel get one from ``make_runner`` and never ask which one. A job's messages are typed
+(``contract.messages``): ``Progress``, ``Log``, then one terminal ``Result``, ``Error`` or ``Cancelled``.
 """
 
-import queue
-import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 try:  # Python ≥ 3.8
@@ -16,61 +14,72 @@ try:  # Python ≥ 3.8
 except ImportError:  # pragma: no cover
     from typing_extensions import Protocol, runtime_checkable  # type: ignore[assignment]
 
+from .messages import Log, Message, Progress
 from .model import ModelInfo, ModelSpec
 from .options import SegmentOptions
 from .volume import Volume
 
-Message = Dict[str, Any]
 ProgressFn = Callable[[str, float, str], None]  # (stage, fraction 0..1, message)
 LogFn = Callable[[str], None]
 CancelFn = Callable[[], bool]
-TERMINAL_TYPES = ("result", "error", "cancelled", "busy")  # the last message of a job
 
 
 def deliver(message: Message, progress: Optional[ProgressFn], log: Optional[LogFn]) -> None:
-    """Hand one ``progress`` / ``log`` / ``warning`` message to the caller's callbacks (a warning as a
-    ``"warning: …"`` line); other messages are left alone."""
-    kind = message.get("type")
-    if kind == "progress" and progress is not None:
-        progress(str(message.get("stage", "")), float(message.get("fraction", 0.0)), str(message.get("message", "")))
-    elif kind in ("log", "warning") and log is not None:
-        log(("warning: " if kind == "warning" else "") + str(message.get("message", "")))
+    """Hand one ``Progress`` / ``Log`` message to the caller's callbacks (a log line as ``Log.line()``); terminal
+    messages are left alone."""
+    if isinstance(message, Progress) and progress is not None:
+        progress(message.stage, message.fraction, message.message)
+    elif isinstance(message, Log) and log is not None:
+        log(message.line())
 
 
-def take(inbox: "queue.Queue[Message]", block_s: float) -> List[Message]:
-    """Every message waiting in a job's ``inbox``, in order, after waiting up to ``block_s`` seconds for the first
-    (0: no wait); an empty list when none came."""
-    out: List[Message] = []
-    try:
-        out.append(inbox.get(timeout=block_s) if block_s > 0 else inbox.get_nowait())
-    except queue.Empty:
-        return out
-    while True:
-        try:
-            out.append(inbox.get_nowait())
-        except queue.Empty:
-            return out
+@dataclass
+class JobInfo:
+    """What a runner knows about how a job ran. ``section``: the key under which a summary reports it (``worker``,
+    ``server``; empty: nothing to report). ``timings``: seconds of the transport's own steps (``write_input_s``,
+    ``map_input_s``, ``write_output_s``, ``read_output_s``, ``compress_s``, ``upload_s``, ``download_s``)."""
 
+    section: str = ""
+    cache_hit: Optional[bool] = None
+    load_count: Optional[int] = None
+    load_s: Optional[float] = None
+    pid: Optional[int] = None  # the worker process
+    peak_rss_bytes: Optional[int] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+    url: Optional[str] = None  # the server, and what it said
+    server_job: Optional[str] = None
+    ahead: Optional[int] = None
+    max_ahead: Optional[int] = None
+    request_bytes: Optional[int] = None
+    raw_volume_bytes: Optional[int] = None
+    result_bytes: Optional[int] = None
+    bytes_sent: Optional[int] = None
+    bytes_received: Optional[int] = None
+    requests: Optional[int] = None
+    server_s: Optional[float] = None
+    cancel_answer: Any = None
+    REPORTED = {
+        "worker": ("pid", "cache_hit", "load_count", "peak_rss_bytes"),
+        "server": ("server_job", "max_ahead", "cache_hit", "request_bytes", "result_bytes", "server_s", "url"),
+    }
 
-def pump(
-    drain: Callable[[float], List[Message]],
-    settled: Callable[[], bool],
-    timeout: Optional[float],
-    progress: Optional[ProgressFn],
-    log: Optional[LogFn],
-    what: str,
-) -> None:
-    """The blocking half of a ``Job.wait``: ``drain(seconds)`` the job's messages into the callbacks until
-    ``settled()``; a ``TimeoutError`` naming ``what`` after ``timeout`` seconds (the job goes on)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        for message in drain(0.25 if remaining is None else max(0.0, min(0.25, remaining))):
-            deliver(message, progress, log)
-        if settled():
-            return
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} still running after {timeout} s")
+    def update(self, fields: Dict[str, Any]) -> None:
+        """Take the known fields of ``fields`` (a result message's); timings are merged."""
+        for name, value in fields.items():
+            if name == "timings" and isinstance(value, dict):
+                self.timings.update({str(k): float(v) for k, v in value.items()})
+            elif name in self.__dataclass_fields__ and name != "section":
+                setattr(self, name, value)
+
+    def summary(self) -> Dict[str, Any]:
+        """``{section: {field: value}}`` for a run summary (the CLI's ``--json``), ``{}`` when nothing to report."""
+        names = self.REPORTED.get(self.section)
+        if not names:
+            return {}
+        out = {name: getattr(self, name) for name in names}
+        if self.section == "server":
+            out["upload_s"] = self.timings.get("upload_s")
+        return {self.section: out}
 
 
 @runtime_checkable
@@ -78,7 +87,7 @@ class Job(Protocol):
     """One run or model inspection. ``poll`` from a timer, or ``wait``; ``cancel`` stops it."""
 
     id: str
-    info: Dict[str, Any]  # what the runner knows about how it ran (pid, cache_hit, load_count, timings …)
+    info: JobInfo  # what the runner knows about how it ran (pid, cache_hit, load_count, timings …)
 
     @property
     def done(self) -> bool:
@@ -101,7 +110,7 @@ class Job(Protocol):
 class Runner(Protocol):
     """Runs segmentations and model inspections somewhere (this process, a worker process, …)."""
 
-    kind: str  # "in-process" | "worker" | "remote"
+    runs_here: bool  # the network runs on this computer (torch and MONAI must be installed here)
 
     def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> Job:
         """Start segmenting ``volume`` with ``model``; returns at once."""
@@ -119,4 +128,4 @@ class Runner(Protocol):
         """Stop background work and free what the runner holds."""
 
 
-__all__ = ["CancelFn", "Job", "LogFn", "Message", "ModelInfo", "ProgressFn", "Runner", "TERMINAL_TYPES"]
+__all__ = ["CancelFn", "Job", "JobInfo", "LogFn", "Message", "ModelInfo", "ProgressFn", "Runner"]

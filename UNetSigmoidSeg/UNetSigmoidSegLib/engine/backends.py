@@ -42,8 +42,6 @@ AUTO_MIN_ENV = "UNETSEG_AUTO_MIN_SECONDS"
 FASTER = 0.9  # auto: a backend must take at most this fraction of PyTorch's time on the probe
 CANDIDATES = ("openvino", "onednn")
 
-export_count = 0  # ONNX exports made by this process (tests and benchmarks read it)
-
 Step = Callable[[str], None]  # progress message; raises CancelledError when the run is cancelled
 
 
@@ -144,7 +142,6 @@ class _Preparation:
         return (forward, "") if ok else (None, f"validation against PyTorch failed: {why}")
 
     def openvino(self) -> Tuple[Optional[runtimes.Forward], str]:
-        global export_count
         why = runtimes.unavailable("openvino")
         if why:
             return None, why
@@ -169,7 +166,6 @@ class _Preparation:
                 self.entry["export_error"] = _short(exc)
                 self.save()
                 return None, f"ONNX export failed: {_short(exc)}"
-            export_count += 1
             self.forget_export()
             self.entry["export_s"] = round(time.perf_counter() - t0, 3)
             self.openvino_source = "exported"

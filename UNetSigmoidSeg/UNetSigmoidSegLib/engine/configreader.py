@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ModelError
-from . import allowlist
+from . import allowlist, targets
 from .kinds import Ignored, Refused
 
 TRUST_HINT = (
@@ -173,9 +173,9 @@ class ConfigReader:
         if not isinstance(value, dict) or "_target_" not in value:
             raise Refused(where, f"must be a component with a _target_, got {_kind_of(value)}")
         target = value["_target_"]
-        name = allowlist.target_name(table, target)
+        name = targets.target_name(table, target)
         if name is None:
-            allowed = ", ".join(allowlist.allowed_names(table))
+            allowed = ", ".join(targets.allowed_names(table))
             raise Refused(
                 f"{where}._target_", f"= {target[:80]!r} is not a MONAI class on the allow-list for {table} ({allowed})"
             )
@@ -270,7 +270,7 @@ def _image_steps(pre: Component, notes: List[str]) -> List[Component]:
 
 def build(component: Component, table: str) -> Any:
     """Instantiate an allowed class with its checked arguments; a constructor's refusal is a ``ModelError``."""
-    cls = allowlist.classes(table)[component.name]
+    cls = targets.classes(table)[component.name]
     try:
         return cls(**component.args)
     except Exception as exc:  # noqa: BLE001 - MONAI validates its own arguments with many exception types

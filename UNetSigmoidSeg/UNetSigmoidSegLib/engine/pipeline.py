@@ -109,8 +109,10 @@ def segment(
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
     log: Optional[Callable[[str], None]] = None,
+    warn: Optional[Callable[[str], None]] = None,
 ) -> SegmentResult:
-    """Segment ``volume`` with ``model``; the result is on the input grid exactly."""
+    """Segment ``volume`` with ``model``; the result is on the input grid exactly. ``log(line)`` gets what the run
+    decided, ``warn(text)`` each of the result's warnings as it is found (without ``warn``: ``log("warning: …")``)."""
     opts = options or SegmentOptions()
     info = model.info
     timings: Dict[str, float] = {}
@@ -225,7 +227,7 @@ def segment(
             f"internal: inverted output {probs_np.shape[1:]} is not on the input grid {volume.spatial_shape}"
         )
     n_seg = n_out - 1 if activation == "softmax" else n_out
-    default = info.threshold if info.threshold is not None else default_threshold(activation)
+    default = default_threshold(activation, info.threshold)
     thresholds = check_thresholds(opts.threshold if opts.threshold is not None else default, n_seg)
     step("postprocess", 0.6, "threshold and clean-up")
     probabilities = make_probabilities(probs_np, activation)
@@ -238,7 +240,10 @@ def segment(
     timings["postprocess_s"] = time.perf_counter() - t2
     step("postprocess", 1.0, "done")
     for w in warnings:
-        say("warning: " + w)
+        if warn is not None:
+            warn(w)
+        else:
+            say("warning: " + w)
     colors = [PALETTE[i % len(PALETTE)] for i in range(n_seg)]
     return SegmentResult(
         probabilities,

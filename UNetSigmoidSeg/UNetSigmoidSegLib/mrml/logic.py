@@ -12,63 +12,25 @@ It never imports torch itself.
 """
 
 import os
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import slicer
 import vtk
 
-from ..contract.model import ModelSpec, looks_like_path
+from ..contract.model import ModelSpec
 from ..contract.options import Cleanup, SegmentOptions, check_thresholds
+from ..contract.request import run_request
 from ..contract.result import Probabilities, SegmentResult, threshold_map
-from ..contract.runner import Runner, deliver
+from ..contract.runner import Runner
 from ..errors import CancelledError, InputError, OptionError, UserError
 from . import parameters as params_mod
 from .review import histogram, update_histogram_plot, update_statistics_table
+from .runhandle import RunHandle
 from .scene import default_scene, subject_hierarchy
 from .segments import SegmentWriter
 from .volumes import add_probability_volume, volume_to_engine
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-# Console keywords (camelCase, as Slicer's API) → where they go: ModelSpec, SegmentOptions or its Cleanup.
-MODEL_KEYWORDS = {_camel(f.name): f.name for f in fields(ModelSpec) if f.name not in ("path", "name")}
-OPTION_KEYWORDS = {_camel(f.name): f.name for f in fields(SegmentOptions) if f.name != "cleanup"}
-CLEANUP_KEYWORDS = {_camel(f.name): f.name for f in fields(Cleanup)}
-
-
-def run_request(
-    model: Union[str, ModelSpec], options: Optional[SegmentOptions] = None, **keywords: Any
-) -> Tuple[ModelSpec, SegmentOptions]:
-    """``(ModelSpec, SegmentOptions)`` from a path or spec, optional options, and console keywords
-    (``activation``, ``threshold``, ``device``, ``backend``, ``roiSize``, ``largestComponent``, ``trustBundle``, …) that
-    override them. An unknown keyword is an ``OptionError`` listing the known ones."""
-    unknown = sorted(set(keywords) - set(MODEL_KEYWORDS) - set(OPTION_KEYWORDS) - set(CLEANUP_KEYWORDS))
-    if unknown:
-        known = sorted(set(MODEL_KEYWORDS) | set(OPTION_KEYWORDS) | set(CLEANUP_KEYWORDS))
-        raise OptionError(f"Unknown keyword(s): {', '.join(unknown)}", f"Known: {', '.join(known)}.")
-    spec = model if isinstance(model, ModelSpec) else None
-    if spec is None:
-        if model and not os.path.exists(str(model)) and not looks_like_path(str(model)):
-            spec = ModelSpec(name=str(model))  # a server model's name (RemoteRunner); local runners refuse names
-        elif not model or not os.path.exists(str(model)):
-            raise UserError(
-                f"Model not found: {model}",
-                "Pick a checkpoint file (.pt/.pth/.ckpt), a TorchScript file or a MONAI bundle folder.",
-            )
-        else:
-            spec = ModelSpec(str(model))
-    spec_values = spec.to_dict()
-    spec_values.update({MODEL_KEYWORDS[k]: v for k, v in keywords.items() if k in MODEL_KEYWORDS})
-    values = (options or SegmentOptions()).to_dict()
-    values.update({OPTION_KEYWORDS[k]: v for k, v in keywords.items() if k in OPTION_KEYWORDS})
-    values["cleanup"].update({CLEANUP_KEYWORDS[k]: v for k, v in keywords.items() if k in CLEANUP_KEYWORDS})
-    return ModelSpec.from_dict(spec_values), SegmentOptions.from_dict(values)
 
 
 @dataclass
@@ -86,72 +48,6 @@ class LiveResult:
     table: Any = None
     plot: List[Any] = field(default_factory=list)
     window: str = ""  # the sliding window MONAI's inferer got (``Window.describe()``), "" if not known
-
-
-class RunHandle:
-    """A running segmentation: ``poll()`` from a timer, ``cancel()``, or ``wait()`` to block."""
-
-    def __init__(
-        self,
-        logic: "UNetSigmoidSegLogic",
-        job: Any,
-        request: Dict[str, Any],
-        on_progress,
-        on_finished,
-        on_error,
-        on_log=None,
-    ) -> None:
-        self.logic = logic
-        self.job = job
-        self.request = request
-        self.on_progress = on_progress
-        self.on_finished = on_finished
-        self.on_error = on_error
-        self.on_log = on_log
-        self.cancel_reason: Optional[str] = None
-        self.output: Optional[Any] = None
-        self.error: Optional[BaseException] = None
-        self.done = False
-
-    def cancel(self, reason: str = "cancelled by the user") -> None:
-        if not self.done and self.cancel_reason is None:
-            self.cancel_reason = reason
-            self.job.cancel()
-
-    def poll(self) -> bool:
-        """Handle new messages; returns True when finished (success, error or cancel)."""
-        if self.done:
-            return True
-        for message in self.job.poll():
-            deliver(message, self.on_progress, self.on_log)
-        if self.job.done:
-            self._finish(lambda: self.job.wait(timeout=0))
-        return self.done
-
-    def wait(self) -> Any:
-        """Block until finished; returns the segmentation node or raises."""
-        if not self.done:
-            self._finish(lambda: self.job.wait(progress=self.on_progress, log=self.on_log))
-        if self.error is not None:
-            raise self.error
-        return self.output
-
-    def _finish(self, get_result: Callable[[], SegmentResult]) -> None:
-        try:
-            result = get_result()
-            if self.cancel_reason is not None:
-                raise CancelledError(self.cancel_reason)
-            self.output = self.logic._apply(result, self.request)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            if isinstance(exc, CancelledError) and self.cancel_reason:
-                exc = CancelledError(self.cancel_reason)
-            self.error = exc
-        self.done = True
-        self.logic._active = None
-        if self.error is None and self.on_finished is not None:
-            self.on_finished(self.output)
-        elif self.error is not None and self.on_error is not None:
-            self.on_error(self.error)
 
 
 class UNetSigmoidSegLogic:

@@ -4,11 +4,21 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
+from ..contract.options import RANGES as CONTRACT_RANGES
+
 MODULE_NAME = "UNetSigmoidSeg"
 REFERENCE_ROLES = ("InputVolume", "OutputSegmentation", "ProbabilityVolume")
 
-# name -> (min, max) for numeric parameters; used by the panel and validated on read
-RANGES = {"threshold": (0.0, 1.0), "overlap": (0.0, 0.95), "minIslandMm3": (0.0, 1e9), "swBatchSize": (1, 64)}
+# name -> (min, max) for numeric parameters (the run contract's ranges, by their panel names); validated on read
+RANGES = {
+    panel: CONTRACT_RANGES[run]
+    for panel, run in (
+        ("threshold", "threshold"),
+        ("overlap", "overlap"),
+        ("minIslandMm3", "min_island_mm3"),
+        ("swBatchSize", "sw_batch_size"),
+    )
+}
 
 
 @dataclass

@@ -5,8 +5,8 @@ back when the job starts; an uploaded model gets ``<temp>/<id>/`` for the moment
 when the job ends, whatever the ending; the result (the compact wire form) stays in memory until the client
 acknowledges it. Messages (``progress`` / ``log`` / ``warning`` / ``queue``, then one terminal ``result`` /
 ``error`` / ``cancelled``) are numbered; clients long-poll for those after the last they saw. A job whose client
-stops asking for ``client_timeout_s`` is cancelled and freed. The engine is the same as the worker's:
-``store.model`` (``load_model``) and ``pipeline.segment`` with ``should_cancel`` checked between windows.
+stops asking for ``client_timeout_s`` is cancelled and freed. The engine host is the same as the worker's
+(``runners.host.EngineHost``, held by the ``ModelStore``) with ``should_cancel`` checked between windows.
 """
 
 import os
@@ -20,12 +20,11 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 
-from ..contract.options import SegmentOptions
-from ..errors import CancelledError, UserError
-from ..worker.handoff import pid_alive, remove_dir, write_pid_file
-from . import wire
+from ..contract import wire
+from ..contract.messages import Error, Log, Message, Progress, message_for
+from ..errors import UserError
+from ..worker.handoff import remove_dir, sweep_stale, write_pid_file
 
-PROGRESS_INTERVAL_S = 0.1
 DIR_PREFIX = "unetseg-remote-"
 
 
@@ -38,8 +37,8 @@ class Busy(Exception):
 
 
 class ServerJob:
-    """One submitted run. ``request``: ``{"spec": ModelSpec | None, "upload": dict | None, "options":
-    SegmentOptions, "affine": (4, 4) array}``, validated when it arrived."""
+    """One submitted run. ``request``: ``{"run": RunRequest, "upload": dict | None}`` (an upload's model is loaded
+    from the body), validated when it arrived."""
 
     def __init__(self, job_id: str, spool: str, client: str, request: Dict[str, Any]) -> None:
         self.id, self.spool = job_id, spool
@@ -63,27 +62,6 @@ class ServerJob:
         old, self.event = self.event, asyncio.Event()
         if old is not None:
             old.set()
-
-
-def sweep_stale(root: str) -> List[str]:
-    """Remove ``unetseg-remote-*`` folders in ``root`` left by servers that are gone (killed, crashed)."""
-    removed = []
-    for name in os.listdir(root):
-        folder = os.path.join(root, name)
-        owner = os.path.join(folder, "owner.pid")
-        if not name.startswith(DIR_PREFIX) or not os.path.isfile(owner):
-            continue
-        try:
-            import json
-
-            with open(owner, encoding="utf-8") as f:
-                data = json.load(f)
-            alive = pid_alive(int(data["pid"]), data.get("create_time"))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if not alive and remove_dir(folder):
-            removed.append(folder)
-    return removed
 
 
 class JobQueue:
@@ -121,7 +99,7 @@ class JobQueue:
     # ---------------------------------------------------------------- life
     def start(self, loop: Any) -> None:
         """(server start-up) Sweep dead servers' temp folders, make this one's (0700), start the executor."""
-        self.swept = sweep_stale(self.temp_root)
+        self.swept = sweep_stale(self.temp_root, prefix=DIR_PREFIX)
         self.temp_dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self.temp_root)
         write_pid_file(os.path.join(self.temp_dir, "owner.pid"), os.getpid())
         self.store.temp_roots.append(self.temp_dir)
@@ -310,54 +288,35 @@ class JobQueue:
                 sys.stderr.write(traceback.format_exc())
 
     def _execute(self, job: ServerJob) -> Dict[str, Any]:
-        """Run one job through the engine; returns its terminal message. Frees its files and memory."""
-        from ..engine.pipeline import segment
-        from ..engine.volume import Volume
-
-        progress = _Progress(lambda m: self._post(job, m))
+        """Run one job through the engine host; returns its terminal message. Frees its files and memory."""
+        emit = self._emitter(job)
         try:
             if not self.ready.wait(600.0):
                 raise UserError("The server is still starting", "Try again in a minute.")
-            progress("load", 0.0, "reading the request")
+            emit(Progress("load", 0.0, "reading the request"))
             with open(job.spool, "rb") as f:
                 data = f.read()
             os.remove(job.spool)
             fields, arrays = wire.decode(data, self.limits["max_volume_bytes"], self.max_decoded_bytes)
             del data, fields
-            request = job.request
-            upload = request["upload"]
+            request, upload = job.request["run"], job.request["upload"]
+            loaded = None
             if upload is not None:
                 folder = os.path.join(self.temp_dir, job.id)
                 os.mkdir(folder, 0o700)
                 sidecar = arrays["sidecar"].tobytes() if "sidecar" in arrays else None
-                model, hit, load_s = self.store.upload(
+                loaded = self.store.upload(
                     folder, upload["suffix"], arrays["model"].tobytes(), sidecar, upload.get("strides")
                 )
-            else:
-                model, hit, load_s = self.store.model(request["spec"])
-            if job.cancel.is_set():
-                raise CancelledError("cancelled after loading the model")
-            volume = Volume(arrays["volume"], request["affine"])
+            array = arrays.pop("volume")
             del arrays
-            result = segment(
-                volume,
-                model,
-                _server_device(request["options"], self.device),
-                progress=progress,
-                should_cancel=job.cancel.is_set,
-                log=lambda text: self._log_message(job, text),
-            )
-            del volume
+            result, how = self.store.host.run(request, array, emit, job.cancel.is_set, loaded)
+            del array
             result_fields, result_arrays = result.to_wire()
             del result
             job.result = b"".join(wire.encode({"result": result_fields}, result_arrays))
             del result_arrays
-            return {"type": "result", "bytes": len(job.result), "cache_hit": hit, "load_s": round(load_s, 3)}
-        except CancelledError as exc:
-            return {"type": "cancelled", "message": str(exc)}
-        except UserError as exc:
-            kind = getattr(exc, "kind", "error")
-            return {"type": "error", "kind": kind, "message": self.store.scrub(exc.message), "hint": exc.hint}
+            return dict(how, type="result", bytes=len(job.result))
         except wire.WireError as exc:
             return {
                 "type": "error",
@@ -367,13 +326,11 @@ class JobQueue:
                 "hint": "Use a client of the same UNetSigmoidSeg version as the server.",
             }
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message; the server keeps serving
-            sys.stderr.write(traceback.format_exc())
-            return {
-                "type": "error",
-                "kind": "internal",
-                "message": self.store.scrub(f"Unexpected error on the server: {type(exc).__name__}: {exc}"),
-                "hint": "This is a bug: please report it with the server's log.",
-            }
+            terminal = message_for(exc, self.store.scrub, " on the server")
+            if isinstance(terminal, Error) and terminal.kind == "internal":
+                sys.stderr.write(traceback.format_exc())
+                terminal.hint = "This is a bug: please report it with the server's log."
+            return terminal.to_dict()
         finally:  # the job's arrays went with their last reference (``del`` above); a full gc.collect() would hold
             # the GIL ~0.2 s with torch loaded, delaying this very result's download — the test measures RSS instead
             torch = sys.modules.get("torch")
@@ -381,11 +338,15 @@ class JobQueue:
                 torch.cuda.empty_cache()
             _trim_heap()
 
-    def _log_message(self, job: ServerJob, text: str) -> None:
-        if text.startswith("warning: "):
-            self._post(job, {"type": "warning", "message": self.store.scrub(text[len("warning: ") :])})
-        else:
-            self._post(job, {"type": "log", "message": self.store.scrub(text)})
+    def _emitter(self, job: ServerJob) -> Callable[[Message], None]:
+        """The host's messages → this job's numbered events; log text without the server's paths."""
+
+        def emit(message: Message) -> None:
+            if isinstance(message, Log):
+                message = Log(self.store.scrub(message.message), message.level)
+            self._post(job, message.to_dict())
+
+        return emit
 
 
 def _trim_heap() -> None:
@@ -414,28 +375,3 @@ def _rss_bytes() -> Optional[int]:
         return int(psutil.Process().memory_info().rss)
     except Exception:  # noqa: BLE001 - psutil is optional for the server
         return None
-
-
-def _server_device(options: SegmentOptions, device: str) -> SegmentOptions:
-    """The client's options with ``auto`` meaning the server's ``--device``."""
-    if options.device != "auto" or device == "auto":
-        return options
-    return SegmentOptions.from_dict(dict(options.to_dict(), device=device))
-
-
-class _Progress:
-    """Engine progress → at most ~10 ``progress`` messages a second (stage changes and ends always go out)."""
-
-    def __init__(self, post: Callable[[Dict[str, Any]], None]) -> None:
-        self.post = post
-        self.stage = ""
-        self.last = 0.0
-
-    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
-        now = time.monotonic()
-        changed = stage != self.stage
-        self.stage = stage
-        if not changed and 0.0 < fraction < 1.0 and now - self.last < PROGRESS_INTERVAL_S:
-            return
-        self.last = now
-        self.post({"type": "progress", "stage": stage, "fraction": float(fraction), "message": message})

@@ -25,18 +25,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..contract.model import ModelSpec
-from ..contract.options import SegmentOptions
+from ..contract import wire
 from ..errors import ModelError, OptionError, UserError
-from . import wire
 from .jobs import Busy, JobQueue
-from .store import UPLOAD_SUFFIXES, ModelStore, UnknownModel
+from .requests import UploadRefused, job_request, upload_fields
+from .store import ModelStore, UnknownModel
 from .tokens import same_token
 
 API = "/v1"
@@ -220,7 +218,7 @@ def create_app(config: ServerConfig) -> Any:
             with open(spool, "rb") as f:
                 data = f.read()
             fields, arrays = wire.decode(data, config.max_request_bytes * 2, config.max_request_bytes * 4)
-            upload = _upload_fields(fields.get("upload"), arrays)
+            upload = upload_fields(fields.get("upload"), arrays)
             folder = os.path.join(jobs.temp_dir, os.path.basename(spool)[:-5])
             os.mkdir(folder, 0o700)
             try:
@@ -251,8 +249,8 @@ def create_app(config: ServerConfig) -> Any:
                 return received
             with open(spool, "rb") as f:
                 fields, descriptors = wire.read_header(f, received)
-            job_request = _job_request(fields, descriptors, store, config, jobs.max_decoded_bytes)
-            job = jobs.add(spool, client, job_request)
+            validated = job_request(fields, descriptors, store, config, jobs.max_decoded_bytes)
+            job = jobs.add(spool, client, validated)
         except Busy as exc:
             return error(
                 503,
@@ -322,76 +320,8 @@ async def _spool(request: Request, path: str, limit: int) -> Any:
     return size
 
 
-def _job_request(
-    fields: Dict[str, Any], descriptors: Any, store: ModelStore, config: ServerConfig, max_decoded: int
-) -> Dict[str, Any]:
-    """Validate a run request from its header alone: the model (a name in the folder, or an allowed upload), the
-    options, the affine and the arrays' sizes. Nothing in it becomes a path."""
-    arrays = {d["name"]: d for d in descriptors}
-    if set(arrays) - {"volume", "model", "sidecar"}:
-        raise OptionError(f"Unexpected arrays: {sorted(set(arrays) - {'volume', 'model', 'sidecar'})}", "")
-    volume = arrays.get("volume")
-    if volume is None or len(volume["shape"]) != 4 or volume["dtype"] == "|b1":
-        raise OptionError("The request needs a numeric (C, I, J, K) 'volume' array", "Use RemoteRunner.submit.")
-    if volume["nbytes"] > config.max_volume_bytes or sum(d["nbytes"] for d in descriptors) > max_decoded:
-        raise _TooLarge(volume["nbytes"], config.max_volume_bytes)
-    options = SegmentOptions.from_dict(fields.get("options") or {})
-    affine = np.asarray(fields.get("affine"), dtype=float) if isinstance(fields.get("affine"), list) else None
-    if affine is None or affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-        raise OptionError("The affine must be a finite 4×4 matrix", "Give the voxel→RAS (IJKToRAS) matrix.")
-    upload = None
-    spec = None
-    if fields.get("upload") is not None:
-        if not config.allow_upload:
-            raise _UploadRefused(store)
-        upload = _upload_fields(fields["upload"], arrays)
-    else:
-        model = fields.get("model")
-        if not isinstance(model, dict) or model.get("path") or model.get("name") is None:
-            raise OptionError(
-                "This server runs its own models, by name: it never opens a path a client sends",
-                f"Pick one of: {', '.join(sorted(store.entries())) or 'none'}.",
-            )
-        requested = ModelSpec.from_dict(model)
-        spec = store.spec(requested.name, requested.strides)
-    return {"spec": spec, "upload": upload, "options": options, "affine": affine}
-
-
-def _upload_fields(upload: Any, arrays: Dict[str, Any]) -> Dict[str, Any]:
-    if not isinstance(upload, dict) or upload.get("suffix") not in UPLOAD_SUFFIXES or "model" not in arrays:
-        raise OptionError("An upload needs a 'model' array and a known file suffix", f"One of {UPLOAD_SUFFIXES}.")
-    model = arrays["model"]
-    if (model["dtype"] if isinstance(model, dict) else model.dtype.str) != "|u1":
-        raise OptionError("An uploaded model travels as bytes (uint8)", "Use RemoteRunner.")
-    strides = upload.get("strides")
-    return {"suffix": upload["suffix"], "strides": ModelSpec(name="upload", strides=strides).strides}
-
-
-class _TooLarge(UserError):
-    kind = "remote"
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            f"The volume of {size} bytes is over this server's limit of {limit} bytes",
-            "Crop or downsample it, or start the server with a larger --max-volume-mb.",
-        )
-        self.status, self.reason = 413, "too_large"
-
-
-class _UploadRefused(UserError):
-    kind = "remote"
-
-    def __init__(self, store: ModelStore) -> None:
-        super().__init__(
-            "This server runs only its own models: it does not accept model files from clients",
-            f"Pick one of its models ({', '.join(sorted(store.entries())) or 'none'}), or ask its administrator "
-            "to start it with --allow-upload.",
-        )
-        self.status, self.reason = 403, "refused"
-
-
 def _upload_refused(store: ModelStore) -> JSONResponse:
-    return _user_error(_UploadRefused(store), store)
+    return _user_error(UploadRefused(store), store)
 
 
 def _user_error(exc: UserError, store: ModelStore) -> JSONResponse:

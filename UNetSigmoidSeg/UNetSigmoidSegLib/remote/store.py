@@ -10,14 +10,12 @@ folder, loaded the same untrusted way, and removed at once; they stay warm keyed
 import hashlib
 import os
 import re
-import threading
-import time
-from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..contract.model import MODEL_SUFFIXES, ModelInfo, ModelSpec, check_model_name
 from ..engine.bundle import is_bundle_dir
 from ..errors import ModelError, OptionError
+from ..runners.host import EngineHost
 
 CACHE_SIZE = 2  # networks kept warm (as the local worker)
 UPLOAD_SUFFIXES = MODEL_SUFFIXES  # the only file names an upload gets: "model" + one of these
@@ -39,10 +37,8 @@ class ModelStore:
         if not os.path.isdir(self.root):
             raise OptionError(f"Models folder not found: {models_dir}", "Give --models DIR, a folder of models.")
         self.log = log
-        self._lock = threading.Lock()  # one load at a time; guards the caches
-        self._cache: OrderedDict[Any, Any] = OrderedDict()  # cache key -> engine LoadedModel
+        self.host = EngineHost(CACHE_SIZE, log)  # the warm networks, one load at a time
         self._infos: Dict[Any, ModelInfo] = {}  # cache key -> ModelInfo (kept after the network is evicted)
-        self.load_count = 0
         self.temp_roots: List[str] = []  # scrubbed from messages, as the models folder
 
     # ---------------------------------------------------------------- names
@@ -86,25 +82,16 @@ class ModelStore:
         return ModelSpec(self.resolve(name), trust_bundle=False, strides=strides)
 
     # ---------------------------------------------------------------- loading
-    def model(self, spec: ModelSpec, key: Any = None) -> Tuple[Any, bool, float]:
-        """(loaded network, whether it came warm from the cache, seconds spent loading) — through the engine."""
-        from ..engine.model import load_model
+    @property
+    def load_count(self) -> int:
+        return self.host.models.load_count
 
+    def model(self, spec: ModelSpec, key: Any = None) -> Tuple[Any, bool, float]:
+        """(loaded network, whether it came warm from the cache, seconds spent loading) — always untrusted."""
         key = key if key is not None else spec.cache_key()
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key], True, 0.0
-            t0 = time.perf_counter()
-            loaded = load_model(ModelSpec(spec.path, trust_bundle=False, strides=spec.strides))
-            self.load_count += 1
-            self._cache[key] = loaded
-            self._infos[key] = loaded.info
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-            seconds = time.perf_counter() - t0
-        self.log(f"model loaded in {seconds:.1f} s ({self.load_count} load(s) so far): {loaded.info.summary()}")
-        return loaded, False, seconds
+        loaded = self.host.models.get(ModelSpec(spec.path, trust_bundle=False, strides=spec.strides), key)
+        self._infos[key] = loaded[0].info
+        return loaded
 
     def info(self, name: str) -> ModelInfo:
         """The ``ModelInfo`` of model ``name`` as clients see it (``path`` is the name); loads it when unknown."""
@@ -142,10 +129,9 @@ class ModelStore:
         digest.update(b"\0" + (sidecar or b""))
         spec_strides = ModelSpec(name="upload", strides=strides).strides
         key = (f"upload:{digest.hexdigest()}", 0, repr(spec_strides))
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key], True, 0.0
+        warm = self.host.models.cached(key)
+        if warm is not None:
+            return warm, True, 0.0
         path = os.path.join(folder, "model" + suffix)
         try:
             with open(path, "wb") as f:

@@ -1,8 +1,10 @@
-"""Runner implementations and the one place that picks one.
+"""Every runner, the one engine host they share and the one place that picks a runner.
 
-``InProcessRunner`` (``runners.inprocess``) runs the engine in this process; ``WorkerRunner``
-(``worker.client``) in a warm background process; ``RemoteRunner`` (``remote.client``) on a remote server.
-All implement ``contract.runner.Runner``.
+``host``: ``EngineHost`` (model cache, progress throttle, typed messages) — held by the in-process runner, by the
+worker process (``worker.server``) and by the remote server (``remote.store``). ``job``: ``QueueJob``, the one ``Job``
+of every runner. Runners (``contract.runner.Runner``): ``inprocess.InProcessRunner`` (this process),
+``worker.WorkerRunner`` (a warm background process), ``remote.RemoteRunner`` (a server; with ``remote_run``, a run's
+network steps, and ``http``, the standard-library transport).
 """
 
 from typing import Any, Optional
@@ -24,14 +26,14 @@ def make_runner(
     if server:
         if worker:
             raise OptionError("--worker and --server exclude each other", "Run on the server or in a local worker.")
-        from ..remote.client import RemoteRunner
+        from .remote import RemoteRunner
 
         return RemoteRunner(server, token=token, token_file=token_file, **options)
     worker_options = options
     if worker:
         import sys
 
-        from ..worker.client import WorkerRunner
+        from .worker import WorkerRunner
 
         return WorkerRunner(python_executable=worker_python or sys.executable, **worker_options)
     from .inprocess import InProcessRunner

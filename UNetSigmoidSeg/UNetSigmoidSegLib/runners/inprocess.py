@@ -1,120 +1,58 @@
-"""The in-process runner: the engine runs in this process, behind the same ``Job`` interface as the worker.
+"""The in-process runner: the engine host runs in this process, behind the same ``Job`` as every other runner.
 
-A job runs synchronously on its first ``poll()`` or ``wait()`` (so a caller polling from a timer gets its
-messages at once, and tests drive it step by step). Used by the CLI without ``--worker``, by tests, and by
-console users who choose to run in Slicer's own process. Loaded networks are kept between runs.
+A job runs synchronously in the caller's thread on its first ``poll()`` or ``wait()`` (so a caller polling from a
+timer gets its messages at once, and tests drive it step by step). Used by the CLI without ``--worker``, by tests,
+and by console users who choose to run in Slicer's own process. The last loaded network is kept between runs.
 """
 
-import itertools
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from ..contract.model import ModelSpec
 from ..contract.options import SegmentOptions
-from ..contract.runner import LogFn, Message, ProgressFn
+from ..contract.request import RunRequest
 from ..contract.volume import Volume
-from ..errors import CancelledError
-
-_IDS = itertools.count(1)
-
-
-class InProcessJob:
-    """One run (or inspection) executed by ``work(progress, log, should_cancel)`` on the first ``poll`` / ``wait``."""
-
-    def __init__(self, work: Callable[[ProgressFn, LogFn, Callable[[], bool]], Any]) -> None:
-        self.id = f"local-{next(_IDS)}"
-        self.info: Dict[str, Any] = {}
-        self._work = work
-        self._cancel = False
-        self._messages: List[Message] = []
-        self._done = False
-        self._value: Any = None
-        self._error: Optional[BaseException] = None
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def cancel(self) -> None:
-        self._cancel = True
-
-    def _run(self, progress: Optional[ProgressFn] = None, log: Optional[LogFn] = None) -> None:
-        def on_progress(stage: str, fraction: float, message: str) -> None:
-            self._messages.append({"type": "progress", "stage": stage, "fraction": fraction, "message": message})
-            if progress is not None:
-                progress(stage, fraction, message)
-
-        def on_log(text: str) -> None:
-            warning = text.startswith("warning: ")
-            body = text[len("warning: ") :] if warning else text
-            self._messages.append({"type": "warning" if warning else "log", "message": body})
-            if log is not None:
-                log(text)
-
-        try:
-            self._value = self._work(on_progress, on_log, lambda: self._cancel)
-            self._messages.append({"type": "result"})
-        except CancelledError as exc:
-            self._error = exc
-            self._messages.append({"type": "cancelled", "message": str(exc)})
-        except Exception as exc:  # noqa: BLE001 - reported as a message and re-raised by wait()
-            self._error = exc
-            self._messages.append({"type": "error", "kind": getattr(exc, "kind", "internal"), "message": str(exc)})
-        self._done = True
-
-    def poll(self) -> List[Message]:
-        if not self._done:
-            self._run()
-        messages, self._messages = self._messages, []
-        return messages
-
-    def wait(
-        self, timeout: Optional[float] = None, progress: Optional[ProgressFn] = None, log: Optional[LogFn] = None
-    ) -> Any:
-        if not self._done:
-            self._run(progress, log)
-        if self._error is not None:
-            raise self._error
-        return self._value
+from .host import EngineHost
+from .job import QueueJob
 
 
 class InProcessRunner:
-    """Runs the engine in this process; keeps the last loaded network (keyed by ``ModelSpec.cache_key``) with the
-    CPU backends prepared for it (``LoadedModel.backends``)."""
+    """Runs the engine host in this process; keeps the last loaded network with its prepared CPU backends."""
 
-    kind = "in-process"
+    runs_here = True
 
     def __init__(self) -> None:
-        self._models: Dict[Any, Any] = {}
+        self.host = EngineHost(cache_size=1)
         self._keep = True
-        self.load_count = 0
+
+    @property
+    def load_count(self) -> int:
+        return self.host.models.load_count
 
     def model(self, spec: ModelSpec) -> Any:
         """The loaded network of ``spec`` (an ``engine.model.LoadedModel``), loading it on a miss."""
-        from ..engine.model import load_model
+        return self.host.models.get(spec)[0]
 
-        key = spec.cache_key()
-        if key not in self._models:
-            loaded = load_model(spec)
-            loaded.spec_key = key  # the disk cache of exported backends is keyed by it too
-            self._models = {key: loaded}
-            self.load_count += 1
-        return self._models[key]
+    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> QueueJob:
+        request = RunRequest(model, options, volume.affine)
 
-    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> InProcessJob:
-        def work(progress: ProgressFn, log: LogFn, should_cancel: Callable[[], bool]) -> Any:
-            from ..engine.pipeline import segment
-
-            loaded = self.model(model)
+        def work(job: QueueJob) -> Any:
             try:
-                return segment(volume, loaded, options, progress=progress, should_cancel=should_cancel, log=log)
+                result, info = self.host.run(request, volume.array, job.put, job.should_cancel)
             finally:
                 if not self._keep:
-                    self._models.clear()
+                    self.host.models.clear()
+            job.info.update(info)
+            return result
 
-        return InProcessJob(work)
+        return QueueJob("local", _no_op).run_here(work)
 
-    def inspect(self, model: ModelSpec) -> InProcessJob:
-        return InProcessJob(lambda progress, log, should_cancel: self.model(model).info)
+    def inspect(self, model: ModelSpec) -> QueueJob:
+        def work(job: QueueJob) -> Any:
+            info, how = self.host.inspect(model)
+            job.info.update(how)
+            return info
+
+        return QueueJob("local", _no_op).run_here(work)
 
     def describe(self) -> Optional[Dict[str, Any]]:
         """The versions this process runs with. Never imports torch: until a run did, CUDA is ``None`` (unknown)."""
@@ -130,7 +68,7 @@ class InProcessRunner:
             "monai": package_version("monai"),
             "cuda": None,
             "cuda_devices": 0,
-            "runner": self.kind,
+            "runner": "in-process",
         }
         torch = sys.modules.get("torch")
         if torch is not None and hasattr(torch, "cuda"):
@@ -143,7 +81,11 @@ class InProcessRunner:
         """Keep the last loaded network between runs, or free it after each run (and now)."""
         self._keep = bool(keep)
         if not keep:
-            self._models.clear()
+            self.host.models.clear()
 
     def close(self) -> None:
-        self._models.clear()
+        self.host.models.clear()
+
+
+def _no_op(_job: QueueJob) -> None:
+    """A run in the caller's thread sees its cancel request through ``job.should_cancel``: nothing else to do."""

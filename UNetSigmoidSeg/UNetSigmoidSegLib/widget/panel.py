@@ -7,7 +7,6 @@ the top here and in ``thresholds``: these files run only inside Slicer, or over 
 imported only if the user runs in Slicer's own process.
 """
 
-import contextlib
 import os
 import time
 
@@ -21,19 +20,13 @@ from ..contract.runner import Runner
 from ..errors import CancelledError, UserError
 from ..mrml import parameters as P
 from . import bindings, dependencies, rules
+from .errordisplay import showErrors
 from .resources import resource_path
 from .runon import RunOn
 from .summary import ModelSummaries
 from .thresholds import LiveThresholds
 
 HELLO_WAIT_S = 200.0  # how long the panel polls for a starting worker's versions
-
-
-@contextlib.contextmanager
-def showErrors(message, waitCursor=True):
-    """``tryWithErrorDisplay``; a UserError (shown with what to do) then stops there instead of printing a traceback."""
-    with contextlib.suppress(UserError), slicer.util.tryWithErrorDisplay(message, waitCursor=waitCursor):
-        yield
 
 
 class Panel(LiveThresholds, VTKObservationMixin):
@@ -111,15 +104,12 @@ class Panel(LiveThresholds, VTKObservationMixin):
 
     def makeRunner(self):
         """The background worker in ``PythonSlicer``; Slicer's own process when there is none (said in the log)."""
+        from ..runners import make_runner
+
         python = dependencies.pick_python()
-        if python:
-            from ..worker.client import WorkerRunner
-
-            return WorkerRunner(python_executable=python)
-        from ..runners.inprocess import InProcessRunner
-
-        self.log("PythonSlicer not found on PATH: runs happen in Slicer's process and the panel waits for them.")
-        return InProcessRunner()
+        if not python:
+            self.log("PythonSlicer not found on PATH: runs happen in Slicer's process and the panel waits for them.")
+        return make_runner(worker=bool(python), worker_python=python)
 
     def ensureLogic(self, optional: bool = False):
         """The logic, after installing torch / MONAI with the user's consent (a refusal raises DependencyError); on a
@@ -132,7 +122,7 @@ class Panel(LiveThresholds, VTKObservationMixin):
             if self.logic is None or self.logic.runner is not self.runOn.remote:
                 self.createLogic(self.runOn.remote)
             return self.logic
-        local = self.logic is not None and self.logic.runner.kind != "remote"
+        local = self.logic is not None and self.logic.runner.runs_here
         if not local or optional:
             self.deps = dependencies.ensure(
                 self.checkDependencies(),
@@ -159,7 +149,7 @@ class Panel(LiveThresholds, VTKObservationMixin):
             return
         if self.runOn.server and self.runOn.remote is not None:
             self.createLogic(self.runOn.remote)
-        elif not self.runOn.server and self.logic is not None and self.logic.runner.kind == "remote" and self.deps.ok:
+        elif not self.runOn.server and self.logic is not None and not self.logic.runner.runs_here and self.deps.ok:
             self.createLogic()
         elif not self.runOn.server and self.logic is None and self.deps.ok:
             self.createLogic()

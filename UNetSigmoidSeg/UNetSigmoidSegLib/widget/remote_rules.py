@@ -62,7 +62,7 @@ def connection_problem(settings: RemoteSettings) -> str:
     if not settings.token:
         return "Enter the server's token (printed by unetsigmoidseg serve on its first start, or in its token file)."
     from ..errors import RemoteError
-    from ..remote.transport import Endpoint
+    from ..runners.http import Endpoint
 
     try:
         Endpoint(settings.url, settings.token)

@@ -13,10 +13,10 @@ from ..contract.options import (
     BACKEND_CHOICES,
     BLEND_MODE_CHOICES,
     DEVICE_CHOICES,
-    Cleanup,
     SegmentOptions,
+    default_threshold,
 )
-from ..contract.options import default_threshold as product_default_threshold
+from ..contract.request import run_request as contract_run_request
 from ..errors import CancelledError, OptionError, UserError, WorkerError
 
 # (value, tooltip) of the panel's combo boxes: the run contract's vocabulary
@@ -102,17 +102,10 @@ def threshold_label(activation: str) -> Tuple[str, str]:
     )
 
 
-def default_threshold(info: Optional[ModelInfo], activation: str) -> float:
-    """The model's threshold, else 0 (softmax: minimum confidence) or 0.5 — as the engine decides."""
-    if info is not None and info.threshold is not None:
-        return float(info.threshold)
-    return product_default_threshold(activation)
-
-
 def model_defaults(info: ModelInfo, activation_choice: str) -> Dict[str, Any]:
     """Panel values a newly picked model brings (Parameters field → value); absent ones keep the panel's."""
     out: Dict[str, Any] = {
-        "threshold": default_threshold(info, effective_activation(activation_choice, info)),
+        "threshold": default_threshold(effective_activation(activation_choice, info), info.threshold),
         "segmentThresholds": [],
         "roiSize": list(info.roi_size or []),
     }
@@ -155,6 +148,22 @@ def progress_text(stage: str, fraction: float, message: str = "") -> str:
     return f"{stage} {pct}%" + (f": {message}" if message else "")
 
 
+# Parameters fields that are run keywords as they are (contract.request.run_request's camelCase vocabulary).
+PANEL_KEYWORDS = (
+    "activation",
+    "device",
+    "overlap",
+    "swBatchSize",
+    "blendMode",
+    "amp",
+    "backend",
+    "largestComponent",
+    "fillHoles",
+    "minIslandMm3",
+    "trustBundle",
+)
+
+
 def run_request(
     params: Any, roi_text: Optional[str] = None, server_model: Optional[str] = None
 ) -> Tuple[ModelSpec, SegmentOptions, bool]:
@@ -163,28 +172,14 @@ def run_request(
     → Server, the server model's name (then the model path and trust are not used)."""
     roi = parse_roi_size(roi_text) if roi_text is not None else (list(params.roiSize) or None)
     thresholds = list(params.segmentThresholds)
-    options = SegmentOptions(
-        activation=params.activation,
-        device=params.device,
-        threshold=thresholds if len(thresholds) > 1 else float(params.threshold),
-        roi_size=roi,
-        overlap=float(params.overlap),
-        sw_batch_size=int(params.swBatchSize),
-        blend_mode=params.blendMode,
-        amp=bool(params.amp),
-        backend=params.backend,
-        cleanup=Cleanup(params.largestComponent, params.fillHoles, params.minIslandMm3),
-    )
-    spec = (
-        ModelSpec(name=server_model)
-        if server_model is not None
-        else ModelSpec(params.modelPath, trust_bundle=bool(params.trustBundle))
-    )
-    return (
-        spec,
-        options,
-        bool(params.createProbabilityVolume),
-    )
+    keywords = {name: getattr(params, name) for name in PANEL_KEYWORDS}
+    keywords.update(threshold=thresholds if len(thresholds) > 1 else float(params.threshold), roiSize=roi)
+    if server_model is not None:  # Run on → Server: the server's model, by name
+        keywords.pop("trustBundle")
+        spec, options = contract_run_request(ModelSpec(name=server_model), **keywords)
+    else:
+        spec, options = contract_run_request(ModelSpec(params.modelPath), **keywords)
+    return spec, options, bool(params.createProbabilityVolume)
 
 
 def model_key(path: str, trust_bundle: bool) -> Optional[Tuple[str, int, str]]:

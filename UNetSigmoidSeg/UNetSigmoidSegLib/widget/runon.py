@@ -11,6 +11,7 @@ import qt
 
 from ..errors import UserError
 from . import remote_rules as R
+from .errordisplay import showErrors
 
 
 class RunOn:
@@ -87,8 +88,6 @@ class RunOn:
         self.panel.updateStatus()
 
     def onConnect(self):
-        from .panel import showErrors
-
         self.readWidgets()
         with showErrors("Cannot connect to the server."):
             problem = R.connection_problem(self.settings)
@@ -102,10 +101,10 @@ class RunOn:
     def connect(self) -> None:
         """A new ``RemoteRunner`` for the settings; it asks the server for its versions and models in the
         background (the panel's timer polls)."""
-        from ..remote.client import RemoteRunner
+        from ..runners import make_runner
 
         self.disconnect()
-        self.remote = RemoteRunner(self.settings.url, token=self.settings.token)
+        self.remote = make_runner(server=self.settings.url, token=self.settings.token)
         self.remote.refresh()
         self.panel.pollUntil(time.time() + 120.0)
 

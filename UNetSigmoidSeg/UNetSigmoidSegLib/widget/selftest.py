@@ -66,7 +66,7 @@ class SelfTest:
         import slicer
 
         from ..mrml.logic import UNetSigmoidSegLogic
-        from ..worker.client import WorkerRunner
+        from ..runners.worker import WorkerRunner
         from .dependencies import pick_python
 
         volume, model = self.makeInputs()

@@ -16,6 +16,7 @@ from slicer.i18n import tr as _
 from ..errors import UserError
 from . import rules
 from .debounce import Debouncer
+from .errordisplay import showErrors
 
 
 class LiveThresholds:
@@ -105,8 +106,6 @@ class LiveThresholds:
     def applyThreshold(self, thresholds, cleanup):
         node = self.ui.outputSelector.currentNode()
         if self.liveResult(node) is not None:  # else: no result yet, the value is for the next run
-            from .panel import showErrors
-
             with showErrors(_("The threshold could not be applied."), waitCursor=False):
                 self.logic.setThreshold(node, list(thresholds), cleanup=cleanup)
 

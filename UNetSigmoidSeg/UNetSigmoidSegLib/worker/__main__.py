@@ -58,16 +58,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     faulthandler.enable(file=sys.stderr, all_threads=True)
 
     from ..sysinfo import package_version
-    from . import faults
     from .protocol import PROTOCOL_VERSION, encode, error_message, make
 
     def send(message: dict) -> None:
         proto_out.write(encode(message))
         proto_out.flush()
 
-    fault = os.environ.get(faults.ENV_VAR) or None
-    if faults.matches(fault, "start"):
-        faults.inject(fault)
     missing = missing_modules()
     if not missing:
         try:
@@ -107,9 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     from .server import Server
 
-    server = Server(proto_in, proto_out, idle_timeout_s=args.idle_timeout, heartbeat_s=args.heartbeat, fault=fault)
-    if faults.matches(fault, "hello"):
-        faults.inject(fault, server)
+    server = Server(proto_in, proto_out, idle_timeout_s=args.idle_timeout, heartbeat_s=args.heartbeat)
     stop_on_signals()
     try:
         code = server.serve()

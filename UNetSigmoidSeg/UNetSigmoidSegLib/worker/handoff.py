@@ -93,16 +93,14 @@ def _folder_pids(folder: str) -> List[Tuple[int, Optional[float]]]:
     return pids
 
 
-def sweep_stale(root: Optional[str] = None, grace_s: float = 600.0) -> List[str]:
-    """Remove ``unetseg-worker-*`` folders in ``root`` whose owner and workers are all dead.
-
-    A folder without any pid file is only removed once older than ``grace_s`` (it may be being
-    created right now). Returns the removed folders.
-    """
+def sweep_stale(root: Optional[str] = None, grace_s: float = 600.0, prefix: str = DIR_PREFIX) -> List[str]:
+    """Remove ``prefix*`` folders in ``root`` (worker clients' by default; a server's: ``unetseg-remote-``) whose
+    owner and workers are all dead. A folder without any pid file is only removed once older than ``grace_s`` (it
+    may be being created right now). Returns the removed folders."""
     root = root or tempfile.gettempdir()
     removed = []
     try:
-        names = [n for n in os.listdir(root) if n.startswith(DIR_PREFIX)]
+        names = [n for n in os.listdir(root) if n.startswith(prefix)]
     except OSError:
         return removed
     for name in names:

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
 from ..errors import WorkerError
+from .handoff import remove_dir
 from .protocol import encode, log_tail_text
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -190,3 +191,20 @@ def death_error(proc: WorkerProcess, job_id: Optional[str], python_executable: s
     if tail:
         text += "\nLast worker log lines:\n" + log_tail_text(tail, 15)
     return WorkerError(text, hint, reason=reason, log_tail=tail)
+
+
+class JobEntry:
+    """The client's record of one job (a ``runners.job.QueueJob``) in a worker: its process, its command (sent
+    again to a fresh worker if the first one went idle as it arrived), its hand-off folder, and when a cancel was
+    asked for."""
+
+    def __init__(self, job: Any, proc: WorkerProcess, folder: Optional[str], command: Dict[str, Any]) -> None:
+        self.job, self.proc = job, proc
+        self.folder, self.command = folder, command
+        self.cancel_requested_at: Optional[float] = None
+        self.resent = 0
+
+    def finish(self, message: Any) -> None:
+        """End the job once, after removing its hand-off folder."""
+        remove_dir(self.folder)
+        self.job.finish(message)

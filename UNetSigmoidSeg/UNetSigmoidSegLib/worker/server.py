@@ -10,13 +10,12 @@ lock, one flush). Knows nothing of MRML, Qt or the client.
 import queue
 import sys
 import threading
-import time
 import traceback
-from collections import OrderedDict, deque
-from typing import Any, BinaryIO, Deque, Dict, Optional, Tuple
+from collections import deque
+from typing import Any, BinaryIO, Deque, Dict, Optional
 
-from ..contract.model import ModelSpec
-from . import faults
+from ..contract.messages import Cancelled, message_for
+from ..runners.host import EngineHost
 from .execute import load_job, run_job
 from .protocol import CLIENT_TYPES, ProtocolError, clip_text, encode, error_message, make, read_messages
 
@@ -33,11 +32,9 @@ class Server:
         out: BinaryIO,
         idle_timeout_s: float = 600.0,
         heartbeat_s: float = 1.0,
-        fault: Optional[str] = None,
     ) -> None:
         self.inp, self.out = inp, out
         self.idle_timeout_s, self.heartbeat_s = float(idle_timeout_s), float(heartbeat_s)
-        self.env_fault = fault
         self._send_lock = threading.Lock()
         self._state = threading.Lock()
         self._jobs: queue.Queue[Optional[Dict[str, Any]]] = queue.Queue()
@@ -49,8 +46,7 @@ class Server:
         self._preloaded = threading.Event()
         self._preload_error: Optional[str] = None
         self.tail: Deque[str] = deque(maxlen=60)
-        self.cache: OrderedDict[Tuple[str, int, str], Any] = OrderedDict()
-        self.load_count = 0
+        self.host = EngineHost(CACHE_SIZE, log=self.log)
 
     # -- output ---------------------------------------------------------------------------------
     def send(self, message: Dict[str, Any]) -> None:
@@ -73,6 +69,9 @@ class Server:
         except (OSError, ValueError):
             self._stop.set()  # the client is gone
             self._cancel.set()
+
+    def remember(self, line: str) -> None:
+        self.tail.append(clip_text(line))
 
     def log(self, text: str, job: Optional[str] = None) -> None:
         text = clip_text(text)
@@ -206,51 +205,26 @@ class Server:
             return self.error_for(exc, job)
 
     def error_for(self, exc: BaseException, job: str) -> Dict[str, Any]:
-        """The terminal message for an exception raised by a job."""
-        from ..errors import CancelledError, UserError
-
-        if isinstance(exc, CancelledError):
+        """The terminal message for an exception raised by a job (``contract.messages.message_for``); a bug's
+        traceback goes to stderr and the log tail."""
+        terminal = message_for(exc, where=" in the worker")
+        if isinstance(terminal, Cancelled):
             self.log(f"cancelled: {exc}", job)
-            return make("cancelled", job=job)
-        if isinstance(exc, UserError):
-            self.log(f"{exc.kind} error: {exc}", job)
-            return error_message(exc.kind, exc.message, exc.hint, job=job, log_tail=list(self.tail))
-        text = traceback.format_exc()
-        sys.stderr.write(text)
-        for line in text.rstrip().splitlines():
-            self.tail.append(line)
+            return make("cancelled", job=job, message=terminal.message)
+        if terminal.kind == "internal":
+            text = traceback.format_exc()
+            sys.stderr.write(text)
+            self.tail.extend(text.rstrip().splitlines())
+        else:
+            self.log(f"{terminal.kind} error: {exc}", job)
+        reason = {"reason": terminal.reason} if terminal.reason else {}
         return error_message(
-            "internal",
-            f"Unexpected error in the worker: {type(exc).__name__}: {exc}",
-            "This is a bug: please report it with the log below.",
-            job=job,
-            log_tail=list(self.tail),
+            terminal.kind, terminal.message, terminal.hint, job=job, log_tail=list(self.tail), **reason
         )
 
     def should_cancel(self) -> bool:
         return self._cancel.is_set()
 
-    def fire(self, stage: str, job: Optional[str] = None) -> None:
-        """Test hook: carry out the fault of ``UNETSEG_WORKER_FAULT`` (``KIND@STAGE``) when ``stage`` is reached."""
-        if faults.matches(self.env_fault, stage):
-            self.log(f"test hook: injecting fault {self.env_fault}", job)
-            faults.inject(str(self.env_fault), self)
-
-    def model(self, spec: ModelSpec, job: str) -> Tuple[Any, bool, float]:
-        """The cached network of ``spec`` (keyed by ``ModelSpec.cache_key``), loading it on a miss. The CPU backends
-        prepared for it (``LoadedModel.backends``: e.g. a compiled OpenVINO model) stay warm with it."""
-        from ..engine.model import load_model
-
-        key = spec.cache_key()
-        if key in self.cache:
-            self.cache.move_to_end(key)
-            return self.cache[key], True, 0.0
-        t0 = time.perf_counter()
-        model = load_model(spec)
-        model.spec_key = key  # the disk cache of exported backends is keyed by it too
-        self.load_count += 1
-        self.cache[key] = model
-        while len(self.cache) > CACHE_SIZE:
-            self.cache.popitem(last=False)
-        self.log(f"model loaded ({self.load_count} load(s) so far): {model.info.summary()}", job)
-        return model, False, time.perf_counter() - t0
+    def on_stage(self, stage: str, job: Optional[str] = None) -> None:
+        """A job reached ``stage`` (``load``, ``preprocess``, ``inference`` after its first window, ``postprocess``,
+        ``output``). Nothing happens here: it is where an observer hooks in (the tests inject worker faults)."""

@@ -1,14 +1,13 @@
-"""Start, feed, watch and stop the worker process; no Qt import (Slicer polls ``Job.poll`` from a QTimer).
+"""``WorkerRunner``: start, feed, watch and stop the worker process; no Qt import (Slicer polls ``Job.poll``).
 
 Per worker process three daemon threads: stdout reader (messages → jobs; loads result arrays and
-removes each job's folder before delivering its terminal message), stderr reader (log tail) and a
+removes each job's folder before finishing the job), stderr reader (log tail) and a
 watchdog (start timeout, heartbeat timeout, unacknowledged cancel → kill the whole process tree).
 Any death fails the running jobs with a clear error; the next ``submit`` starts a fresh worker. ``process`` has the
 worker process itself: its command line and environment, its state, killing it and the error that explains its death.
 """
 
 import atexit
-import itertools
 import os
 import subprocess
 import sys
@@ -18,22 +17,20 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..contract.model import ModelSpec
+from ..contract.messages import Cancelled, Error, Log, Message, Result, message_from_dict
+from ..contract.model import ModelInfo, ModelSpec
 from ..contract.options import SegmentOptions
-from ..contract.runner import TERMINAL_TYPES
+from ..contract.request import RunRequest
+from ..contract.result import SegmentResult
 from ..contract.volume import Volume
 from ..errors import InputError, WorkerError
-from .handoff import make_private_dir, read_array, remove_dir, sweep_stale, write_array, write_pid_file
-from .job import Job
-from .process import WorkerProcess, death_error, start_worker
-from .protocol import (
-    PROTOCOL_VERSION,
-    WORKER_TYPES,
-    ProtocolError,
-    error_message,
-    make,
-    read_messages,
-)
+from ..worker.handoff import make_private_dir, read_array, remove_dir, sweep_stale, write_array, write_pid_file
+from ..worker.process import JobEntry, WorkerProcess, death_error, start_worker
+from ..worker.protocol import PROTOCOL_VERSION, WORKER_TYPES, ProtocolError, make, read_messages
+from .job import QueueJob
+
+INFO_FIELDS = ("cache_hit", "load_count", "load_s", "pid", "peak_rss_bytes", "timings")
+
 
 WARM_IDLE_S, COLD_IDLE_S = 600.0, 5.0  # how long an idle worker waits for the next run (keep_warm on / off)
 
@@ -45,10 +42,10 @@ class WorkerRunner:
     worker exits after this long without a job. heartbeat_timeout_s: no message for this long → hung →
     killed. start_timeout_s: the worker must say hello within this. cancel_timeout_s: an unacknowledged
     cancel kills the process tree. temp_root: where the private hand-off folder goes. env: extra
-    environment for the worker (e.g. ``UNETSEG_WORKER_FAULT`` for tests).
+    environment for the worker.
     """
 
-    kind = "worker"
+    runs_here = True
 
     def __init__(
         self,
@@ -72,8 +69,7 @@ class WorkerRunner:
         self._lock = threading.RLock()
         self._proc: Optional[WorkerProcess] = None
         self._last: Optional[WorkerProcess] = None  # the latest worker, alive or not (for its log)
-        self._jobs: Dict[str, Job] = {}
-        self._ids = itertools.count(1)
+        self._jobs: Dict[str, JobEntry] = {}
         self._closed = False
         self.starts = 0  # worker processes started by this client
         atexit.register(self.close)
@@ -126,16 +122,18 @@ class WorkerRunner:
             if not proc.dead.wait(3.0):
                 proc.kill("closed", "stopped while idle")
 
-    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> Job:
+    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> QueueJob:
         """Start segmenting ``volume`` (``(C, I, J, K)`` array + voxel→RAS affine) with ``model``; returns at once."""
         array = np.asarray(volume.array)
         if array.dtype.kind not in "biuf":
             raise InputError(f"Cannot hand a {array.dtype} array to the worker", "Give a numeric (C, I, J, K) array.")
-        job_id, folder = self._new_folder()
+        request = RunRequest(model, options, volume.affine)
+        job = self._new_job(_rebuild_result)
+        folder = self._new_folder(job.id)
         try:
             t0 = time.perf_counter()
             desc = write_array(folder, "input", array)
-            write_s = time.perf_counter() - t0
+            job.info.timings["write_input_s"] = time.perf_counter() - t0
         except Exception as exc:
             remove_dir(folder)
             raise WorkerError(
@@ -143,21 +141,13 @@ class WorkerRunner:
                 "Free disk space in the temp folder.",
                 reason="handoff",
             ) from None
-        command = make(
-            "run",
-            job=job_id,
-            model=model.to_dict(),
-            options=options.to_dict(),
-            input=desc,
-            affine=np.asarray(volume.affine, dtype=float).tolist(),
-            output_dir=folder,
-        )
-        return self._launch(job_id, "run", folder, command, {"client_timings": {"write_input_s": write_s}})
+        command = make("run", job=job.id, input=desc, output_dir=folder, **request.to_wire())
+        return self._launch(job, folder, command)
 
-    def inspect(self, model: ModelSpec) -> Job:
+    def inspect(self, model: ModelSpec) -> QueueJob:
         """Load (and cache) ``model`` in the worker; the job's value is its ``ModelInfo``."""
-        job_id = str(next(self._ids))
-        return self._launch(job_id, "load", None, make("load", job=job_id, model=model.to_dict()))
+        job = self._new_job(_rebuild_info)
+        return self._launch(job, None, make("load", job=job.id, model=model.to_dict()))
 
     def close(self, timeout: float = 3.0) -> None:
         """Stop the worker (shutdown, then kill), fail running jobs as cancelled, remove the temp folder."""
@@ -184,34 +174,27 @@ class WorkerRunner:
         self.close()
 
     # -- processes ------------------------------------------------------------------------------
-    def _new_folder(self):
+    def _new_job(self, rebuild: Any) -> QueueJob:
         if self._closed:
             raise WorkerError("The worker runner is closed", "Create a new WorkerRunner.", reason="closed")
-        job_id = str(next(self._ids))
+        return QueueJob("worker", self._cancel, rebuild, "worker", self.cancel_timeout_s + 5.0)
+
+    def _new_folder(self, job_id: str) -> str:
         folder = os.path.join(self.temp_dir, f"job-{job_id}")
         os.mkdir(folder, 0o700)
-        return job_id, folder
+        return folder
 
-    def _launch(
-        self,
-        job_id: str,
-        kind: str,
-        folder: Optional[str],
-        command: Dict[str, Any],
-        info: Optional[Dict[str, Any]] = None,
-    ) -> Job:
+    def _launch(self, job: QueueJob, folder: Optional[str], command: Dict[str, Any]) -> QueueJob:
         try:
             with self._lock:
                 if self._closed:
                     raise WorkerError("The worker runner is closed", "Create a new WorkerRunner.", reason="closed")
                 proc = self._ensure_process()
-                job = Job(self, proc, job_id, kind, folder, command)
-                job.info.update(info or {})
-                self._jobs[job_id] = job
+                entry = self._jobs[job.id] = JobEntry(job, proc, folder, command)
         except BaseException:
             remove_dir(folder)
             raise
-        proc.send(command)
+        proc.send(entry.command)
         return job
 
     def _ensure_process(self) -> WorkerProcess:
@@ -230,15 +213,17 @@ class WorkerRunner:
             ).start()
         return proc
 
-    def _jobs_of(self, proc: WorkerProcess) -> List[Job]:
+    def _jobs_of(self, proc: WorkerProcess) -> List[JobEntry]:
         with self._lock:
-            return [j for j in self._jobs.values() if j.proc is proc]
+            return [e for e in self._jobs.values() if e.proc is proc]
 
-    def _cancel(self, job: Job) -> None:
-        if job.done or job.cancel_requested_at is not None:
+    def _cancel(self, job: QueueJob) -> None:
+        with self._lock:
+            entry = self._jobs.get(job.id)
+        if entry is None or entry.cancel_requested_at is not None:
             return
-        job.cancel_requested_at = time.monotonic()
-        job.proc.send(make("cancel", job=job.id))
+        entry.cancel_requested_at = time.monotonic()
+        entry.proc.send(make("cancel", job=job.id))
 
     # -- threads --------------------------------------------------------------------------------
     def _read_stdout(self, proc: WorkerProcess) -> None:
@@ -264,8 +249,8 @@ class WorkerRunner:
                 line = raw.decode("utf-8", "replace").rstrip()
                 if line:
                     proc.tail.append(line)
-                    for job in self._jobs_of(proc):
-                        job._deliver({"type": "log", "job": job.id, "message": line, "source": "stderr"})
+                    for entry in self._jobs_of(proc):
+                        entry.job.put(Log(line, source="stderr"))
         except (OSError, ValueError):
             pass
         finally:
@@ -283,8 +268,8 @@ class WorkerRunner:
             elif proc.hello is not None and now - proc.last_seen > self.heartbeat_timeout_s:
                 proc.kill("hang", f"no heartbeat for {self.heartbeat_timeout_s:g} s")
             elif any(
-                j.cancel_requested_at is not None and now - j.cancel_requested_at > self.cancel_timeout_s
-                for j in self._jobs_of(proc)
+                e.cancel_requested_at is not None and now - e.cancel_requested_at > self.cancel_timeout_s
+                for e in self._jobs_of(proc)
             ):
                 proc.kill("cancel", f"cancel not acknowledged within {self.cancel_timeout_s:g} s")
 
@@ -292,12 +277,12 @@ class WorkerRunner:
         kind = message["type"]
         if kind == "hello":
             if message["protocol"] != PROTOCOL_VERSION:
-                proc.fatal = error_message(
+                proc.fatal = Error(
                     "worker",
                     f"The worker speaks protocol {message['protocol']}, this client {PROTOCOL_VERSION}",
                     "Use the worker and client of the same UNetSigmoidSeg version.",
                     reason="version",
-                )
+                ).to_dict()
                 proc.kill("version", "protocol version mismatch")
                 return
             proc.hello = message
@@ -312,38 +297,46 @@ class WorkerRunner:
         if kind in ("log", "warning", "error"):
             proc.tail.append(("warning: " if kind == "warning" else "") + str(message.get("message", "")))
         with self._lock:
-            job = self._jobs.get(str(message.get("job")))
-        if job is None or job.proc is not proc:
+            entry = self._jobs.get(str(message.get("job")))
+        if entry is None or entry.proc is not proc:
             if kind == "error" and "job" not in message:
                 proc.fatal = message  # start-up failure, or a rejected command: kept for the death report
             return
-        if kind not in TERMINAL_TYPES:
-            job._deliver(message)
+        if kind == "busy":
+            terminal: Message = Error(
+                "worker",
+                f"The worker is busy with another run (job {message.get('current')}): one run at a time",
+                "Wait for the running job to finish, or cancel it first.",
+                reason="busy",
+            )
+        else:
+            terminal = message_from_dict(message)
+        if not isinstance(terminal, (Result, Error, Cancelled)):
+            entry.job.put(terminal)
             return
-        if kind == "result" and job.kind == "run":
+        if isinstance(terminal, Result):
+            terminal.info = {k: message[k] for k in INFO_FIELDS if k in message}
             try:
                 t0 = time.perf_counter()
-                outputs = message["outputs"]
-                message["_arrays"] = {k: read_array(d) for k, d in outputs.items() if d}
-                job.info.setdefault("client_timings", {})["read_output_s"] = time.perf_counter() - t0
+                terminal.arrays = {k: read_array(d) for k, d in (message.get("outputs") or {}).items() if d}
+                entry.job.info.timings["read_output_s"] = time.perf_counter() - t0
             except Exception as exc:  # noqa: BLE001
-                message = error_message(
+                terminal = Error(
                     "worker",
                     f"Cannot read the worker's results: {exc}",
                     "Check free space in the temp folder.",
-                    job=job.id,
                     reason="handoff",
                 )
         with self._lock:
-            self._jobs.pop(job.id, None)
-        job._finish(message)
+            self._jobs.pop(entry.job.id, None)
+        entry.finish(terminal)
 
     def _on_death(self, proc: WorkerProcess) -> None:
         with self._lock:
             if proc.dead.is_set():
                 return
             proc.dead.set()
-            jobs = [j for j in self._jobs.values() if j.proc is proc]
+            entries = [e for e in self._jobs.values() if e.proc is proc]
             if self._proc is proc:
                 self._proc = None
         proc.stderr_done.wait(0.5)
@@ -352,44 +345,44 @@ class WorkerRunner:
             os.remove(os.path.join(self.temp_dir, f"worker-{proc.pid}.pid"))
         except OSError:
             pass
-        for job in jobs:
+        for entry in entries:
             if (
                 code == 0
                 and proc.kill_reason is None
-                and job.resent == 0
-                and job.cancel_requested_at is None
+                and entry.resent == 0
+                and entry.cancel_requested_at is None
                 and not self._closed
             ):
-                self._resend(job)  # the worker went idle just as the job arrived: give it to a fresh one
+                self._resend(entry)  # the worker went idle just as the job arrived: give it to a fresh one
                 continue
             with self._lock:
-                self._jobs.pop(job.id, None)
+                self._jobs.pop(entry.job.id, None)
             if (
                 proc.kill_reason == "cancel"
-                and job.cancel_requested_at is not None
+                and entry.cancel_requested_at is not None
                 or proc.kill_reason == "closed"
                 or self._closed
             ):
-                job._finish(
-                    {
-                        "type": "cancelled",
-                        "job": job.id,
-                        "message": f"cancelled ({proc.kill_detail}: the worker was stopped)",
-                    }
-                )
+                entry.finish(Cancelled(f"cancelled ({proc.kill_detail}: the worker was stopped)"))
             else:
-                exc = death_error(proc, job.id, self.python_executable)
-                job._finish(
-                    error_message("worker", exc.message, exc.hint, job=job.id, log_tail=exc.log_tail, reason=exc.reason)
-                )
+                exc = death_error(proc, entry.job.id, self.python_executable)
+                entry.finish(Error("worker", exc.message, exc.hint, exc.reason, exc.log_tail))
 
-    def _resend(self, job: Job) -> None:
+    def _resend(self, entry: JobEntry) -> None:
         try:
             with self._lock:
                 proc = self._ensure_process()
-                job.proc, job.resent = proc, job.resent + 1
-            proc.send(job.command)
+                entry.proc, entry.resent = proc, entry.resent + 1
+            proc.send(entry.command)
         except WorkerError as exc:
             with self._lock:
-                self._jobs.pop(job.id, None)
-            job._finish(error_message("worker", exc.message, exc.hint, job=job.id, reason=exc.reason))
+                self._jobs.pop(entry.job.id, None)
+            entry.finish(Error("worker", exc.message, exc.hint, exc.reason))
+
+
+def _rebuild_result(message: Result) -> SegmentResult:
+    return SegmentResult.from_wire(message.fields["result"], message.arrays)
+
+
+def _rebuild_info(message: Result) -> ModelInfo:
+    return ModelInfo.from_dict(message.fields["info"])

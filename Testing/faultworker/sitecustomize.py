@@ -1,8 +1,9 @@
-"""Test hook: make the worker fail on purpose at a given stage.
+"""Tests only: make a worker process fail on purpose at a given stage. Nothing of this is in the product.
 
-A fault is ``KIND@STAGE``, given only from outside the product: the environment variable
-``UNETSEG_WORKER_FAULT`` of the worker process (tests pass it with ``WorkerRunner(env=...)``). It fires
-at start-up or in every job that reaches its stage; nothing in the product's options can trigger it.
+A worker started with this folder on its ``PYTHONPATH`` (``conftest.worker_fault_env``) imports this file as its
+``sitecustomize`` before anything else; with ``UNETSEG_WORKER_FAULT=KIND@STAGE`` in its environment it carries out
+the fault at start-up, right after the hello (wrapping ``Server.serve``) or in every job that reaches the stage (as
+the worker ``Server``'s ``on_stage`` hook). Any other process (the CLI that starts the worker, say) is left alone.
 
 KIND: ``raise`` (unexpected exception → ``internal`` error), ``exit`` (exit code 3), ``segfault``
 (a real SIGSEGV), ``hang`` (the whole process freezes: SIGSTOP, so heartbeats stop too),
@@ -74,3 +75,34 @@ def inject(spec: str, server: Any = None) -> None:
         print("noise from print() in the worker")
         os.write(1, b"noise written to file descriptor 1\n")
         sys.stdout.flush()
+
+
+def install(spec: str) -> None:
+    """Arm the fault ``spec`` in this worker process."""
+    kind, stage = parse(spec)
+    if stage == "start":  # as early as the worker's own start: its fault handler is on by then
+        import faulthandler
+
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+        inject(spec)
+        return
+    from UNetSigmoidSegLib.worker import server as worker_server
+
+    serve = worker_server.Server.serve
+
+    def serve_after_hello(self):
+        if stage == "hello":
+            inject(spec, self)
+        return serve(self)
+
+    def on_stage(self, reached: str, job: Optional[str] = None) -> None:
+        if reached == stage:
+            self.log(f"test hook: injecting fault {spec}", job)
+            inject(spec, self)
+
+    worker_server.Server.serve = serve_after_hello
+    worker_server.Server.on_stage = on_stage
+
+
+if os.environ.get(ENV_VAR) and "UNetSigmoidSegLib.worker" in getattr(sys, "orig_argv", sys.argv):
+    install(os.environ[ENV_VAR])

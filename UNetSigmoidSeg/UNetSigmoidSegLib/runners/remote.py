@@ -20,27 +20,17 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..contract import wire
+from ..contract.messages import Log
 from ..contract.model import MODEL_SUFFIXES, ModelInfo, ModelSpec
 from ..contract.options import SegmentOptions
+from ..contract.request import RunRequest
 from ..contract.volume import Volume
-from ..errors import (
-    CancelledError,
-    InputError,
-    ModelError,
-    OptionError,
-    OutputError,
-    RemoteError,
-    UserError,
-    WorkerInternalError,
-)
-from . import wire
-from .job import RemoteJob
-from .tokens import client_token
-from .transport import Counters, Endpoint, Http, Response, wait_until
-
-API = "/v1"
-USER_ERRORS = {"input": InputError, "model": ModelError, "option": OptionError, "output": OutputError}
-RETRY_REASONS = ("down", "connection", "timeout")
+from ..errors import CancelledError, InputError, ModelError, RemoteError, UserError
+from ..remote.tokens import client_token
+from .http import Counters, Endpoint, Http, Response, wait_until
+from .job import QueueJob
+from .remote_run import API, RemoteRun, response_error
 
 
 class RemoteRunner:
@@ -49,7 +39,7 @@ class RemoteRunner:
     server's certificate or CA for https. ``reconnect_s``: how long a running job waits for a lost server to answer
     again. ``poll_wait_s``: the long poll (the server answers at once when something happens)."""
 
-    kind = "remote"
+    runs_here = False
 
     def __init__(
         self,
@@ -76,7 +66,7 @@ class RemoteRunner:
         self._described: Optional[Dict[str, Any]] = None
         self._refresh: Optional[threading.Thread] = None
         self.connection_error: Optional[UserError] = None  # of the last describe()/refresh() in the background
-        self._jobs: List[RemoteJob] = []
+        self._runs: List[RemoteRun] = []
         self._closed = False
 
     # ---------------------------------------------------------------- blocking calls
@@ -89,7 +79,7 @@ class RemoteRunner:
     def _get(self, path: str, doing: str, timeout: Optional[float] = None, http: Optional[Http] = None) -> Any:
         response = (http or self._http()).request("GET", API + path, timeout=timeout, doing=doing)
         if response.status != 200:
-            raise self.response_error(response, doing)
+            raise response_error(self.url, response, doing)
         return response.json()
 
     def health(self, timeout: float = 5.0) -> Dict[str, Any]:
@@ -151,24 +141,24 @@ class RemoteRunner:
     def keep_warm(self, keep: bool) -> None:
         """Nothing to do: the server keeps its models warm for every client."""
 
-    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> RemoteJob:
+    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> QueueJob:
         """Send ``volume`` (``(C, I, J, K)`` + voxel→RAS affine) to be segmented with ``model`` (a server model
         name, or — if the server accepts uploads — a model file); returns at once."""
         array = np.asarray(volume.array)
         if array.dtype.kind not in "biuf" or array.ndim != 4:
             raise InputError(f"Cannot send a {array.dtype} {array.shape} array", "Give a numeric (C, I, J, K) array.")
-        affine = np.asarray(volume.affine, dtype=float)
-        return self._start("run", lambda job: self._run(job, array, affine, model, options))
+        request = RunRequest(model, options, volume.affine)
+        return self._start(lambda run: self._run(run, array, request))
 
-    def inspect(self, model: ModelSpec) -> RemoteJob:
+    def inspect(self, model: ModelSpec) -> QueueJob:
         """The ``ModelInfo`` of a server model (the server loads it: it stays warm)."""
-        return self._start("inspect", lambda job: self._inspect(job, model))
+        return self._start(lambda run: self._inspect(model))
 
     def close(self) -> None:
         """Cancel this runner's running jobs (the server frees them); later submits fail."""
         self._closed = True
-        for job in list(self._jobs):
-            job.cancel()
+        for run in list(self._runs):
+            run.job.cancel()
 
     def __enter__(self) -> "RemoteRunner":
         return self
@@ -177,24 +167,37 @@ class RemoteRunner:
         self.close()
 
     # ---------------------------------------------------------------- jobs
-    def _start(self, kind: str, work: Any) -> RemoteJob:
+    def _start(self, work: Any) -> QueueJob:
         if self._closed:
             raise RemoteError("The remote runner is closed", "Create a new RemoteRunner.", reason="closed")
+        job = QueueJob("remote", self._on_cancel, section="server")
+        job.info.url = self.url
+        run = RemoteRun(self, job)
 
-        def tracked(job: RemoteJob) -> Any:
+        def tracked(_job: QueueJob) -> Any:
             try:
-                return work(job)
+                return work(run)
             finally:
                 with self._lock:
-                    if job in self._jobs:
-                        self._jobs.remove(job)
+                    if run in self._runs:
+                        self._runs.remove(run)
 
-        job = RemoteJob(kind, tracked, self._cancel_on_server)
         with self._lock:
-            self._jobs.append(job)
-        return job
+            self._runs.append(run)
+        return job.start_thread(tracked, f"unetseg-{job.id}")
 
-    def _inspect(self, job: RemoteJob, model: ModelSpec) -> ModelInfo:
+    def _on_cancel(self, job: QueueJob) -> None:
+        """(the caller's thread) Cancel on the server in the background: the GUI never waits on the network."""
+        with self._lock:
+            runs = [r for r in self._runs if r.job is job]
+        for run in runs:
+            threading.Thread(target=run.cancel_on_server, name=f"unetseg-cancel-{job.id}", daemon=True).start()
+
+    def delete(self, server_id: str, timeout: float, doing: str) -> Response:
+        """``DELETE`` a job on the server (cancel it, or free its result)."""
+        return Http(self.endpoint, self.counters, timeout).request("DELETE", f"{API}/jobs/{server_id}", doing=doing)
+
+    def _inspect(self, model: ModelSpec) -> ModelInfo:
         if model.name is not None:
             data = self._get(f"/models/{quote(model.name, safe='')}", f"reading model {model.name}")
             return ModelInfo.from_dict(data["info"])
@@ -202,12 +205,10 @@ class RemoteRunner:
         http = Http(self.endpoint, Counters(self.counters), self.timeout_s + 120.0)
         response = http.request("POST", API + "/models/inspect", wire.encode(fields, arrays), doing="sending a model")
         if response.status != 200:
-            raise self.response_error(response, "reading the uploaded model")
+            raise response_error(self.url, response, "reading the uploaded model")
         return ModelInfo.from_dict(response.json()["info"])
 
-    def _run(self, job: RemoteJob, array: np.ndarray, affine: np.ndarray, model: ModelSpec, options: SegmentOptions):
-        from .follow import follow, send
-
+    def _run(self, run: RemoteRun, array: np.ndarray, request: RunRequest):
         info = self.server_info()
         if array.nbytes > int(info["max_volume_bytes"]):
             raise RemoteError(
@@ -216,17 +217,15 @@ class RemoteRunner:
                 "Crop or downsample it, or ask the server's administrator for a larger --max-volume-mb.",
                 reason="too_large",
             )
-        fields: Dict[str, Any] = {"options": options.to_dict(), "affine": affine.tolist()}
+        fields = request.to_wire(with_model=request.model.name is not None)
         arrays: Dict[str, np.ndarray] = {"volume": array}
-        if model.name is not None:
-            fields["model"] = model.to_dict()
-        else:
-            upload_fields, upload_arrays = self._upload(model)
+        if request.model.name is None:
+            upload_fields, upload_arrays = self._upload(request.model)
             fields.update(upload_fields)
             arrays.update(upload_arrays)
         http = Http(self.endpoint, Counters(self.counters), self.timeout_s)
-        instance = send(self, job, http, fields, arrays, int(info["max_request_bytes"]))
-        return follow(self, job, http, instance, tuple(int(s) for s in array.shape[1:]))
+        instance = run.send(http, fields, arrays, int(info["max_request_bytes"]))
+        return run.follow(http, instance, tuple(int(s) for s in array.shape[1:]))
 
     def _upload(self, model: ModelSpec):
         """The fields and arrays that carry a local model file to a server started with ``--allow-upload``."""
@@ -267,46 +266,12 @@ class RemoteRunner:
                 arrays["sidecar"] = np.frombuffer(f.read(), dtype=np.uint8)
         return {"upload": {"suffix": suffix, "strides": model.strides}}, arrays
 
-    def _cancel_on_server(self, job: RemoteJob) -> None:
-        """(any thread) Ask the server to cancel ``job`` once, as soon as its server id is known."""
-        with job.cancel_lock:
-            if job.cancel_sent or job.server_id is None or job.done:
-                return
-            job.cancel_sent = True
-        try:
-            response = Http(self.endpoint, self.counters, 10.0).request(
-                "DELETE", f"{API}/jobs/{job.server_id}", doing="cancelling"
-            )
-            job.info["cancel_answer"] = response.status
-        except UserError as exc:  # the job's own thread reports what happened to the connection
-            job.info["cancel_answer"] = str(exc)
-
     # ---------------------------------------------------------------- errors
-    def response_error(self, response: Response, doing: str) -> BaseException:
-        """The exception an error answer stands for (401 without detail → a clear token message)."""
-        if response.status == 401:
-            return RemoteError(
-                f"The server at {self.url} refused the token (401 Unauthorized)",
-                "Use the token from the server's token file; it changes when the server's administrator rotates it.",
-                reason="auth",
-            )
-        try:
-            body = response.json().get("error")
-        except (UserError, AttributeError):
-            body = None
-        if not isinstance(body, dict):
-            return RemoteError(
-                f"The server at {self.url} answered {response.status} while {doing}",
-                "Is that URL a UNetSigmoidSeg server (unetsigmoidseg serve)?",
-                reason="protocol",
-            )
-        return message_error(body, self.url)
-
-    def reconnect(self, job: RemoteJob, instance: str, cause: RemoteError) -> None:
+    def reconnect(self, job: QueueJob, instance: str, cause: RemoteError) -> None:
         """After a failure mid-job: wait up to ``reconnect_s`` for the server; the same instance → go on; another
         instance → it restarted and the job is lost; none → the connection is lost."""
         deadline = time.monotonic() + self.reconnect_s
-        job.emit({"type": "log", "message": f"connection to the server lost ({cause.reason}); trying again"})
+        job.put(Log(f"connection to the server lost ({cause.reason}); trying again"))
         while True:
             if job.cancel_requested.is_set():
                 raise CancelledError("cancelled (the server could not be reached to confirm)")
@@ -327,20 +292,3 @@ class RemoteRunner:
                     reason="restarted",
                 )
             return
-
-
-def message_error(body: Dict[str, Any], url: str) -> BaseException:
-    """The exception of a server ``error`` body or terminal message (``kind``, ``message``, ``hint``, ``reason``)."""
-    kind = str(body.get("kind", "error"))
-    message = str(body.get("message", "error"))
-    hint = str(body.get("hint", ""))
-    reason = str(body.get("reason") or "server")
-    if reason == "busy":
-        return RemoteError(f"Server busy, {body.get('queued', '?')} queued: {message}", hint, reason="busy")
-    if kind in USER_ERRORS:
-        return USER_ERRORS[kind](message, hint)
-    if kind == "internal":
-        return WorkerInternalError(f"{message} (server {url}) — {hint}")
-    if kind == "remote":
-        return RemoteError(message, hint, reason=reason)
-    return UserError(message, hint)
