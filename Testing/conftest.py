@@ -106,7 +106,7 @@ class OutOfMemoryOnce(torch.nn.Module):
 def injected_out_of_memory(model):
     """A fault injected from outside the product: ``model``'s network runs out of memory once, and the placement
     chain gets a retry on this device (as CUDA has one), so the fallback path runs without a GPU."""
-    from UNetSigmoidSegLib.engine import inference
+    from UNetSigmoidSegLib.engine.running import inference
 
     network, chain = model.network, inference.placements
     model.network = OutOfMemoryOnce(network)
@@ -145,7 +145,7 @@ def write_volume(path, array_ijk, spacing=(1.5, 0.8, 2.5), origin=(12.0, -30.0, 
 def blob_volume(shape=(40, 36, 24), seed=0):
     """A smooth float32 volume with a bright ellipsoid, so networks produce spatially varying outputs. Its values are
     those of a normalised image (about 0 outside, 1 inside): a model that does not record its normalisation runs on
-    it as given (raw intensities are refused, see ``engine.plausibility``)."""
+    it as given (raw intensities are refused, see ``engine.running.plausibility``)."""
     rng = np.random.default_rng(seed)
     grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
     r = sum((g / w) ** 2 for g, w in zip(grid, (0.6, 0.5, 0.7)))
@@ -202,3 +202,19 @@ def model_file(tmp_path):
         return str(path)
 
     return make
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """The ONNX exports this test makes: the exporter wrapped by the test (the product keeps no count)."""
+    made = []
+    from UNetSigmoidSegLib.engine.backends import runtimes
+
+    real = runtimes.export_onnx
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtimes, "export_onnx", counted)
+    return made

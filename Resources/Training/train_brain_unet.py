@@ -37,9 +37,10 @@ BUNDLE = os.path.join(RESOURCES, "Models", "BrainT1UNet")
 DATA = os.path.join(RESOURCES, "Data")
 sys.path.insert(0, os.path.join(REPO, "UNetSigmoidSeg"))  # the product, also without `pip install -e .`
 
-from UNetSigmoidSegLib.engine import bundle as bundle_mod  # noqa: E402
-from UNetSigmoidSegLib.engine import configreader, preprocess  # noqa: E402
-from UNetSigmoidSegLib.engine.volume import Volume, read_volume  # noqa: E402
+from UNetSigmoidSegLib.engine.loading import bundle as bundle_mod  # noqa: E402
+from UNetSigmoidSegLib.engine.safety import configreader
+from UNetSigmoidSegLib.engine.running import preprocess  # noqa: E402
+from UNetSigmoidSegLib.engine.files.volume import Volume, read_volume  # noqa: E402
 
 PATCH = (64, 64, 64)  # training patch (voxels at the bundle's 2 mm spacing)
 
@@ -189,8 +190,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate(bundle: str, image_path: str, mask: np.ndarray) -> Dict[str, Any]:
     """Segment ``image_path`` with the written bundle through the product (untrusted bundle, CPU)
     and compare with ``mask`` ``(I, J, K)`` on the image's own grid."""
-    from UNetSigmoidSegLib.engine.model import load_model
-    from UNetSigmoidSegLib.engine.pipeline import SegmentOptions, segment
+    from UNetSigmoidSegLib.engine.loading.model import load_model
+    from UNetSigmoidSegLib.engine.running.pipeline import SegmentOptions, segment
 
     model = load_model(bundle, trust_bundle=False)
     volume = read_volume(image_path)

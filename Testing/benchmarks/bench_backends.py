@@ -5,7 +5,7 @@ BW  one 96³ window: each backend's prepared forward vs PyTorch's, same input, i
 BE  a whole 256×256×128 volume end to end through ``segment()`` per backend (prepared, warm) vs bare MONAI
     ``sliding_window_inference`` on PyTorch (roi 96, overlap 0.25, Gaussian) in the same rounds
     goals (auto): ≤ 0.5× tutorial, ≤ 0.8× seed article, never above 1.0× (noise aside); the in-run checks against
-    PyTorch (``engine.backend_check``) are inside the timed runs: ``checked``, ``check_s`` say what they cost
+    PyTorch (``engine.backends.check``) are inside the timed runs: ``checked``, ``check_s`` say what they cost
 BX  first use in a fresh process (empty cache): preparation seconds (export, compile, validation; auto: its
     measurement) and the whole first run; then the cached re-use in another fresh process      goals ≤ 20 s, ≤ 1 s
 BM  peak RSS of those fresh processes (imports included; Linux ``VmHWM``, else ``ru_maxrss``)
@@ -54,7 +54,7 @@ ROI = [96, 96, 96]
 
 def build(name):
     """(LoadedModel, spacing the volume gets) of a benchmark network."""
-    from UNetSigmoidSegLib.engine.model import LoadedModel, load_model
+    from UNetSigmoidSegLib.engine.loading.model import LoadedModel, load_model
 
     if name == "brain":
         return load_model(BUNDLE), 2.0
@@ -71,7 +71,7 @@ def build(name):
 
 def volume(shape=(256, 256, 128)):
     """The demo T1 resampled to ``shape``, z-scored: ``(I, J, K)`` float32."""
-    from UNetSigmoidSegLib.engine.volume import read_volume
+    from UNetSigmoidSegLib.engine.files.volume import read_volume
 
     data = torch.from_numpy(read_volume(T1).array.astype(np.float32))[None]
     data = torch.nn.functional.interpolate(data, size=tuple(shape), mode="trilinear", align_corners=False)[0, 0]
@@ -91,7 +91,8 @@ def _median_ratio(rows, key, base):
 
 def bench_window(name, model, image, repeats):
     """BW: seconds per 96³ window of each backend's forward (prepared from this very window)."""
-    from UNetSigmoidSegLib.engine import backends, runtimes
+    from UNetSigmoidSegLib.engine.backends import choose as backends
+    from UNetSigmoidSegLib.engine.backends import runtimes
 
     x = image[:, :, 80:176, 80:176, 16:112].contiguous()
     window = Window(ROI, 0.25, 1, "gaussian")
@@ -150,7 +151,7 @@ def bench_volume(name, model, array, spacing, repeats):
     """BE: whole volume through ``segment()`` per backend (warm) vs bare MONAI on PyTorch, interleaved rounds."""
     from monai.inferers import sliding_window_inference
 
-    from UNetSigmoidSegLib.engine.pipeline import segment
+    from UNetSigmoidSegLib.engine.running.pipeline import segment
 
     vol = Volume(array[None], np.diag([spacing, spacing, spacing, 1.0]))
     tensor = torch.from_numpy(array)[None, None]
@@ -213,7 +214,7 @@ def _peak_rss_bytes():
 
 def child(name, backend):
     """One fresh process: load, one ``segment()`` of the volume; prints a JSON line."""
-    from UNetSigmoidSegLib.engine.pipeline import segment
+    from UNetSigmoidSegLib.engine.running.pipeline import segment
 
     t0 = time.perf_counter()
     model, spacing = build(name)

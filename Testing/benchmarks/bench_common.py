@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 def loaded_model(net: Any, size_divisor: int, out_channels: int = 1, activation: str = "sigmoid", **info: Any) -> Any:
     """A benchmark network as the engine's ``LoadedModel`` (a UNet checkpoint with one input channel)."""
-    from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
+    from UNetSigmoidSegLib.engine.loading.model import LoadedModel, ModelInfo
 
     return LoadedModel(
         net,

@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import emit, environment, loaded_model, paired  # noqa: E402
 from UNetSigmoidSegLib.contract.options import SegmentOptions  # noqa: E402
 from UNetSigmoidSegLib.contract.result import make_probabilities, threshold_map  # noqa: E402
-from UNetSigmoidSegLib.engine.model import LoadedModel  # noqa: E402
-from UNetSigmoidSegLib.engine.pipeline import segment  # noqa: E402
-from UNetSigmoidSegLib.engine.volume import Volume  # noqa: E402
+from UNetSigmoidSegLib.engine.files.volume import Volume  # noqa: E402
+from UNetSigmoidSegLib.engine.loading.model import LoadedModel  # noqa: E402
+from UNetSigmoidSegLib.engine.running.pipeline import segment  # noqa: E402
 
 
 def _median_ms(fn, repeats):

@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     from monai.networks.nets import UNet
 
     from UNetSigmoidSegLib.contract.options import SegmentOptions
-    from UNetSigmoidSegLib.engine.pipeline import segment
-    from UNetSigmoidSegLib.engine.volume import Volume
+    from UNetSigmoidSegLib.engine.files.volume import Volume
+    from UNetSigmoidSegLib.engine.running.pipeline import segment
 
     torch.manual_seed(0)
     net = UNet(3, 1, 1, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2).eval().cuda()

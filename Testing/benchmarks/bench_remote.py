@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(REPO, "Testing", "mrml"))
 
 from bench_common import emit, environment  # noqa: E402
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume  # noqa: E402
-from UNetSigmoidSegLib.engine.volume import affine_from_sitk, read_volume  # noqa: E402
+from UNetSigmoidSegLib.engine.files.volume import affine_from_sitk, read_volume  # noqa: E402
 from UNetSigmoidSegLib.runners.remote import RemoteRunner  # noqa: E402
 from UNetSigmoidSegLib.runners.worker import WorkerRunner  # noqa: E402
 

@@ -168,7 +168,7 @@ def bench_handoff(folder: str, repeats: int, shape=LARGE):
         handoff.remove_dir(job)
 
     def nrrd():
-        from UNetSigmoidSegLib.engine.volume import array_to_sitk
+        from UNetSigmoidSegLib.engine.files.volume import array_to_sitk
 
         job = tempfile.mkdtemp(dir=folder)
         for name, arr in (("input", volume[0]), ("values", probs[0]), ("masks", masks[0].astype(np.uint8))):

@@ -17,8 +17,8 @@ from remote_fixtures import Server, ct_volume, long_volume, make_models  # noqa:
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions  # noqa: E402
 from UNetSigmoidSegLib.contract.messages import TERMINAL, Log, Progress, Result  # noqa: E402
 from UNetSigmoidSegLib.contract.runner import Job, Runner  # noqa: E402
-from UNetSigmoidSegLib.engine.model import load_model  # noqa: E402
-from UNetSigmoidSegLib.engine.pipeline import segment  # noqa: E402
+from UNetSigmoidSegLib.engine.loading.model import load_model  # noqa: E402
+from UNetSigmoidSegLib.engine.running.pipeline import segment  # noqa: E402
 from UNetSigmoidSegLib.errors import CancelledError, ModelError, OptionError  # noqa: E402
 from UNetSigmoidSegLib.runners import make_runner  # noqa: E402
 

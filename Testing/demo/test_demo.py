@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(REPO, "UNetSigmoidSeg"))
 
 from UNetSigmoidSegLib import cli  # noqa: E402
-from UNetSigmoidSegLib.engine.model import load_model  # noqa: E402
+from UNetSigmoidSegLib.engine.loading.model import load_model  # noqa: E402
 
 BUNDLE = os.path.join(REPO, "Resources", "Models", "BrainT1UNet")
 TRAIN = os.path.join(REPO, "Resources", "Training", "train_brain_unet.py")
@@ -53,7 +53,7 @@ def test_demo_segmentation_file_is_a_brain_segment_on_the_input_grid(demo_run):
     import numpy as np
     import slicerio
 
-    from UNetSigmoidSegLib.engine.volume import read_volume
+    from UNetSigmoidSegLib.engine.files.volume import read_volume
 
     _, _, out = demo_run
     seg = slicerio.read_segmentation(str(out / "T1_head.seg.nrrd"))

@@ -19,10 +19,12 @@ from conftest import shared_data
 from UNetSigmoidSegLib.contract.model import ModelInfo
 from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.contract.result import BackendChoice, Window
-from UNetSigmoidSegLib.engine import backend_cache, backend_check, runtimes
-from UNetSigmoidSegLib.engine.model import LoadedModel
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.volume import read_volume
+from UNetSigmoidSegLib.engine.backends import cache as backend_cache
+from UNetSigmoidSegLib.engine.backends import check as backend_check
+from UNetSigmoidSegLib.engine.backends import runtimes
+from UNetSigmoidSegLib.engine.files.volume import read_volume
+from UNetSigmoidSegLib.engine.loading.model import LoadedModel
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 
 DICOM = ("totalsegmentator", "example_ct_dicom")  # 512×512×20, JPEG2000: air all around the body
 PREPROCESS = {

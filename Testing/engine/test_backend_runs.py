@@ -14,9 +14,10 @@ from UNetSigmoidSegLib.cli import main
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume
 from UNetSigmoidSegLib.contract.options import BACKENDS
 from UNetSigmoidSegLib.contract.result import BackendChoice, SegmentResult, Window
-from UNetSigmoidSegLib.engine import backends, pipeline
-from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo, load_model
-from UNetSigmoidSegLib.engine.pipeline import segment
+from UNetSigmoidSegLib.engine.backends import choose as backends
+from UNetSigmoidSegLib.engine.loading.model import LoadedModel, ModelInfo, load_model
+from UNetSigmoidSegLib.engine.running import pipeline
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 from UNetSigmoidSegLib.errors import CancelledError, InputError, OptionError
 from UNetSigmoidSegLib.mrml.parameters import Parameters
 from UNetSigmoidSegLib.widget import rules
@@ -95,12 +96,12 @@ def test_cancel_while_preparing_a_backend(cache):
     assert asked and not model.backends  # nothing half-prepared is kept
 
 
-def test_memory_guard_refuses_before_any_export(cache, monkeypatch):
+def test_memory_guard_refuses_before_any_export(exports, cache, monkeypatch):
     monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 2**20)
-    before = backends.export_count
+    before = len(exports)
     with pytest.raises(InputError, match="needs about"):
         segment(_volume(), _model(seed=12), SegmentOptions(device="cpu", backend="openvino", roi_size=[16, 16, 16]))
-    assert backends.export_count == before and not cache.exists()
+    assert len(exports) == before and not cache.exists()
 
 
 class Exhausted:
@@ -126,7 +127,7 @@ def test_out_of_memory_in_a_runtime_is_the_engines_error(cache):
 # ---------------------------------------------------------------- auto
 
 
-def test_auto_measures_once_then_remembers(cache, monkeypatch):
+def test_auto_measures_once_then_remembers(exports, cache, monkeypatch):
     monkeypatch.setenv("UNETSEG_AUTO_MIN_SECONDS", "0")
     net = tiny_unet(channels=(4, 8, 16), seed=5)
     opts = SegmentOptions(device="cpu", roi_size=[32, 32, 32])
@@ -135,35 +136,35 @@ def test_auto_measures_once_then_remembers(cache, monkeypatch):
     assert choice.requested == "auto" and choice.backend in BACKENDS[1:]
     assert choice.reason.startswith("auto: fastest on a probe window: ")
     assert all(name in choice.reason for name in ("torch", "onednn", "openvino")), choice.reason
-    before = backends.export_count
+    before = len(exports)
     second = segment(_volume(), _model(net, seed=5), opts)  # a fresh process would see the same
     assert second.backend.backend == choice.backend and "(measured on an earlier run)" in second.backend.reason
-    assert backends.export_count == before
+    assert len(exports) == before
     assert (second.probabilities.quantized.astype(int) - first.probabilities.quantized).max() <= 1
 
 
-def test_auto_keeps_short_runs_on_pytorch(cache, monkeypatch):
+def test_auto_keeps_short_runs_on_pytorch(exports, cache, monkeypatch):
     monkeypatch.delenv("UNETSEG_AUTO_MIN_SECONDS")  # the product's default
-    before = backends.export_count
+    before = len(exports)
     result = segment(_volume(), _model(seed=6), SegmentOptions(device="cpu", roi_size=[16, 16, 16]))
     assert (
         result.backend.backend == "torch" and "faster backends are prepared for runs over 1 s" in result.backend.reason
     )
-    assert backends.export_count == before and not result.warnings
+    assert len(exports) == before and not result.warnings
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])
-def test_gpu_runs_stay_on_pytorch(device, cache):
+def test_gpu_runs_stay_on_pytorch(exports, device, cache):
     """The policy itself (no GPU needed): CUDA / MPS runs use PyTorch; auto silently, an explicit CPU backend with a
     warning; nothing is exported."""
     model, image = _model(seed=7), torch.zeros(1, 1, 32, 32, 32)
     window = Window([16, 16, 16], 0.25, 1, "gaussian")
-    before = backends.export_count
+    before = len(exports)
     forward, choice, warnings = backends.prepare(model, image, window, "auto", device, 8, print, print)
     assert forward is None and choice.backend == "torch" and not warnings
     forward, choice, warnings = backends.prepare(model, image, window, "openvino", device, 8, print, print)
     assert forward is None and choice.backend == "torch" and "runs on the CPU" in warnings[0]
-    assert backends.export_count == before and not model.backends
+    assert len(exports) == before and not model.backends
 
 
 @pytest.mark.gpu

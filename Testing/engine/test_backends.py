@@ -19,12 +19,13 @@ from conftest import REPO, shared_data
 from UNetSigmoidSegLib.contract.model import ModelInfo
 from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.contract.result import Window
-from UNetSigmoidSegLib.engine import backend_cache, backends, runtimes
-from UNetSigmoidSegLib.engine.inference import run_sliding_window
-from UNetSigmoidSegLib.engine.model import LoadedModel, load_model
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.probabilities import activate
-from UNetSigmoidSegLib.engine.volume import read_volume
+from UNetSigmoidSegLib.engine.backends import cache as backend_cache
+from UNetSigmoidSegLib.engine.backends import choose as backends
+from UNetSigmoidSegLib.engine.files.volume import read_volume
+from UNetSigmoidSegLib.engine.loading.model import LoadedModel, load_model
+from UNetSigmoidSegLib.engine.running.inference import run_sliding_window
+from UNetSigmoidSegLib.engine.running.pipeline import segment
+from UNetSigmoidSegLib.engine.running.probabilities import activate
 
 PREPROCESS = {
     CT: dict(normalization="ct", ct_window=[-57, 164]),
@@ -163,20 +164,6 @@ def test_float_probabilities_and_logits_within_tolerance():
 def _fresh(path):
     """A newly loaded model (nothing warm in memory), as a new worker would have it."""
     return load_model(path)
-
-
-@pytest.fixture
-def exports(monkeypatch):
-    """The ONNX exports this test makes: the exporter wrapped by the test (the product keeps no count)."""
-    made = []
-    real = runtimes.export_onnx
-
-    def counted(*args, **kwargs):
-        made.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(runtimes, "export_onnx", counted)
-    return made
 
 
 def test_export_once_then_disk_cache_then_warm(exports, tmp_path, monkeypatch):

@@ -11,10 +11,10 @@ from conftest import blob_volume, tiny_unet, write_volume
 from UNetSigmoidSegLib.cli import _expand_inputs, _output_paths, main
 from UNetSigmoidSegLib.contract.model import ModelSpec
 from UNetSigmoidSegLib.contract.options import SegmentOptions
-from UNetSigmoidSegLib.engine.bundle import bundle_activation
-from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.volume import read_volume
+from UNetSigmoidSegLib.engine.files.volume import read_volume
+from UNetSigmoidSegLib.engine.loading.bundle import bundle_activation
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 from UNetSigmoidSegLib.errors import ModelError, UserError
 
 

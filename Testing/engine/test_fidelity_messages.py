@@ -17,11 +17,11 @@ from conftest import blob_volume, shared_data, write_json, write_volume
 from UNetSigmoidSegLib.cli import main
 from UNetSigmoidSegLib.contract.options import Cleanup, SegmentOptions
 from UNetSigmoidSegLib.contract.result import DeviceChoice, SegmentResult, Window, make_probabilities
-from UNetSigmoidSegLib.engine.checkpoint import load_strict
-from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.preprocess import INVERSE_WARNING
-from UNetSigmoidSegLib.engine.volume import read_volume
+from UNetSigmoidSegLib.engine.files.volume import read_volume
+from UNetSigmoidSegLib.engine.loading.checkpoint import load_strict
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.running.pipeline import segment
+from UNetSigmoidSegLib.engine.running.preprocess import INVERSE_WARNING
 from UNetSigmoidSegLib.errors import CancelledError, ModelError, OptionError
 
 
@@ -82,7 +82,7 @@ def test_torchscript_that_is_not_a_unet_is_probed_or_honestly_unknown(tmp_path):
 def test_no_spurious_inverse_warning(tmp_path, capsys, extra):
     from monai.transforms import Compose, Invertd, NormalizeIntensityd
 
-    from UNetSigmoidSegLib.engine.preprocess import to_meta
+    from UNetSigmoidSegLib.engine.running.preprocess import to_meta
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")

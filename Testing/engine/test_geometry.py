@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from UNetSigmoidSegLib.contract.options import SegmentOptions
-from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.volume import Volume, affine_from_sitk, array_to_sitk, read_volume, write_image
+from UNetSigmoidSegLib.engine.files.volume import Volume, affine_from_sitk, array_to_sitk, read_volume, write_image
+from UNetSigmoidSegLib.engine.loading.model import LoadedModel, ModelInfo
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 
 spacings = st.tuples(*[st.floats(0.3, 5.0)] * 3)
 origins = st.tuples(*[st.floats(-300, 300)] * 3)

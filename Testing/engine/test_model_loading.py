@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import tiny_unet, write_json
-from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.unet import detect_unet
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.loading.unet import detect_unet
 from UNetSigmoidSegLib.errors import ModelError
 
 

@@ -16,10 +16,10 @@ from conftest import blob_volume, shared_data, tiny_unet, write_volume
 from UNetSigmoidSegLib import __version__
 from UNetSigmoidSegLib.cli import main
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions
-from UNetSigmoidSegLib.engine import plausibility
-from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.volume import read_volume
+from UNetSigmoidSegLib.engine.files.volume import read_volume
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.running import plausibility
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 from UNetSigmoidSegLib.errors import OptionError
 
 CT = shared_data("totalsegmentator", "example_ct_sm.nii.gz")  # real CT in Hounsfield units

@@ -10,10 +10,10 @@ import torch
 
 from conftest import TINY_UNET_DEF, blob_volume, oblique_direction, tiny_unet, write_json, write_volume
 from UNetSigmoidSegLib.contract.options import SegmentOptions
-from UNetSigmoidSegLib.engine.model import LoadedModel, load_model
-from UNetSigmoidSegLib.engine.outputs import write_segmentation
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.volume import read_volume
+from UNetSigmoidSegLib.engine.files.outputs import write_segmentation
+from UNetSigmoidSegLib.engine.files.volume import read_volume
+from UNetSigmoidSegLib.engine.loading.model import LoadedModel, load_model
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 
 
 def _monai_load(path):

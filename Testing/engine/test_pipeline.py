@@ -8,11 +8,11 @@ from conftest import blob_volume, injected_out_of_memory, oblique_direction, tin
 from UNetSigmoidSegLib.contract import options as O
 from UNetSigmoidSegLib.contract import result as R
 from UNetSigmoidSegLib.contract.options import Cleanup, SegmentOptions
-from UNetSigmoidSegLib.engine.inference import select_device, window_roi
-from UNetSigmoidSegLib.engine.model import LoadedModel, ModelInfo
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.postprocess import clean_mask
-from UNetSigmoidSegLib.engine.volume import Volume, read_volume
+from UNetSigmoidSegLib.engine.files.volume import Volume, read_volume
+from UNetSigmoidSegLib.engine.loading.model import LoadedModel, ModelInfo
+from UNetSigmoidSegLib.engine.running.inference import select_device, window_roi
+from UNetSigmoidSegLib.engine.running.pipeline import segment
+from UNetSigmoidSegLib.engine.running.postprocess import clean_mask
 from UNetSigmoidSegLib.errors import CancelledError, InputError, OptionError
 
 
@@ -192,7 +192,7 @@ def test_multicomponent_volume_with_matching_model(tmp_path):
 
 
 def test_memory_guard(monkeypatch):
-    import UNetSigmoidSegLib.engine.pipeline as pipeline
+    import UNetSigmoidSegLib.engine.running.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 2**18)
     with pytest.raises(InputError, match=r"needs about \d+\.\d MiB of memory to segment; 0.2 MiB is free") as err:

@@ -14,8 +14,8 @@ from conftest import blob_volume
 from mrml_helpers import add_volume, export_segment, volume_hash
 from slicer58 import REAL_SEGMENT
 from UNetSigmoidSegLib.contract.options import SegmentOptions
-from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.pipeline import segment
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 from UNetSigmoidSegLib.errors import CancelledError, InputError, UserError
 from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
 from UNetSigmoidSegLib.mrml.parameters import (

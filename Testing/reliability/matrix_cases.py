@@ -156,12 +156,12 @@ def _(env):
 
 @case("I8", "engine", "very large volume (memory guard instead of swapping)", r"needs about .* of memory.*free")
 def _(env):
-    import UNetSigmoidSegLib.engine.pipeline as pipeline
+    import UNetSigmoidSegLib.engine.running.pipeline as pipeline
 
     real = pipeline.available_memory_bytes
     pipeline.available_memory_bytes = lambda: 64 * 2**20  # as if 64 MiB were free
     try:
-        from UNetSigmoidSegLib.engine.volume import Volume
+        from UNetSigmoidSegLib.engine.files.volume import Volume
 
         return env.engine_error(
             Volume(np.ones((1, 256, 256, 200), np.float32) * np.arange(200, dtype=np.float32), np.eye(4))

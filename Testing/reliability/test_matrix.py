@@ -95,14 +95,14 @@ class Env:
         return "ok: on the input grid"
 
     def _engine(self):
-        from UNetSigmoidSegLib.engine.model import load_model
-        from UNetSigmoidSegLib.engine.volume import read_volume
+        from UNetSigmoidSegLib.engine.files.volume import read_volume
+        from UNetSigmoidSegLib.engine.loading.model import load_model
 
         return read_volume(self.input), load_model(self.model)
 
     def engine_error(self, volume) -> str:
         from UNetSigmoidSegLib.contract.options import SegmentOptions
-        from UNetSigmoidSegLib.engine.pipeline import segment
+        from UNetSigmoidSegLib.engine.running.pipeline import segment
         from UNetSigmoidSegLib.errors import UserError
 
         with pytest.raises(UserError) as err:
@@ -111,7 +111,7 @@ class Env:
 
     def engine_run(self, options, log=None, inject_out_of_memory=False):
         from conftest import injected_out_of_memory
-        from UNetSigmoidSegLib.engine.pipeline import segment
+        from UNetSigmoidSegLib.engine.running.pipeline import segment
 
         volume, model = self._engine()
         if not inject_out_of_memory:
@@ -121,7 +121,7 @@ class Env:
 
     def engine_cancel_at(self, stage: str) -> str:
         from UNetSigmoidSegLib.contract.options import SegmentOptions
-        from UNetSigmoidSegLib.engine.pipeline import segment
+        from UNetSigmoidSegLib.engine.running.pipeline import segment
 
         volume, model = self._engine()
         seen = {"stage": None}

@@ -149,7 +149,7 @@ def server_fixture(models_dir, tmp_path_factory):
 
 def ct_volume():
     """The real CT (TotalSegmentator example, 122×101×30, int16 HU) as an engine ``Volume``."""
-    from UNetSigmoidSegLib.engine.volume import read_volume
+    from UNetSigmoidSegLib.engine.files.volume import read_volume
 
     return read_volume(str(shared_data("totalsegmentator", "example_ct_sm.nii.gz")))
 
@@ -157,7 +157,7 @@ def ct_volume():
 def long_volume():
     """A real CT (aorta crop, 120×126×164 int16) — with roi 16 and overlap 0.5 over a thousand windows: seconds of
     work on the CPU, so a test can act while it runs."""
-    from UNetSigmoidSegLib.engine.volume import read_volume
+    from UNetSigmoidSegLib.engine.files.volume import read_volume
 
     return read_volume(str(shared_data("totalsegmentator", "aorta_ct_cropped.nii.gz")))
 

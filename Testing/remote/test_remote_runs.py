@@ -21,7 +21,7 @@ from remote_fixtures import (
 )
 from UNetSigmoidSegLib.contract import Cleanup, ModelSpec, SegmentOptions
 from UNetSigmoidSegLib.contract.messages import Progress
-from UNetSigmoidSegLib.engine.volume import read_volume
+from UNetSigmoidSegLib.engine.files.volume import read_volume
 from UNetSigmoidSegLib.errors import CancelledError, RemoteError
 from UNetSigmoidSegLib.runners.inprocess import InProcessRunner
 

@@ -9,7 +9,7 @@ import re
 import pytest
 from hostile import UNET_DEF, Guard, assert_user_error, cli, guard, make_bundle, volume_file  # noqa: F401
 
-from UNetSigmoidSegLib.engine.model import load_model
+from UNetSigmoidSegLib.engine.loading.model import load_model
 from UNetSigmoidSegLib.errors import ModelError as Refusal
 
 

@@ -9,7 +9,7 @@ from hostile import UNET_DEF, assert_user_error, cli, guard, volume_file  # noqa
 
 from conftest import tiny_unet
 from UNetSigmoidSegLib.cli import main
-from UNetSigmoidSegLib.engine.model import load_model
+from UNetSigmoidSegLib.engine.loading.model import load_model
 from UNetSigmoidSegLib.errors import ModelError
 
 

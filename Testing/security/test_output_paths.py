@@ -10,10 +10,10 @@ from hostile import assert_user_error, guard, make_bundle, volume_file  # noqa: 
 from conftest import tiny_unet
 from UNetSigmoidSegLib.cli import main
 from UNetSigmoidSegLib.contract.options import SegmentOptions
-from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.outputs import write_probabilities, write_segmentation
-from UNetSigmoidSegLib.engine.pipeline import segment
-from UNetSigmoidSegLib.engine.volume import read_volume
+from UNetSigmoidSegLib.engine.files.outputs import write_probabilities, write_segmentation
+from UNetSigmoidSegLib.engine.files.volume import read_volume
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 from UNetSigmoidSegLib.errors import OutputError
 
 

@@ -8,7 +8,7 @@ import pytest
 from hostile import UNET_DEF, assert_user_error, cli, guard, make_bundle  # noqa: F401
 
 from UNetSigmoidSegLib.cli import main
-from UNetSigmoidSegLib.engine.model import load_model
+from UNetSigmoidSegLib.engine.loading.model import load_model
 from UNetSigmoidSegLib.errors import ModelError
 
 

@@ -13,8 +13,8 @@ import pytest
 from hostile import REPO, assert_user_error, cli, guard, make_bundle  # noqa: F401
 
 from UNetSigmoidSegLib.cli import main
-from UNetSigmoidSegLib.engine import bundlezip
-from UNetSigmoidSegLib.engine.model import load_model
+from UNetSigmoidSegLib.engine.loading import bundlezip
+from UNetSigmoidSegLib.engine.loading.model import load_model
 from UNetSigmoidSegLib.errors import ModelError
 
 
@@ -117,7 +117,7 @@ def test_untrusted_extraction_takes_only_configs_and_weights(tmp_path, guard, mo
 
 SIGNAL_DURING_EXTRACTION = """
 import os, signal, sys
-from UNetSigmoidSegLib.engine import bundlezip
+from UNetSigmoidSegLib.engine.loading import bundlezip
 from UNetSigmoidSegLib.cli import main
 real = bundlezip._copy
 def copy_then_signal(zf, info, target):

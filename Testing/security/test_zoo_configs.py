@@ -12,8 +12,8 @@ from hostile import HERE, guard  # noqa: F401
 from conftest import blob_volume
 from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.contract.volume import Volume
-from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.pipeline import segment
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 
 
 def _zoo_bundle(tmp_path, name):

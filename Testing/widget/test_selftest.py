@@ -16,7 +16,7 @@ def load_volume(path):
     """slicer.util.loadVolume stand-in: the file through the engine's reader into a scalar volume node."""
     import slicer
 
-    from UNetSigmoidSegLib.engine.volume import read_volume
+    from UNetSigmoidSegLib.engine.files.volume import read_volume
 
     volume = read_volume(path)
     return slicer.util.addVolumeFromArray(volume.array[0].transpose(2, 1, 0), ijkToRAS=volume.affine, name="T1_head")

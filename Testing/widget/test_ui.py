@@ -221,7 +221,7 @@ def test_combo_values_are_the_engines():
     from monai.utils import BlendMode
 
     from UNetSigmoidSegLib.contract.options import ACTIVATIONS, DEVICES, SegmentOptions
-    from UNetSigmoidSegLib.engine.inference import select_device
+    from UNetSigmoidSegLib.engine.running.inference import select_device
     from UNetSigmoidSegLib.errors import OptionError
 
     assert tuple(v for v, _ in rules.DEVICES) == DEVICES  # one source: the run contract's vocabulary

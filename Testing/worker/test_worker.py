@@ -18,8 +18,8 @@ import torch
 from conftest import blob_volume, tiny_unet, worker_fault_env
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume
 from UNetSigmoidSegLib.contract.messages import Progress, Result
-from UNetSigmoidSegLib.engine.model import load_model
-from UNetSigmoidSegLib.engine.pipeline import segment
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.running.pipeline import segment
 from UNetSigmoidSegLib.errors import (
     CancelledError,
     InputError,

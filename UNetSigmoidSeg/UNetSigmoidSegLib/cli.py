@@ -17,7 +17,7 @@ from . import exits
 from .cli_parser import NOT_CLINICAL, build_parser
 from .contract.model import ModelInfo, ModelSpec, looks_like_path
 from .contract.options import Cleanup, SegmentOptions
-from .engine.paths import check_output_paths, protected_files
+from .engine.files.paths import check_output_paths, protected_files
 from .errors import OutputError, UserError
 from .progress import Progress
 from .remote import serve
@@ -137,7 +137,7 @@ def _output_folders(*paths: Optional[str]) -> Iterator[None]:
 
 def _case(path: str, output: Optional[str], probabilities: Optional[str], batch: bool) -> Dict[str, Optional[str]]:
     """The output paths of one input (checked: known extensions, a folder that can be written to)."""
-    from .engine.outputs import check_output_path
+    from .engine.files.outputs import check_output_path
 
     stem = _stem(path)
     if _is_folder(output) or (batch and not output):
@@ -222,8 +222,8 @@ def _segment_cases(
     info: ModelInfo,
     load_s: float,
 ) -> int:
-    from .engine.outputs import write_probabilities, write_segmentation
-    from .engine.volume import read_volume
+    from .engine.files.outputs import write_probabilities, write_segmentation
+    from .engine.files.volume import read_volume
 
     def log(message: str) -> None:  # -q hides progress and notes, never a warning
         if not args.quiet or message.startswith("warning"):

@@ -180,10 +180,10 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
     """Segment the demo image and write the three outputs into ``output_dir`` (created if needed)."""
     from .contract.model import ModelSpec
     from .contract.options import SegmentOptions
-    from .engine.inference import select_device
-    from .engine.outputs import write_probabilities, write_seg_nrrd
-    from .engine.paths import protected_files
-    from .engine.volume import read_volume, same_geometry
+    from .engine.files.outputs import write_probabilities, write_seg_nrrd
+    from .engine.files.paths import protected_files
+    from .engine.files.volume import read_volume, same_geometry
+    from .engine.running.inference import select_device
     from .progress import Progress
     from .runners.inprocess import InProcessRunner
 

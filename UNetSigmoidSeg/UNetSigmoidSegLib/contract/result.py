@@ -39,7 +39,7 @@ class BackendChoice:
     ``disk cache``, ``warm`` in this process' memory, ``""`` when nothing needs preparing); prepare_s: seconds spent
     preparing it in this run (export, compile, validation, measurement).
 
-    Where a backend other than PyTorch ran (``engine.backend_check.GuardedForward``): windows: window batches of the
+    Where a backend other than PyTorch ran (``engine.backends.check.GuardedForward``): windows: window batches of the
     run; pytorch_windows: how many of them PyTorch ran because a window was constant (its answer there is decided by
     rounding, not by the network); checked: how many were also run on PyTorch and compared; max_abs_diff: the
     largest logit difference those checks saw, held to ``tolerance``; check_s: the seconds they cost. redone: why
@@ -304,7 +304,7 @@ class SegmentResult:
 
     def rethreshold(self, threshold: Union[float, Sequence[float]]) -> np.ndarray:
         """New thresholds on the cache (no network run), with the run's clean-up; updates and returns ``masks``."""
-        from ..engine.postprocess import clean_mask  # SimpleITK, imported only when clean-up is asked for
+        from ..engine.running.postprocess import clean_mask  # SimpleITK, imported only when clean-up is asked for
 
         self.thresholds = check_thresholds(threshold, self.probabilities.n_segments)
         masks = threshold_map(self.probabilities, self.thresholds)

@@ -51,13 +51,11 @@ class JobInfo:
     ahead: Optional[int] = None
     max_ahead: Optional[int] = None
     request_bytes: Optional[int] = None
-    raw_volume_bytes: Optional[int] = None
     result_bytes: Optional[int] = None
     bytes_sent: Optional[int] = None
     bytes_received: Optional[int] = None
     requests: Optional[int] = None
     server_s: Optional[float] = None
-    cancel_answer: Any = None
     REPORTED = {
         "worker": ("pid", "cache_hit", "load_count", "peak_rss_bytes"),
         "server": ("server_job", "max_ahead", "cache_hit", "request_bytes", "result_bytes", "server_s", "url"),

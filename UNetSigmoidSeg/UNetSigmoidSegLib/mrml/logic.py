@@ -279,7 +279,9 @@ class UNetSigmoidSegLogic:
         live.thresholds = check_thresholds(threshold, len(live.labels))
         apply_cleanup = cleanup and live.cleanup.active
         if apply_cleanup:
-            from ..engine.postprocess import clean_mask  # SimpleITK (ships with Slicer), only when clean-up is on
+            from ..engine.running.postprocess import (
+                clean_mask,  # SimpleITK (ships with Slicer), only when clean-up is on
+            )
 
         def fill(channel: int, out: np.ndarray) -> None:
             threshold_map(live.probabilities, live.thresholds, segment=channel, out=out)

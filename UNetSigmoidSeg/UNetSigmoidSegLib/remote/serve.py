@@ -97,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from None
     device = check_choice("device", args.device, DEVICES, "--device")
     if device != "auto":  # a device this machine lacks refuses to start, rather than failing every job
-        from ..engine.inference import select_device
+        from ..engine.running.inference import select_device
 
         select_device(device)
     if bool(args.certfile) != bool(args.keyfile):

@@ -114,8 +114,8 @@ def create_app(config: ServerConfig) -> Any:
         try:
             import torch
 
-            from ..engine import pipeline  # noqa: F401
-            from ..engine.inference import select_device
+            from ..engine.running import pipeline  # noqa: F401
+            from ..engine.running.inference import select_device
             from ..sysinfo import package_version
 
             cuda = bool(torch.cuda.is_available())

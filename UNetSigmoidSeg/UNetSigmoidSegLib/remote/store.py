@@ -13,7 +13,7 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..contract.model import MODEL_SUFFIXES, ModelInfo, ModelSpec, check_model_name
-from ..engine.bundle import is_bundle_dir
+from ..engine.loading.bundle import is_bundle_dir
 from ..errors import ModelError, OptionError
 from ..runners.host import EngineHost
 

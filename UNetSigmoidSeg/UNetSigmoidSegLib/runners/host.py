@@ -23,10 +23,10 @@ Emit = Callable[[Message], None]
 
 
 class ModelCache:
-    """The last ``size`` loaded networks (``engine.model.LoadedModel``, with the CPU backends prepared for them), least
-    recently used first out, keyed by ``ModelSpec.cache_key()`` (or a key the host chose: an upload's content hash)
-    which each loaded model keeps as its ``spec_key`` (the disk cache of exported backends is keyed by it too). One load
-    at a time. ``log(line)``: the host's log."""
+    """The last ``size`` loaded networks (``engine.loading.model.LoadedModel``, with the CPU backends prepared for
+    them), least recently used first out, keyed by ``ModelSpec.cache_key()`` (or a key the host chose: an upload's
+    content hash) which each loaded model keeps as its ``spec_key`` (the disk cache of exported backends is keyed by
+    it too). One load at a time. ``log(line)``: the host's log."""
 
     def __init__(self, size: int = 2, log: Optional[Callable[[str], None]] = None) -> None:
         self.size = int(size)
@@ -37,7 +37,7 @@ class ModelCache:
 
     def get(self, spec: ModelSpec, key: Any = None) -> Tuple[Any, bool, float]:
         """(loaded network, whether it came from the cache, seconds spent loading)."""
-        from ..engine.model import load_model
+        from ..engine.loading.model import load_model
 
         key = spec.cache_key() if key is None else key
         with self._lock:
@@ -122,7 +122,7 @@ class EngineHost:
         """Segment ``array`` (the request's voxels) with the request's model (``loaded``: a network the transport
         loaded itself, e.g. an upload); returns the ``SegmentResult`` and the ``JobInfo`` fields of how it ran.
         Raises ``CancelledError`` when ``should_cancel()`` turns true, and what the engine raises."""
-        from ..engine.pipeline import segment
+        from ..engine.running.pipeline import segment
 
         model, hit, load_s = loaded if loaded is not None else self.models.get(request.model)
         if should_cancel():

@@ -29,7 +29,7 @@ class InProcessRunner:
         return self.host.models.load_count
 
     def model(self, spec: ModelSpec) -> Any:
-        """The loaded network of ``spec`` (an ``engine.model.LoadedModel``), loading it on a miss."""
+        """The loaded network of ``spec`` (an ``engine.loading.model.LoadedModel``), loading it on a miss."""
         return self.host.models.get(spec)[0]
 
     def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> QueueJob:

@@ -37,10 +37,9 @@ class RemoteRun:
                 return
             self.cancel_sent = True
         try:
-            status = self.runner.delete(self.server_id, 10.0, "cancelling").status
-        except UserError as exc:  # the job's own thread reports what happened to the connection
-            status = str(exc)
-        self.job.info.cancel_answer = status
+            self.runner.delete(self.server_id, 10.0, "cancelling")
+        except UserError:  # the job's own thread reports what happened to the connection
+            pass
 
     def send(self, http: Http, fields: Dict[str, Any], arrays: Dict[str, np.ndarray], limit: int) -> str:
         """Compress and upload the request (progress stage ``upload``); returns the server's instance id."""
@@ -49,7 +48,7 @@ class RemoteRun:
         t0 = time.perf_counter()
         chunks = wire.encode(fields, arrays)
         size = wire.encoded_size(chunks)
-        job.info.request_bytes, job.info.raw_volume_bytes = size, int(arrays["volume"].nbytes)
+        job.info.request_bytes = size
         job.info.timings["compress_s"] = time.perf_counter() - t0
         if size > limit:
             raise RemoteError(

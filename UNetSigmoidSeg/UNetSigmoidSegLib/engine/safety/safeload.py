@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, Optional
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 MAX_FILE_BYTES = 8 * 2**20  # model-zoo configs are 2-60 KB
 MAX_DEPTH = 64

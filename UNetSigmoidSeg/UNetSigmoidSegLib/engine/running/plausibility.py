@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import OptionError
+from ...errors import OptionError
 
 RAW_VALUE = 20.0  # |input| beyond this is not a normalised intensity
 RAW_SHARE = 0.01  # ... and a normalised input has (almost) no voxel there

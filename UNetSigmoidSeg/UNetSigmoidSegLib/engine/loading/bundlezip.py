@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from typing import Iterator, List, Optional, Tuple
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 MAX_ENTRIES = 2000
 MAX_TOTAL_BYTES = 4 * 2**30

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..errors import ModelError
+from ...errors import ModelError
 
 _CODE_MODULES = (
     "builtins",

@@ -10,7 +10,7 @@ macOS and Windows).
 import os
 from typing import Iterable, List, Sequence, Tuple
 
-from ..errors import OutputError
+from ...errors import OutputError
 
 MAX_PROTECTED_FILES = 20_000  # files of a bundle / DICOM folder looked at
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ...errors import ModelError
 from .checkpoint import check_weights_fit, unet_candidates
 
 STRIDES_UNKNOWN = (

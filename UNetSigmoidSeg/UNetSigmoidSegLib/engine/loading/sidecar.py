@@ -9,11 +9,11 @@ an unknown field or a wrong type is a ``ModelError`` naming it, never a tracebac
 import os
 from typing import Any, Dict, Optional
 
-from ..contract.options import SegmentOptions
-from ..errors import ModelError, OptionError
-from .allowlist import NETWORK_ARGS
-from .kinds import Refused
-from .safeload import read_data_file
+from ...contract.options import SegmentOptions
+from ...errors import ModelError, OptionError
+from ..safety.allowlist import NETWORK_ARGS
+from ..safety.kinds import Refused
+from ..safety.safeload import read_data_file
 
 SIDECAR_FIELDS = (
     "network",

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import ModelError
+from ...errors import ModelError
 from . import allowlist, targets
 from .kinds import Ignored, Refused
 
@@ -291,7 +291,7 @@ def build_probe(component: Component) -> Any:
 def build_network(component: Component, state: Dict[str, Any], what: str, probe: Any = None) -> Any:
     """The network of ``component`` holding the weights ``state``. It is compared with the weights on the ``meta``
     device first (``probe``), so a network larger than its weights is never allocated."""
-    from .checkpoint import check_weights_fit, load_strict
+    from ..loading.checkpoint import check_weights_fit, load_strict
 
     check_weights_fit(probe if probe is not None else build_probe(component), state, what)
     network = build(component, "network_def")

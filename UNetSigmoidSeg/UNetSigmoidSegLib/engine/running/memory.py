@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 MEMORY_FIX = (
     "Crop the volume or downsample it (a coarser --spacing), reduce --roi-size / --sw-batch-size, or free memory."

@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from ..contract.volume import Volume
-from ..errors import InputError, OutputError
+from ...contract.volume import Volume
+from ...errors import InputError, OutputError
 from .paths import check_output_paths
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

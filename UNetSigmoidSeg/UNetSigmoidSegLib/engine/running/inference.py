@@ -6,10 +6,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..contract.options import DEFAULT_ROI, DEVICES, check_choice
-from ..contract.result import DeviceChoice
-from ..contract.runner import CancelFn, ProgressFn
-from ..errors import CancelledError, OptionError
+from ...contract.options import DEFAULT_ROI, DEVICES, check_choice
+from ...contract.result import DeviceChoice
+from ...contract.runner import CancelFn, ProgressFn
+from ...errors import CancelledError, OptionError
 
 
 def _mps_available() -> bool:

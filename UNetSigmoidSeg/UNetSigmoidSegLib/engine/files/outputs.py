@@ -5,8 +5,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..contract.result import SegmentResult
-from ..errors import OutputError
+from ...contract.result import SegmentResult
+from ...errors import OutputError
 from .volume import LPS_TO_RAS, atomic_output, check_writable, write_image
 
 SEG_EXTENSIONS = (".seg.nrrd",)

@@ -11,10 +11,11 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 
-from ..contract.model import ModelInfo, ModelSpec
-from ..errors import ModelError
+from ...contract.model import ModelInfo, ModelSpec
+from ...errors import ModelError
+from ..safety import configreader
+from ..safety.safeload import DataLimitError, check_plain
 from . import bundle as bundle_mod
-from . import configreader
 from .bundlezip import bundle_root, extracted_bundle
 from .checkpoint import (
     checkpoint_config,
@@ -24,7 +25,6 @@ from .checkpoint import (
     load_strict,
     safe_torch_load,
 )
-from .safeload import DataLimitError, check_plain
 from .sidecar import auto3dseg_defaults, read_sidecar
 from .unet import build_unet, check_strides, detect_unet, size_divisor, torchscript_unet
 

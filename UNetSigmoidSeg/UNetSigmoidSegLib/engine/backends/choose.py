@@ -4,12 +4,12 @@
 the same predictor of MONAI's inferers: windows, blending, 2-D slices, cancel and progress are unchanged.
 
 - CUDA / MPS runs: PyTorch (with AMP on CUDA). ``torch``: PyTorch.
-- ``onednn`` / ``openvino`` (``engine.runtimes``): prepared for this model and window shape ``(N, C, *roi)``,
+- ``onednn`` / ``openvino`` (``backends.runtimes``): prepared for this model and window shape ``(N, C, *roi)``,
   validated against PyTorch on a probe window cut from the run's own image (the ONNX export is traced with other
   data: a value of the trace input baked into the graph cannot pass), then held to PyTorch's answer on the run's
   own windows by a ``GuardedForward`` (constant windows on PyTorch, a sample compared; ``mismatch`` redoes a run
-  that disagreed). Tolerance, probe and guard: ``engine.backend_check``.
-- ``openvino``'s export is cached on disk (``engine.backend_cache``) keyed by the model (``ModelSpec.cache_key()``,
+  that disagreed). Tolerance, probe and guard: ``backends.check``.
+- ``openvino``'s export is cached on disk (``backends.cache``) keyed by the model (``ModelSpec.cache_key()``,
   class, network arguments, a SHA-256 of its weights), the window shape and the PyTorch version; validations and
   auto's measurement per runtime version and preprocessing (``context``). A bad entry is exported again. An export
   or validation failure is remembered there too.
@@ -30,12 +30,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from ..contract.result import BackendChoice, Window
-from ..errors import CancelledError
-from ..sysinfo import package_version
+from ...contract.result import BackendChoice, Window
+from ...errors import CancelledError
+from ...sysinfo import package_version
 from . import runtimes
-from .backend_cache import backend_key, open_cache
-from .backend_check import BackendMismatch, compare, guard, input_shape, probe_batch, trace_input
+from .cache import backend_key, open_cache
+from .check import BackendMismatch, compare, guard, input_shape, probe_batch, trace_input
 
 AUTO_MIN_SECONDS = 1.0  # auto: runs shorter than this on PyTorch do not pay for an export (env override below)
 AUTO_MIN_ENV = "UNETSEG_AUTO_MIN_SECONDS"

@@ -11,9 +11,9 @@ import math
 import os
 from typing import Any, Dict, List, Optional
 
-from ..errors import ModelError
-from . import allowlist
-from .safeload import read_data_file
+from ...errors import ModelError
+from ..safety import allowlist
+from ..safety.safeload import read_data_file
 
 CONFIG_EXTENSIONS = (".json", ".yaml", ".yml")
 LOADERS = ("LoadImaged", "LoadImage", "EnsureChannelFirstd", "EnsureChannelFirst")

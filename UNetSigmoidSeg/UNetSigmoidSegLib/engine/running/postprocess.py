@@ -5,7 +5,7 @@ import math
 import numpy as np
 import SimpleITK as sitk
 
-from ..contract.options import Cleanup
+from ...contract.options import Cleanup
 
 
 def clean_mask(mask: np.ndarray, spacing, cleanup: Cleanup) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 import torch
 
-from ..errors import CancelledError, ModelError, UserError
-from .backend_check import BackendMismatch
+from ...errors import CancelledError, ModelError, UserError
+from ..backends.check import BackendMismatch
 
 NETWORK_FIX = "The model file may be damaged or not made for this kind of input; try another model."
 

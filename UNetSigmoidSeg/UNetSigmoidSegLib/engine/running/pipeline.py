@@ -7,21 +7,22 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..contract.model import ModelInfo
-from ..contract.options import DEFAULT_BLEND_MODE, DEFAULT_OVERLAP, SegmentOptions, check_thresholds, default_threshold
-from ..contract.result import SegmentResult, Window, make_probabilities
-from ..contract.runner import CancelFn, ProgressFn
-from ..errors import CancelledError, InputError, ModelError, OptionError
-from ..sysinfo import available_memory_bytes
-from . import backends, plausibility, preprocess
-from .backend_check import BackendMismatch
+from ...contract.model import ModelInfo
+from ...contract.options import DEFAULT_BLEND_MODE, DEFAULT_OVERLAP, SegmentOptions, check_thresholds, default_threshold
+from ...contract.result import SegmentResult, Window, make_probabilities
+from ...contract.runner import CancelFn, ProgressFn
+from ...errors import CancelledError, InputError, ModelError, OptionError
+from ...sysinfo import available_memory_bytes
+from ..backends import choose as backends
+from ..backends.check import BackendMismatch
+from ..files.volume import Volume
+from ..loading.model import LoadedModel
+from ..safety.netguard import CheckedNetwork
+from . import plausibility, preprocess
 from .inference import count_windows, default_slice_axis, run_sliding_window, select_device, window_roi
 from .memory import check_memory, network_width, predicted_spatial_shape
-from .model import LoadedModel
-from .netguard import CheckedNetwork
 from .postprocess import clean_mask
 from .probabilities import activate, activation_warnings, threshold_float
-from .volume import Volume
 
 BACKGROUND_NAMES = ("background", "bg", "0")  # a first label that names channel 0, the background
 NORMALIZATION_HINT = {  # how to say what a model's input normalisation is (a plain checkpoint can record it)
@@ -265,7 +266,7 @@ def segment(
 
 
 def _backend(model: LoadedModel, tensor, window: Window, requested: str, device: str, context: str, step, say):
-    """``engine.backends.prepare`` for this run's windows (its steps are progress messages that can be cancelled)."""
+    """``backends.choose.prepare`` for this run's windows (its steps are progress messages that can be cancelled)."""
     roi_3d = list(window.roi_size)
     if window.slice_axis is not None:
         roi_3d.insert(window.slice_axis, 1)

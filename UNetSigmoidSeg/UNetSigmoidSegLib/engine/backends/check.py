@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..contract.result import Window
+from ...contract.result import Window
 from . import runtimes
 
 RELATIVE_TOLERANCE = 5e-4

@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..contract.options import NORMALIZATIONS, ORIENTATIONS, check_choice
-from ..errors import OptionError
+from ...contract.options import NORMALIZATIONS, ORIENTATIONS, check_choice
+from ...errors import OptionError
 
 INVERSE_WARNING = "inverse has been called but no invertible transforms"  # MONAI's Compose.inverse, start of message
 
