@@ -9,6 +9,7 @@ P4 array hand-off 512×512×300 vs uncompressed NRRD write+read                 
 P5 memory: cached probabilities bytes/voxel; worker peak RSS at 512×512×300              bench_mrml.py / W4
 P6 GPU: AMP vs fp32, engine vs bare MONAI with AMP (only where CUDA is available)        bench_gpu.py
 R1-R4 remote server on loopback vs the local warm worker; bytes on the wire; threshold  bench_remote.py
+H1-H4 the one engine host vs the tree before it (old vs new, alternating processes)     bench_host.py
 B  CPU backends: one window and 256×256×128 end to end per backend vs bare MONAI on
    PyTorch; first use (export) and cached re-use in fresh processes; peak memory         bench_backends.py
 E1/E2 engine overhead at 128³ and re-threshold 256³                                       bench_engine.py
@@ -55,8 +56,8 @@ def scaling(sizes, repeats):
 
     from bench_common import loaded_model
     from UNetSigmoidSegLib.contract.options import SegmentOptions
-    from UNetSigmoidSegLib.engine.pipeline import segment
-    from UNetSigmoidSegLib.engine.volume import Volume
+    from UNetSigmoidSegLib.engine.files.volume import Volume
+    from UNetSigmoidSegLib.engine.running.pipeline import segment
 
     torch.manual_seed(0)
     net = UNet(3, 1, 1, (16, 32, 64, 128), (2, 2, 2), num_res_units=2).eval()
@@ -179,6 +180,12 @@ def report(all_results, rows, out_dir):
         lines.append(f"| R | {r['name']} | {figures} | | {r.get('ratio', '')} | {r['goal']} |")
     if remote.get("error"):
         lines.append(f"| R | remote server | failed: {remote['error'][-300:]} | | | |")
+    host = all_results.get("host", {})
+    for r in host.get("results", []):
+        lines.append(
+            f"| H | {r['name']} (tree {host.get('old')} → this one) | {r['new_ms']} ms | {r['old_ms']} ms | "
+            f"{r['ratio']} ({r['ratios']}) | {r['goal']} |"
+        )
     if gpu.get("results"):
         for r in gpu["results"]:
             lines.append(f"| P6 | {r['name']} | {json.dumps(r)} | | {r.get('ratio', '')} | |")
@@ -227,6 +234,9 @@ def main(argv=None):
         "bench_worker.py", args.out, *(["--repeats", "3", "--cold", "2"] if args.quick else [])
     )
     results["remote"] = _run_script("bench_remote.py", args.out, *(["--repeats", "3"] if args.quick else []))
+    results["host"] = _run_script(
+        "bench_host.py", args.out, *(["--rounds", "2", "--repeats", "3"] if args.quick else [])
+    )
     results["gpu"] = _run_script("bench_gpu.py", args.out)
     results["backends"] = _run_script(
         "bench_backends.py", args.out, *(["--quick", "--nets", "tutorial,seed"] if args.quick else [])
