@@ -110,6 +110,7 @@ def onednn_forward(network: torch.nn.Module) -> Forward:
 def unavailable(*names: str) -> Optional[str]:
     """Why the packages ``names`` cannot be imported here (None: they can): ``openvino`` to run an export, ``onnx``
     as well to make one (PyTorch's exporter needs it)."""
+    block_telemetry()
     missing = []
     for name in names:
         try:
@@ -129,10 +130,24 @@ def installed(name: str) -> bool:
         return False
 
 
-def openvino_runtime() -> str:
+def block_telemetry() -> None:
+    """Turn OpenVINO's usage telemetry off before anything here imports OpenVINO. Its model-conversion tools (imported
+    by ``import openvino``) send usage events to Google Analytics through ``openvino_telemetry``; this product never
+    asks its users for that, so the package is blocked for this process (an import of it fails and OpenVINO uses its
+    own no-op stub). Nothing leaves the machine."""
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+
+
+def import_openvino() -> Any:
+    """``openvino``, with its usage telemetry off (``block_telemetry``)."""
+    block_telemetry()
     import openvino
 
-    return f"openvino {openvino.__version__.split('-')[0]}"
+    return openvino
+
+
+def openvino_runtime() -> str:
+    return f"openvino {import_openvino().__version__.split('-')[0]}"
 
 
 def export_onnx(network: torch.nn.Module, probe: torch.Tensor) -> bytes:
@@ -187,7 +202,7 @@ class OpenVINOForward:
     padded to ``N`` with zeros (each window is computed on its own: the padding cannot change the others)."""
 
     def __init__(self, onnx_bytes: bytes, input_shape: Sequence[int], threads: int) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         core = ov.Core()
         model = core.read_model(onnx_bytes)  # from memory: the bytes whose hash was checked, nothing else is read
