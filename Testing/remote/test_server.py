@@ -248,3 +248,58 @@ def test_engine_errors_come_back_as_the_same_user_errors(server):
         runner.submit(Volume(np.zeros((1, 16, 16, 16), np.int16), np.eye(4)), ModelSpec(name="tiny"), opts).wait(120)
     with pytest.raises(ModelError, match="no model 'gone'"):
         runner.inspect(ModelSpec(name="gone")).wait(60)
+
+
+def _frame(fields, arrays, header_edit=None, raw_header=None):
+    """A request frame; ``header_edit(header)`` changes the decoded header, ``raw_header`` replaces it as bytes."""
+    data = b"".join(wire.encode(fields, arrays))
+    (length,) = struct.unpack(">I", data[8:12])
+    header = json.loads(data[12 : 12 + length])
+    if header_edit is not None:
+        header_edit(header)
+    raw = raw_header(header) if raw_header is not None else json.dumps(header).encode()
+    return data[:8] + struct.pack(">I", len(raw)) + raw + data[12 + length :]
+
+
+def _deep(header):
+    """The header with a field nested 100,000 lists deep (json's recursion limit is far below)."""
+    text = json.dumps(header)
+    return text.replace('"fields": {', '"fields": {"deep": ' + "[" * 100_000 + "]" * 100_000 + ", ", 1).encode()
+
+
+def _wrapping_shape(header):
+    header["arrays"][0]["shape"] = [1, 2**39, 2**39, 2**39]  # 2^117 voxels: 0 in 64-bit arithmetic
+
+
+MODEL = ModelSpec(name="tiny").to_dict()
+VOLUME = {"volume": np.zeros((1, 8, 8, 8), np.int16)}
+OPTIONS = SegmentOptions(device="cpu").to_dict()
+
+
+@pytest.mark.parametrize(
+    "fields, arrays, edit, raw, status, message",
+    [
+        ({"model": MODEL, "options": OPTIONS, "affine": "eye(4)"}, VOLUME, None, None, 400, "4×4 matrix"),
+        ({"model": MODEL, "options": OPTIONS, "affine": [[1, 0, 0, 0], [0, 1], [0, 0, 1, 0], [0, 0, 0, 1]]},
+         VOLUME, None, None, 400, "4×4 matrix"),
+        ({"model": MODEL, "options": OPTIONS, "affine": [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]},
+         VOLUME, None, None, 400, "singular"),
+        ({"model": MODEL, "options": OPTIONS, "affine": np.diag([1e300, 1.0, 1.0, 1.0]).tolist()},
+         VOLUME, None, None, 400, "voxel spacing"),
+        ({"model": MODEL, "options": OPTIONS, "affine": np.eye(4).tolist()}, VOLUME, None, _deep, 400, "nests"),
+        ({"model": MODEL, "options": OPTIONS, "affine": np.eye(4).tolist()}, VOLUME, _wrapping_shape, None, 413,
+         "over this server's limit"),
+        ({"model": MODEL, "options": OPTIONS, "affine": np.eye(4).tolist()},
+         dict(VOLUME, model=np.zeros(1 << 20, np.uint8)), None, None, 400, "only with an uploaded model"),
+    ],
+    ids=["string-affine", "ragged-affine", "singular-affine", "absurd-spacing", "deep-header", "shape-wraps-64-bit",
+         "unused-array"],
+)  # fmt: skip
+def test_every_malformed_request_is_a_4xx_with_a_one_line_reason(server, fields, arrays, edit, raw, status, message):
+    body = _frame(fields, arrays, edit, raw)
+    got, answer = raw_request(server, "POST", "/v1/jobs", body=body)
+    assert got == status, answer
+    text = answer["error"]["message"]
+    assert message in text and "\n" not in text and " at 0x" not in text and "internal" not in answer["error"]["kind"]
+    assert str(server.temp_root) not in json.dumps(answer)
+    assert server.runner().health()["ready"]  # the server goes on

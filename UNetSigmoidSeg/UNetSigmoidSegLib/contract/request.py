@@ -13,12 +13,13 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import OptionError, UserError
+from ..errors import InputError, OptionError, UserError
 from .model import ModelSpec, looks_like_path
 from .options import Cleanup, SegmentOptions
 from .volume import Volume
 
 AFFINE_HINT = "Give the voxel→RAS (IJKToRAS) matrix."
+SPACING_MM = (1e-4, 1e4)  # voxel sizes a scan can have (0.1 µm … 10 m): outside, the geometry is not a scan's
 
 
 @dataclass
@@ -65,6 +66,18 @@ def check_affine(affine: Any) -> np.ndarray:
         raise OptionError("The affine must be a finite 4×4 matrix of numbers", AFFINE_HINT) from None
     if array.shape != (4, 4) or not np.all(np.isfinite(array)):
         raise OptionError(f"The affine must be a finite 4×4 matrix, got shape {array.shape}", AFFINE_HINT)
+    spacing = np.sqrt((array[:3, :3] ** 2).sum(axis=0))
+    if not np.all((spacing >= SPACING_MM[0]) & (spacing <= SPACING_MM[1])):
+        raise InputError(
+            f"The volume's voxel spacing {', '.join(f'{s:.4g}' for s in spacing)} mm is outside "
+            f"{SPACING_MM[0]:g}–{SPACING_MM[1]:g} mm: not the geometry of a scan",
+            "Check the image header (pixel spacing, slice thickness) or the affine you give.",
+        )
+    if abs(np.linalg.det(array[:3, :3] / spacing)) < 1e-6:
+        raise InputError(
+            "The volume's axes are singular (two of them point the same way): its geometry cannot be inverted",
+            "Check the image header's direction cosines or the affine you give.",
+        )
     return array
 
 

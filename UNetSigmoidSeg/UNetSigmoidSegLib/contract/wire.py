@@ -11,6 +11,7 @@ plain numeric dtypes (nothing is unpickled). numpy and the standard library only
 """
 
 import json
+import math
 import struct
 import zlib
 from typing import Any, BinaryIO, Dict, List, Tuple
@@ -72,6 +73,8 @@ def _header(prefix: bytes, total: int) -> Tuple[Dict[str, Any], List[Dict[str, A
         header = json.loads(prefix[12 : 12 + length].decode("utf-8"))
     except ValueError as exc:
         raise WireError(f"header is not JSON: {exc}") from None
+    except RecursionError:
+        raise WireError("header nests too deeply to be a request") from None
     version = header.get("version") if isinstance(header, dict) else None
     if version != VERSION:
         raise WireError(f"frame version {version!r}, this version reads {VERSION}")
@@ -81,7 +84,7 @@ def _header(prefix: bytes, total: int) -> Tuple[Dict[str, Any], List[Dict[str, A
     checked = []
     for d in descriptors:
         name, dtype, shape, encoding, size = _descriptor(d)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize  # Python integers: no 64-bit wrap-around
         checked.append(
             {"name": name, "dtype": dtype, "shape": shape, "encoding": encoding, "size": size, "nbytes": nbytes}
         )

@@ -19,6 +19,11 @@ def job_request(
     arrays = {d["name"]: d for d in descriptors}
     if set(arrays) - {"volume", "model", "sidecar"}:
         raise OptionError(f"Unexpected arrays: {sorted(set(arrays) - {'volume', 'model', 'sidecar'})}", "")
+    if fields.get("upload") is None and set(arrays) - {"volume"}:  # refused before a byte of them is decompressed
+        raise OptionError(
+            f"Arrays {sorted(set(arrays) - {'volume'})} travel only with an uploaded model",
+            "Send the volume alone to run a server model by name.",
+        )
     volume = arrays.get("volume")
     if volume is None or len(volume["shape"]) != 4 or volume["dtype"] == "|b1":
         raise OptionError("The request needs a numeric (C, I, J, K) 'volume' array", "Use RemoteRunner.submit.")
