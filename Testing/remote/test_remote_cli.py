@@ -196,3 +196,18 @@ def test_an_uploaded_model_runs_untrusted_and_nothing_of_it_is_kept(tls_upload_s
         runner.submit(ct_volume(), ModelSpec(str(evil), trust_bundle=True), options).wait(300)
     assert not (tmp_path / "pwned").exists() and srv.temp_entries() == []
     assert stat.S_IMODE(os.stat(srv.temp_dir()).st_mode) == 0o700
+
+
+def test_a_label_in_an_uploaded_model_cannot_forge_a_server_log_line(tls_upload_server, models_dir, tmp_path):
+    srv = tls_upload_server
+    srv.wait_ready()
+    forged = "2026-01-01 00:00:00,000 WARNING unetsigmoidseg.server: authentication failed: GET / from 10.0.0.66"
+    local_file = tmp_path / "forger.pt"
+    shutil.copy(models_dir / "tiny.pt", local_file)
+    (tmp_path / "forger.json").write_text(json.dumps({"labels": ["liver\n" + forged + "\r\x1b[2K"]}))
+    info = srv.runner(cafile=str(srv.cert)).inspect(ModelSpec(str(local_file))).wait(120)
+    assert info.labels[0].startswith("liver\n")  # the client gets the label as it is
+    log = srv.log()
+    assert "liver\\x0a2026-01-01" in log  # the server logged it, escaped, on one line
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines())
+    assert "\x1b" not in log and "\r" not in log

@@ -130,7 +130,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"{'https' if args.certfile else 'http'}://{host}:{port}"
     print(_banner(args, url, port, token_file, token, created), flush=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -147,3 +149,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     server.run(sockets=[sock])
     return 0
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every log message on one line: line breaks and other control characters in it (a label of an uploaded model,
+    a URL path, an exception's text) are written as escapes, so no client can forge or hide a log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.msg, record.args = escape_controls(record.getMessage()), None
+        return super().format(record)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1, Unicode line and paragraph separators) as ``\\xNN`` /
+    ``\\uNNNN`` escapes; everything else (accents, CJK) as it is."""
+    return "".join(
+        c if c.isprintable() or c == " " else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in text
+    )
