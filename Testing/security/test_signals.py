@@ -32,6 +32,7 @@ def _start(args, tmp_path):
         stderr=subprocess.PIPE,
         env=env,
         cwd=str(tmp_path),
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     chunks = []
     threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read(1), b"")), daemon=True).start()
@@ -50,6 +51,9 @@ def _wait_for(condition, what, timeout=180.0):
     [
         ("in-process", "SIGTERM"),
         ("in-process", "SIGHUP"),
+        ("in-process", "SIGINT"),
+        ("in-process-group", "SIGINT"),  # Ctrl-C in a terminal: the whole process group gets it
+        ("openvino-group", "SIGINT"),  # the same on the OpenVINO backend (whose telemetry once caught it)
         ("worker", "SIGTERM"),
         ("worker", "SIGHUP"),
         ("worker", "SIGINT"),
@@ -75,7 +79,8 @@ def test_signal_during_inference_leaves_nothing_behind(mode, signame, tmp_path, 
         "--device",
         "cpu",
     ]
-    proc, chunks = _start(args + (["--worker"] if mode == "worker" else []), tmp_path)
+    extra = {"worker": ["--worker"], "openvino-group": ["--backend", "openvino"]}.get(mode, [])
+    proc, chunks = _start(args + extra, tmp_path)
     text = lambda: b"".join(chunks).decode("utf-8", "replace")  # noqa: E731
     workers = []
     try:
@@ -86,7 +91,10 @@ def test_signal_during_inference_leaves_nothing_behind(mode, signame, tmp_path, 
             workers = psutil.Process(proc.pid).children(recursive=True)
             assert workers, "no worker process found"
         time.sleep(0.5)
-        proc.send_signal(getattr(signal, signame))
+        if mode.endswith("-group"):
+            os.killpg(proc.pid, getattr(signal, signame))
+        else:
+            proc.send_signal(getattr(signal, signame))
         rc = proc.wait(timeout=90)
     finally:
         if proc.poll() is None:
