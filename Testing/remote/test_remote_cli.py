@@ -211,3 +211,44 @@ def test_a_label_in_an_uploaded_model_cannot_forge_a_server_log_line(tls_upload_
     assert "liver\\x0a2026-01-01" in log  # the server logged it, escaped, on one line
     assert not any(line.startswith("2026-01-01") for line in log.splitlines())
     assert "\x1b" not in log and "\r" not in log
+
+
+def _https_post(srv, path, body):
+    """(status, seconds) of one POST with the server's token over its TLS."""
+    import http.client
+    import ssl
+    import time
+
+    context = ssl.create_default_context(cafile=str(srv.cert))
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.port, timeout=120, context=context)
+    t0 = time.perf_counter()
+    conn.request(path[0], path[1], body=body, headers={"Authorization": f"Bearer {srv.token}"})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data, time.perf_counter() - t0
+
+
+def test_an_upload_is_decompressed_off_the_event_loop_and_extra_arrays_are_refused_first(tls_upload_server):
+    import threading
+
+    from UNetSigmoidSegLib.contract import wire
+
+    srv = tls_upload_server
+    srv.wait_ready()
+    zeros = np.zeros(512 << 20, np.uint8)  # 512 MiB that compress to about half a megabyte
+    extra = b"".join(wire.encode({"upload": {"suffix": ".pt"}}, {"model": zeros[:10], "volume": zeros}))
+    status, data, _ = _https_post(srv, ("POST", "/v1/models/inspect"), extra)
+    assert status == 400 and b"carries a model only" in data
+    bomb = b"".join(wire.encode({"upload": {"suffix": ".pt"}}, {"model": zeros}))
+    del zeros
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.update(big=_https_post(srv, ("POST", "/v1/models/inspect"), bomb)))
+    thread.start()
+    health = []
+    while thread.is_alive() and len(health) < 40:
+        health.append(_https_post(srv, ("GET", "/v1/health"), None)[2])
+    thread.join(180)
+    assert answer["big"][0] == 400 and b"model" in answer["big"][1]  # not a checkpoint: a clear model error
+    assert health and max(health) < 1.0, health  # other clients were answered while it was decompressed
+    assert srv.temp_entries() == []

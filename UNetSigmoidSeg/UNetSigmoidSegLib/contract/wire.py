@@ -25,6 +25,7 @@ MAX_ARRAYS = 16
 # plain numeric dtypes only, little-endian on the wire
 DTYPES = ("|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8")
 LEVEL = 1  # zlib level: fastest; medical volumes and the uint8 probabilities still shrink 2-10x
+INFLATE_SLICE = 8 << 20  # bytes inflated per step
 RAW_ABOVE = 0.9  # an array that compresses worse than this ratio travels raw (saves the decompression)
 
 
@@ -125,13 +126,7 @@ def decode(
         offset += d["size"]
         nbytes = d["nbytes"]
         if d["encoding"] == "zlib":
-            inflater = zlib.decompressobj()
-            try:
-                raw = inflater.decompress(part, nbytes + 1)
-            except zlib.error as exc:
-                raise WireError(f"array {d['name']!r}: corrupt compressed data ({exc})") from None
-            if len(raw) != nbytes or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
-                raise WireError(f"array {d['name']!r}: compressed data does not hold {nbytes} bytes")
+            raw = _inflate(part, nbytes, d["name"])
         else:
             if d["size"] != nbytes:
                 raise WireError(f"array {d['name']!r}: {d['size']} raw bytes for {nbytes}")
@@ -139,6 +134,30 @@ def decode(
         array = np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"])
         arrays[d["name"]] = array.astype(array.dtype.newbyteorder("="), copy=True) if writable else array
     return fields, arrays
+
+
+def _inflate(part: memoryview, nbytes: int, name: str) -> np.ndarray:
+    """The ``nbytes`` bytes ``part`` inflates to, written slice by slice into one array: never more than ``nbytes``
+    (no zip bomb), and the interpreter is held only for one slice at a time (a server's other clients go on)."""
+    out = np.empty(nbytes, np.uint8)
+    inflater = zlib.decompressobj()
+    pos, pending = 0, part
+    try:
+        while not inflater.eof:
+            chunk = inflater.decompress(pending, min(INFLATE_SLICE, nbytes - pos + 1))
+            if pos + len(chunk) > nbytes:
+                break
+            out[pos : pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            pos += len(chunk)
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:  # no progress: the data ends before its stream does
+                break
+    except zlib.error as exc:
+        raise WireError(f"array {name!r}: corrupt compressed data ({exc})") from None
+    if pos != nbytes or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise WireError(f"array {name!r}: compressed data does not hold {nbytes} bytes")
+    out.flags.writeable = False  # as a view of the body would be: ``decode(writable=True)`` copies
+    return out
 
 
 def _descriptor(d: Any) -> Tuple[str, str, Tuple[int, ...], str, int]:

@@ -306,7 +306,7 @@ class JobQueue:
                 os.mkdir(folder, 0o700)
                 sidecar = arrays["sidecar"].tobytes() if "sidecar" in arrays else None
                 loaded = self.store.upload(
-                    folder, upload["suffix"], arrays["model"].tobytes(), sidecar, upload.get("strides")
+                    folder, upload["suffix"], arrays["model"].data, sidecar, upload.get("strides")
                 )
             array = arrays.pop("volume")
             del arrays

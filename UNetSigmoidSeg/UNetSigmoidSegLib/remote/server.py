@@ -216,18 +216,11 @@ def create_app(config: ServerConfig) -> Any:
             if isinstance(received, Response):
                 return received
             with open(spool, "rb") as f:
-                data = f.read()
-            fields, arrays = wire.decode(data, config.max_request_bytes * 2, config.max_request_bytes * 4)
-            upload = upload_fields(fields.get("upload"), arrays)
-            folder = os.path.join(jobs.temp_dir, os.path.basename(spool)[:-5])
-            os.mkdir(folder, 0o700)
-            try:
-                sidecar = arrays["sidecar"].tobytes() if "sidecar" in arrays else None
-                loaded = await run_in_threadpool(
-                    store.upload, folder, upload["suffix"], arrays["model"].tobytes(), sidecar, upload["strides"]
-                )
-            finally:
-                os.rmdir(folder)
+                names = {d["name"] for d in wire.read_header(f, received)[1]}
+            if names - {"model", "sidecar"}:  # refused before a byte is decompressed
+                raise OptionError(f"An inspection carries a model only, not {sorted(names - {'model', 'sidecar'})}", "")
+            # reading, decompressing and loading run off the event loop: other clients are answered meanwhile
+            loaded = await run_in_threadpool(_load_upload, spool, jobs.temp_dir, store, config.max_request_bytes)
             return {"name": "upload", "info": store.public_info(loaded[0].info, "upload").to_dict()}
         except wire.WireError as exc:
             return error(400, "remote", f"Malformed upload: {exc}", "Use a client of the server's version.")
@@ -294,6 +287,20 @@ def create_app(config: ServerConfig) -> Any:
         return {"job": job.id, "state": jobs.cancel(job)}
 
     return Guard(app, config.token, config.max_request_bytes, counter)
+
+
+def _load_upload(spool: str, temp_dir: str, store: ModelStore, limit: int) -> Any:
+    """(worker thread) The uploaded model of an inspection's spooled body, loaded untrusted (``store.upload``)."""
+    with open(spool, "rb") as f:
+        fields, arrays = wire.decode(f.read(), limit * 2, limit * 4)
+    upload = upload_fields(fields.get("upload"), arrays)
+    folder = os.path.join(temp_dir, os.path.basename(spool)[:-5])
+    os.mkdir(folder, 0o700)
+    try:
+        sidecar = arrays["sidecar"].tobytes() if "sidecar" in arrays else None
+        return store.upload(folder, upload["suffix"], arrays["model"].data, sidecar, upload["strides"])
+    finally:
+        os.rmdir(folder)
 
 
 async def _spool(request: Request, path: str, limit: int) -> Any:

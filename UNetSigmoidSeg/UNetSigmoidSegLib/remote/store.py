@@ -120,9 +120,10 @@ class ModelStore:
         return ModelInfo.from_dict(data)
 
     # ---------------------------------------------------------------- uploads (--allow-upload)
-    def upload(self, folder: str, suffix: str, model_bytes: bytes, sidecar: Optional[bytes], strides: Any):
+    def upload(self, folder: str, suffix: str, model_bytes: Any, sidecar: Optional[bytes], strides: Any):
         """Load an uploaded model (untrusted) from ``folder``/model<suffix>; returns ``model()``'s triple. The files
-        are removed before this returns; the network stays warm keyed by the SHA-256 of what was sent."""
+        are removed before this returns; the network stays warm keyed by the SHA-256 of what was sent.
+        ``model_bytes``: bytes or a buffer of them (a memoryview: hashed and written without a copy)."""
         if suffix not in UPLOAD_SUFFIXES:
             raise OptionError(f"Uploaded model type {suffix!r} is not accepted", f"Send one of {UPLOAD_SUFFIXES}.")
         digest = hashlib.sha256(model_bytes)
