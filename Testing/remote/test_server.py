@@ -303,3 +303,36 @@ def test_every_malformed_request_is_a_4xx_with_a_one_line_reason(server, fields,
     assert message in text and "\n" not in text and " at 0x" not in text and "internal" not in answer["error"]["kind"]
     assert str(server.temp_root) not in json.dumps(answer)
     assert server.runner().health()["ready"]  # the server goes on
+
+
+def test_bodies_arriving_at_once_never_spool_past_the_queue_limit(server):
+    """--max-queue 1: of four clients sending their bodies at once (slowly), one holds the place and three are told
+    'busy' at once, before their bodies are read; the spool folder never holds more than the queue takes."""
+    header = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.token}\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: 4000000\r\n\r\n"
+    ).encode()
+    socks = []
+    try:
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(header + b"\0" * 100_000)  # a body well begun, far from finished
+            socks.append(sock)
+        answers = []
+        for sock in socks:
+            sock.settimeout(3)
+            try:
+                answers.append(sock.recv(200).split(b"\r\n")[0])
+            except socket.timeout:
+                answers.append(b"(still sending)")
+        assert sorted(answers).count(b"HTTP/1.1 503 Service Unavailable") == 3, answers
+        assert answers.count(b"(still sending)") == 1, answers
+        spooled = [n for n in server.temp_entries() if n.endswith(".body")]
+        assert len(spooled) <= 1, spooled
+    finally:
+        for sock in socks:
+            sock.close()
+    deadline = time.time() + 10
+    while server.temp_entries() and time.time() < deadline:  # the one left half-sent: removed when it went away
+        time.sleep(0.1)
+    assert server.runner().health()["queued"] == 0

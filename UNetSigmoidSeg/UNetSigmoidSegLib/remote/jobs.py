@@ -88,6 +88,7 @@ class JobQueue:
         self.swept: List[str] = []
         self._cond = threading.Condition()
         self._queue: Deque[ServerJob] = deque()
+        self._reserved = 0  # queue places held by bodies still arriving
         self._jobs: Dict[str, ServerJob] = {}
         self.running: Optional[ServerJob] = None
         self.loop: Any = None
@@ -130,11 +131,23 @@ class JobQueue:
         return sorted(n for n in os.listdir(self.temp_dir) if n != "owner.pid")
 
     # ---------------------------------------------------------------- requests (event-loop thread)
-    def add(self, spool: str, client: str, request: Dict[str, Any]) -> ServerJob:
-        """Queue a job for ``spool`` (renamed to the job's id); ``Busy`` when ``max_queue`` jobs already wait."""
+    def reserve(self) -> None:
+        """Hold a queue place for a body about to be read; ``Busy`` when ``max_queue`` jobs wait or arrive already. So
+        the spool folder never holds more bodies than the queue takes, however many clients send at once."""
         with self._cond:
-            if len(self._queue) >= self.max_queue:
-                raise Busy(len(self._queue))
+            if len(self._queue) + self._reserved >= self.max_queue:
+                raise Busy(len(self._queue) + self._reserved)
+            self._reserved += 1
+
+    def release(self) -> None:
+        """Give back a place ``reserve`` held for a body that did not become a job."""
+        with self._cond:
+            self._reserved = max(0, self._reserved - 1)
+
+    def add(self, spool: str, client: str, request: Dict[str, Any]) -> ServerJob:
+        """Queue a job for ``spool`` (renamed to the job's id) in the place ``reserve`` held for it."""
+        with self._cond:
+            self._reserved = max(0, self._reserved - 1)
             job_id = secrets.token_urlsafe(12)
             path = os.path.join(self.temp_dir, job_id + ".body")
             os.replace(spool, path)

@@ -234,9 +234,10 @@ def create_app(config: ServerConfig) -> Any:
     async def submit(request: Request) -> Any:
         spool = jobs.new_spool()
         client = request.client.host if request.client else "?"
+        job, reserved = None, False
         try:
-            if jobs.queued() >= config.max_queue:  # before reading the body: a full queue costs no disk
-                raise Busy(jobs.queued())
+            jobs.reserve()  # before reading the body: a full queue costs no disk, however many send at once
+            reserved = True
             received = await _spool(request, spool, config.max_request_bytes)
             if isinstance(received, Response):
                 return received
@@ -258,6 +259,8 @@ def create_app(config: ServerConfig) -> Any:
         except UserError as exc:
             return _user_error(exc, store)
         finally:
+            if reserved and job is None:
+                jobs.release()
             if os.path.exists(spool):
                 os.remove(spool)
         return {"job": job.id, "ahead": jobs.ahead(job), "instance": state["instance"]}
