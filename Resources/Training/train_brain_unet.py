@@ -37,10 +37,10 @@ BUNDLE = os.path.join(RESOURCES, "Models", "BrainT1UNet")
 DATA = os.path.join(RESOURCES, "Data")
 sys.path.insert(0, os.path.join(REPO, "UNetSigmoidSeg"))  # the product, also without `pip install -e .`
 
-from UNetSigmoidSegLib.engine.loading import bundle as bundle_mod  # noqa: E402
-from UNetSigmoidSegLib.engine.safety import configreader
-from UNetSigmoidSegLib.engine.running import preprocess  # noqa: E402
 from UNetSigmoidSegLib.engine.files.volume import Volume, read_volume  # noqa: E402
+from UNetSigmoidSegLib.engine.loading import bundle as bundle_mod  # noqa: E402
+from UNetSigmoidSegLib.engine.running import preprocess  # noqa: E402
+from UNetSigmoidSegLib.engine.safety import configreader  # noqa: E402
 
 PATCH = (64, 64, 64)  # training patch (voxels at the bundle's 2 mm spacing)
 
