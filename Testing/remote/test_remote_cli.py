@@ -252,3 +252,29 @@ def test_an_upload_is_decompressed_off_the_event_loop_and_extra_arrays_are_refus
     assert answer["big"][0] == 400 and b"model" in answer["big"][1]  # not a checkpoint: a clear model error
     assert health and max(health) < 1.0, health  # other clients were answered while it was decompressed
     assert srv.temp_entries() == []
+
+
+def test_torchscript_is_never_loaded_from_a_client(tls_upload_server, tmp_path):
+    """A TorchScript network is code (its forward may never end, holding the server for everyone): refused as a file
+    and as a bundle whose only network is models/model.ts, before anything of it is loaded."""
+    import torch
+
+    from conftest import tiny_unet
+
+    srv = tls_upload_server
+    srv.wait_ready()
+    runner = srv.runner(cafile=str(srv.cert))
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(tiny_unet()), str(scripted))
+    bundle = tmp_path / "TsBundle"
+    shutil.copytree(DEMO_BUNDLE, bundle)
+    (bundle / "models" / "model.pt").unlink()
+    shutil.copy(scripted, bundle / "models" / "model.ts")
+    for model in (scripted, bundle):
+        with pytest.raises(ModelError, match="does not load TorchScript from clients") as err:
+            runner.inspect(ModelSpec(str(model))).wait(120)
+        assert "state_dict" in err.value.hint
+        with pytest.raises(ModelError, match="does not load TorchScript from clients"):
+            runner.submit(ct_volume(), ModelSpec(str(model)), SegmentOptions(device="cpu")).wait(120)
+    assert srv.temp_entries() == []
+    assert "TorchScript" not in " ".join(m.get("summary", "") for m in runner.models())  # nothing of them was loaded

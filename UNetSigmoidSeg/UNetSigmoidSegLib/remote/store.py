@@ -10,10 +10,12 @@ folder, loaded the same untrusted way, and removed at once; they stay warm keyed
 import hashlib
 import os
 import re
+import zipfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..contract.model import MODEL_SUFFIXES, ModelInfo, ModelSpec, check_model_name
 from ..engine.loading.bundle import is_bundle_dir
+from ..engine.loading.checkpoint import is_torchscript
 from ..errors import ModelError, OptionError
 from ..runners.host import EngineHost
 
@@ -23,6 +25,18 @@ UPLOAD_SUFFIXES = MODEL_SUFFIXES  # the only file names an upload gets: "model" 
 
 class UnknownModel(ModelError):
     """No model of that name in the server's folder."""
+
+
+def carries_code(path: str) -> bool:
+    """Whether an uploaded file would run a network's own code when loaded: a TorchScript archive, or a bundle
+    ``.zip`` whose only network is ``models/model.ts`` (a bundle with ``models/model.pt`` loads the weights)."""
+    if is_torchscript(path):
+        return True
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = [n.replace("\\", "/") for n in zf.namelist()]
+    return any(n.endswith("models/model.ts") for n in names) and not any(n.endswith("models/model.pt") for n in names)
 
 
 def _inside(path: str, root: str) -> bool:
@@ -140,6 +154,13 @@ class ModelStore:
             if sidecar is not None:
                 with open(os.path.join(folder, "model.json"), "wb") as f:
                     f.write(sidecar)
+            if carries_code(path):
+                raise ModelError(
+                    "This server does not load TorchScript from clients: a TorchScript network is code, and one sent "
+                    "to the server could hold it (a forward that never ends) for every other user",
+                    "Send the weights instead (torch.save(net.state_dict()) with the JSON of its settings, or a bundle "
+                    "with models/model.pt), or ask the server's administrator to put the model in its models folder.",
+                )
             return self.model(ModelSpec(path, trust_bundle=False, strides=spec_strides), key)
         finally:
             for name in ("model" + suffix, "model.json"):
