@@ -6,6 +6,7 @@ that once; ``--rotate-token`` replaces it (clients then need the new one).
 """
 
 import argparse
+import ipaddress
 import logging
 import os
 import socket
@@ -19,6 +20,16 @@ from .tokens import default_token_file, load_or_create_token
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this computer only (127.0.0.0/8, ::1, localhost)."""
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve the models of a folder to remote clients (GPU server)")
     p.add_argument("--models", required=True, metavar="DIR", help="folder of models (files and bundle folders)")
@@ -29,7 +40,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto | cuda | cpu | mps: where runs asking for auto go")
     p.add_argument("--max-queue", type=int, default=4, help="jobs waiting behind the running one (default 4)")
     p.add_argument("--certfile", help="TLS certificate (PEM): serve https")
-    p.add_argument("--keyfile", help="TLS private key (PEM) for --certfile")
+    p.add_argument("--keyfile", help="TLS private key (PEM) for --certfile; readable by you only (chmod 600)")
+    p.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain http beyond this computer (token and images in clear text); refused without it",
+    )
     p.add_argument(
         "--allow-upload",
         action="store_true",
@@ -70,7 +86,7 @@ def _banner(args: argparse.Namespace, url: str, port: int, token_file: str, toke
     else:
         lines.append(f"Token: in {token_file} (not shown; --rotate-token makes a new one)")
     lines.append("Clients: unetsigmoidseg segment … --server URL --token-file FILE (or $UNETSIGMOIDSEG_TOKEN)")
-    if args.host in LOOPBACK:
+    if is_loopback(args.host):
         lines += [
             "Only this computer can connect. To reach it from another one:",
             f"  • an SSH tunnel there: ssh -N -L {port}:127.0.0.1:{port} USER@THIS-HOST, then "
@@ -105,6 +121,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for path in (args.certfile, args.keyfile):
         if path and not os.path.isfile(path):
             raise OptionError(f"TLS file not found: {path}", "Check the --certfile / --keyfile paths.")
+    if args.keyfile and os.name == "posix" and os.stat(args.keyfile).st_mode & 0o077:
+        raise OptionError(
+            f"The TLS private key {args.keyfile} can be read by other users of this computer",
+            f'Make it yours only: chmod 600 "{args.keyfile}".',
+        )
+    if not is_loopback(args.host) and not args.certfile and not args.insecure_http:
+        raise OptionError(
+            f"Listening on {args.host} without TLS is refused: the token and the patients' images would cross the "
+            "network in clear text",
+            "Give --certfile and --keyfile (https), or keep --host 127.0.0.1 and reach it through an SSH tunnel; "
+            "--insecure-http allows it anyway (a closed test network only).",
+        )
     if args.max_queue < 0 or args.max_request_mb <= 0 or args.max_volume_mb <= 0 or args.client_timeout <= 0:
         raise OptionError("--max-queue must be ≥ 0 and the sizes and --client-timeout > 0", "e.g. --max-queue 4")
     token_file = os.path.abspath(os.path.expanduser(args.token_file or default_token_file()))
