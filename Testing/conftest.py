@@ -5,6 +5,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,27 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO / "Testing" / "Data"  # real CT / MR shipped with the repository (provenance: its README.md)
 sys.path.insert(0, str(REPO / "UNetSigmoidSeg"))  # also works without `pip install -e .`
+
+# Nothing leaves the machine: every connection or name lookup off this computer, in this process and in every Python
+# subprocess the tests start (this folder's sitecustomize, through PYTHONPATH), is recorded; the session fails on any.
+HOOKS = REPO / "Testing" / "subprocess_hooks"
+sys.path.append(str(HOOKS))
+import netaudit  # noqa: E402
+
+NET_AUDIT = os.path.join(tempfile.mkdtemp(prefix="unetseg-netaudit-"), "attempts.jsonl")
+os.environ["UNETSEG_NET_AUDIT"] = NET_AUDIT
+os.environ["PYTHONPATH"] = os.pathsep.join([str(HOOKS)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+netaudit.install(NET_AUDIT)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session on any network attempt off this computer, naming each."""
+    attempts = netaudit.read(NET_AUDIT)
+    if attempts:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for attempt in attempts[:20]:
+            reporter.write_line(f"network attempt off this computer: {attempt}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -37,10 +59,8 @@ def private_backend_cache(tmp_path_factory):
 
 def worker_fault_env(fault: str) -> dict:
     """The environment that makes a worker process carry out ``fault`` (``KIND@STAGE``, see
-    ``Testing/faultworker/sitecustomize.py``): the fault, and that folder first on its ``PYTHONPATH``."""
-    path = [str(REPO / "Testing" / "faultworker")] + (
-        [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
-    )
+    ``Testing/subprocess_hooks/sitecustomize.py``): the fault, and that folder first on its ``PYTHONPATH``."""
+    path = [str(HOOKS)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
     return {"UNETSEG_WORKER_FAULT": fault, "PYTHONPATH": os.pathsep.join(path)}
 
 

@@ -123,7 +123,7 @@ def cli(
     "pipe" (open, never written: a prompt waiting on it hangs until the timeout, which fails the test)."""
     run_env = dict(os.environ, TMPDIR=str(tmp / "tmp"), UNETSEG_LOG_DIR=str(tmp / "logs"), **(env or {}))
     run_env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "UNetSigmoidSeg")] + [p for p in [(env or {}).get("PYTHONPATH")] if p]
+        [str(REPO / "UNetSigmoidSeg")] + [p for p in [(env or {}).get("PYTHONPATH"), os.environ.get("PYTHONPATH")] if p]
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "UNetSigmoidSegLib.cli", *args],

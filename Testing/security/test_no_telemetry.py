@@ -65,3 +65,15 @@ def test_an_openvino_run_connects_nowhere_and_never_imports_openvino_telemetry(t
 
 def _loopback(host: str) -> bool:
     return host in ("localhost", "::1", "") or host.startswith("127.") or host.startswith("/")
+
+
+def test_the_suite_wide_network_audit_sees_an_attempt_in_a_subprocess(tmp_path):
+    """The audit every test process and subprocess runs under (Testing/conftest.py) records a lookup off this
+    computer made by a subprocess — so a suite that records none really made none."""
+    record = tmp_path / "attempts.jsonl"
+    code = "import socket\ntry:\n    socket.getaddrinfo('telemetry.example.invalid', 443)\nexcept OSError:\n    pass\n"
+    env = {"UNETSEG_NET_AUDIT": str(record), "PYTHONPATH": str(REPO / "Testing" / "subprocess_hooks")}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(x["event"], x["host"]) for x in lines] == [("socket.getaddrinfo", "telemetry.example.invalid")]

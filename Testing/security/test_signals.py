@@ -23,7 +23,7 @@ def _start(args, tmp_path):
         os.environ,
         TMPDIR=str(tmp_path / "tmp"),
         UNETSEG_LOG_DIR=str(tmp_path / "logs"),
-        PYTHONPATH=str(REPO / "UNetSigmoidSeg"),
+        PYTHONPATH=os.pathsep.join([str(REPO / "UNetSigmoidSeg"), os.environ["PYTHONPATH"]]),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "UNetSigmoidSegLib.cli", *args],

@@ -132,7 +132,8 @@ sys.exit(main(["inspect", sys.argv[2]]))
 def test_signal_during_extraction_leaves_nothing(signame, tmp_path, guard):  # noqa: F811
     archive = _zip(tmp_path / "b.zip", make_bundle(tmp_path / "bundle"))
     guard.protect(archive)
-    env = dict(os.environ, TMPDIR=str(guard.temp), PYTHONPATH=str(REPO / "UNetSigmoidSeg"))
+    path = os.pathsep.join([str(REPO / "UNetSigmoidSeg"), os.environ["PYTHONPATH"]])
+    env = dict(os.environ, TMPDIR=str(guard.temp), PYTHONPATH=path)
     run = subprocess.run(
         [sys.executable, "-c", SIGNAL_DURING_EXTRACTION, signame, archive],
         capture_output=True,

@@ -1,7 +1,9 @@
-"""Tests only: make a worker process fail on purpose at a given stage. Nothing of this is in the product.
+"""Tests only, for every Python subprocess the tests start (this folder is on their ``PYTHONPATH``; Python imports
+this file as its ``sitecustomize`` before anything else). Nothing of this is in the product.
 
-A worker started with this folder on its ``PYTHONPATH`` (``conftest.worker_fault_env``) imports this file as its
-``sitecustomize`` before anything else; with ``UNETSEG_WORKER_FAULT=KIND@STAGE`` in its environment it carries out
+1. With ``UNETSEG_NET_AUDIT=FILE``: every connection or name lookup off this computer is recorded there
+   (``netaudit``); the test session fails on any.
+2. Worker faults: a worker with ``UNETSEG_WORKER_FAULT=KIND@STAGE`` in its environment carries out
 the fault at start-up, right after the hello (wrapping ``Server.serve``) or in every job that reaches the stage (as
 the worker ``Server``'s ``on_stage`` hook). Any other process (the CLI that starts the worker, say) is left alone.
 
@@ -103,6 +105,11 @@ def install(spec: str) -> None:
     worker_server.Server.serve = serve_after_hello
     worker_server.Server.on_stage = on_stage
 
+
+if os.environ.get("UNETSEG_NET_AUDIT"):
+    import netaudit
+
+    netaudit.install(os.environ["UNETSEG_NET_AUDIT"])
 
 if os.environ.get(ENV_VAR) and "UNetSigmoidSegLib.worker" in getattr(sys, "orig_argv", sys.argv):
     install(os.environ[ENV_VAR])
