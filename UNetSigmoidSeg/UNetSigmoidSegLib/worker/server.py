@@ -147,6 +147,8 @@ class Server:
             from monai.inferers import sliding_window_inference  # noqa: F401
             from monai.networks.nets import UNet  # noqa: F401
 
+            from ..engine.loading import model  # noqa: F401
+            from ..engine.running import pipeline  # noqa: F401
         except Exception as exc:  # noqa: BLE001 - reported with the first job
             self._preload_error = f"{type(exc).__name__}: {exc}"
             self.tail.append(traceback.format_exc())
