@@ -130,7 +130,7 @@ class RemoteRun:
                 elif kind in ("progress", "log", "warning"):
                     job.put(message_from_dict(message))
                 elif kind == "result":
-                    job.info.update({k: message.get(k) for k in ("server_s", "cache_hit", "load_s", "load_count")})
+                    job.info.update(message)  # server_s, cache_hit, load_s, load_count
                     return self.download(http, instance, grid)
                 elif kind == "cancelled":
                     raise CancelledError(str(message.get("message") or "cancelled"))

@@ -29,9 +29,6 @@ from ..worker.process import JobEntry, WorkerProcess, death_error, start_worker
 from ..worker.protocol import PROTOCOL_VERSION, WORKER_TYPES, ProtocolError, make, read_messages
 from .job import QueueJob
 
-INFO_FIELDS = ("cache_hit", "load_count", "load_s", "pid", "peak_rss_bytes", "timings")
-
-
 WARM_IDLE_S, COLD_IDLE_S = 600.0, 5.0  # how long an idle worker waits for the next run (keep_warm on / off)
 
 
@@ -315,7 +312,7 @@ class WorkerRunner:
             entry.job.put(terminal)
             return
         if isinstance(terminal, Result):
-            terminal.info = {k: message[k] for k in INFO_FIELDS if k in message}
+            terminal.info = message  # JobInfo.update takes the fields it knows (pid, cache_hit, timings …)
             try:
                 t0 = time.perf_counter()
                 terminal.arrays = {k: read_array(d) for k, d in (message.get("outputs") or {}).items() if d}
