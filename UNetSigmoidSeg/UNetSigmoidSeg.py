@@ -40,7 +40,7 @@ class UNetSigmoidSeg(ScriptedLoadableModule):
         self.parent.helpText = _("""
 Segment a volume with a MONAI UNet (checkpoint, TorchScript or MONAI bundle). The network runs in a background worker;
 its logits become probabilities (sigmoid / softmax) and the threshold slider re-thresholds them live, without running
-the network again. Segments are on the exact input grid. Not a medical device.""")
+the network again. Segments are on the exact input grid. Research use — not for clinical use: not a medical device.""")
         self.parent.acknowledgementText = _("""
 Built on MONAI, PyTorch and 3D Slicer. The background-process pattern follows SlicerMONAIAuto3DSeg (Andras Lasso), the
 module layout SlicerNNUnet (Kitware). Demo data: ITK example data (Apache-2.0).""")

@@ -13,6 +13,7 @@ H1-H4 the one engine host vs the tree before it (old vs new, alternating process
 B  CPU backends: one window and 256×256×128 end to end per backend vs bare MONAI on
    PyTorch; first use (export) and cached re-use in fresh processes; peak memory         bench_backends.py
 E1/E2 engine overhead at 128³ and re-threshold 256³                                       bench_engine.py
+C1 ``unetsigmoidseg inspect`` on the demo bundle vs ``python -c "import torch, monai"``   bench_cli.py
 S  scaling with volume size (three sizes, plotted): engine vs bare inference; threshold step
 Every figure is measured side by side with its baseline in the same run (medians).
 """
@@ -238,6 +239,7 @@ def main(argv=None):
         "bench_host.py", args.out, *(["--rounds", "2", "--repeats", "3"] if args.quick else [])
     )
     results["gpu"] = _run_script("bench_gpu.py", args.out)
+    results["cli"] = _run_script("bench_cli.py", args.out, *(["--repeats", "3"] if args.quick else []))
     results["backends"] = _run_script(
         "bench_backends.py", args.out, *(["--quick", "--nets", "tutorial,seed"] if args.quick else [])
     )

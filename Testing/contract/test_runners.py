@@ -84,6 +84,17 @@ def test_same_result_as_the_engine_voxel_for_voxel(subject):
     assert np.array_equal(got.affine, expected.affine) and got.warnings == expected.warnings
 
 
+def test_kept_probabilities_travel_exactly(subject):
+    """``keep_probabilities`` (a probability file) brings the float32 probabilities back bit for bit, and
+    re-thresholds on them equal the engine's float thresholds."""
+    volume, options = ct_volume(), SegmentOptions(device="cpu", roi_size=[32, 32, 16], keep_probabilities=True)
+    expected = segment(volume, load_model(str(subject.models / "tiny.pt")), options)
+    got = subject.runner.submit(volume, subject.spec("tiny"), options).wait(timeout=300)
+    assert got.probabilities.exact.dtype == np.float32
+    assert np.array_equal(got.probabilities.exact, expected.probabilities.exact)
+    assert np.array_equal(got.rethreshold(0.37), expected.probabilities.exact >= 0.37)
+
+
 def test_progress_in_stage_order_and_one_terminal_message_last(subject):
     job = subject.runner.submit(ct_volume(), subject.spec("tiny"), OPTIONS)
     messages = []

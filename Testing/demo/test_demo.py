@@ -49,6 +49,19 @@ def test_demo_writes_three_files_and_reaches_dice_090(demo_run):
     assert "note:" not in stdout, stdout  # a trained model, run right: no plausibility warning (no false alarm)
 
 
+def test_demo_picture_carries_the_training_image_caveat_in_its_caption(demo_run):
+    from PIL import Image
+
+    _, stdout, out = demo_run
+    with Image.open(out / "T1_head_overview.png") as png:
+        caption = png.text["Description"]  # the picture's title, also stored as text in the PNG
+    printed = float(re.search(r"Dice vs reference brain mask: ([0-9.]+)", stdout).group(1))
+    shown = re.search(r"Dice ([0-9.]+) against the reference brain mask", caption)
+    assert shown and abs(float(shown.group(1)) - printed) <= 0.0006, caption  # 3 decimals vs the printed 4
+    assert "the demo model's own training image" in caption and "not a measure of accuracy" in caption
+    assert "Research use — not for clinical use." in caption
+
+
 def test_demo_segmentation_file_is_a_brain_segment_on_the_input_grid(demo_run):
     import numpy as np
     import slicerio

@@ -78,7 +78,8 @@ MATRIX = {
         MR, dict(norm=GROUP, res_units=0, out_channels=2, seed=5), dict(roi_size=[48, 48, 16])),
     "T1, instance norm, 1 residual unit": (T1, dict(norm="instance", res_units=1, seed=6), dict(roi_size=[64, 64, 32])),
     "T1, batch norm, no residual units, 3 outputs": (
-        T1, dict(norm="batch", res_units=0, out_channels=3, seed=7), dict(roi_size=[64, 64, 64], activation="sigmoid")),
+        T1, dict(norm="batch", res_units=0, out_channels=3, seed=7), dict(roi_size=[64, 64, 64], activation="sigmoid",
+                                                                        multi_label=True)),
     "2-D: small CT axial slices, instance norm, 1 residual unit, in-plane window larger than the image": (
         CT, dict(spatial_dims=2, norm="instance", res_units=1, seed=8), dict(roi_size=[128, 128], sw_batch_size=4)),
     "2-D: T1 along axis 1, group norm, 2 residual units": (
@@ -265,4 +266,40 @@ def test_backend_choice_says_what_was_checked():
     redone = BackendChoice("openvino", "torch", "openvino: …", redone="openvino disagreed with PyTorch on window 7")
     assert "redone on PyTorch: openvino disagreed" in redone.describe()
     assert BackendChoice.from_dict(json.loads(json.dumps(choice.to_dict()))).checked == 3
-    assert backend_cache.KEY_FORMAT == 2
+    assert backend_cache.KEY_FORMAT == 3
+
+
+def test_export_cache_is_keyed_by_what_the_network_computes_not_where_its_file_lies(tmp_path):
+    """A copy or a moved checkpoint reuses the export (same key); other weights, another window or a TorchScript
+    network with the same weights but other code do not."""
+    import shutil
+    from types import SimpleNamespace
+
+    from conftest import tiny_unet
+    from UNetSigmoidSegLib.contract.model import ModelSpec
+    from UNetSigmoidSegLib.engine.loading.model import load_model
+    from UNetSigmoidSegLib.runners.host import ModelCache
+
+    torch.save(tiny_unet(out_channels=2, seed=1).state_dict(), tmp_path / "a.pt")
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "a.pt", tmp_path / "copy" / "renamed.pt")
+    torch.save(tiny_unet(out_channels=2, seed=2).state_dict(), tmp_path / "other.pt")
+    cache = ModelCache()
+    key = {name: backend_cache.backend_key(cache.get(ModelSpec(str(tmp_path / name)))[0], [32, 32, 16])[0]
+           for name in ("a.pt", "copy/renamed.pt", "other.pt")}  # fmt: skip
+    assert key["a.pt"] == key["copy/renamed.pt"] != key["other.pt"]
+    assert backend_cache.backend_key(load_model(str(tmp_path / "a.pt")), [16, 16, 16])[0] != key["a.pt"]
+
+    class Doubled(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x) * 2
+
+    net = tiny_unet(out_channels=2, seed=1)
+    plain, doubled = torch.jit.script(net), torch.jit.script(Doubled(net))
+    info = SimpleNamespace(network_args={})
+    keys = [backend_cache.backend_key(LoadedModel(m, info), [32, 32, 16])[0] for m in (plain, doubled)]
+    assert keys[0] != keys[1]

@@ -67,7 +67,7 @@ CASES = {
         MR,
         dict(out_channels=3, channels=(4, 8, 16), res_units=1, seed=2, norm="instance"),
         "dataparallel",
-        dict(roi_size=[48, 48, 16], sw_batch_size=3, activation="sigmoid"),
+        dict(roi_size=[48, 48, 16], sw_batch_size=3, activation="sigmoid", multi_label=True),
     ),
     "TorchScript (script), CT, roi 64×64×16": (
         CT,

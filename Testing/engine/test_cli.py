@@ -28,7 +28,7 @@ def test_segment_writes_seg_nrrd_with_names_colours_geometry(tmp_path, model, vo
     vol = volume_file("ct vol ü.nii.gz")  # space and unicode in the path
     out = tmp_path / "out dir ü" / "result.seg.nrrd"
     out.parent.mkdir()
-    prob = tmp_path / "out dir ü" / "prob.nii.gz"
+    prob = tmp_path / "out dir ü" / "prob.nrrd"
     rc = main(["segment", vol, "--model", model, "-o", str(out), "--probabilities", str(prob), "--json", "--quiet"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import blob_volume, tiny_unet, write_volume
-from UNetSigmoidSegLib.cli import _expand_inputs, _output_paths, main
+from UNetSigmoidSegLib.cli import main
+from UNetSigmoidSegLib.cli_paths import expand_inputs, output_paths
 from UNetSigmoidSegLib.contract.model import ModelSpec
 from UNetSigmoidSegLib.contract.options import SegmentOptions
 from UNetSigmoidSegLib.engine.files.volume import read_volume
@@ -39,17 +40,17 @@ def test_batch_folder_skips_earlier_results_and_refuses_name_clashes(tmp_path):
     for name in ("ct.nii.gz", "ct.seg.nrrd", "ct_probabilities.nrrd"):
         (src / "a" / name).write_bytes(b"x")
     (src / "b" / "ct.nii.gz").write_bytes(b"x")
-    assert [os.path.basename(p) for p in _expand_inputs([str(src / "a")])] == ["ct.nii.gz"]
+    assert [os.path.basename(p) for p in expand_inputs([str(src / "a")])] == ["ct.nii.gz"]
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(UserError, match="same output file"):
-        _output_paths([str(src / "a" / "ct.nii.gz"), str(src / "b" / "ct.nii.gz")], str(out), None)
+        output_paths([str(src / "a" / "ct.nii.gz"), str(src / "b" / "ct.nii.gz")], str(out), None)
 
 
 def test_probabilities_folder_for_one_input(tmp_path):
     folder = tmp_path / "probs"
     folder.mkdir()
-    plan = _output_paths([str(tmp_path / "ct.nii.gz")], str(tmp_path / "ct.seg.nrrd"), str(folder))[0]
+    plan = output_paths([str(tmp_path / "ct.nii.gz")], str(tmp_path / "ct.seg.nrrd"), str(folder))[0]
     assert plan["probabilities"] == str(folder / "ct_probabilities.nrrd")
 
 

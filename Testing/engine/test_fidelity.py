@@ -29,7 +29,7 @@ from UNetSigmoidSegLib.cli import main
 
 def run_cli(capsys, image, model, tmp_path, args, worker=False):
     """``unetsigmoidseg segment`` in this process (``worker``: through ``--worker``); returns the JSON case row."""
-    out, prob = tmp_path / "out.seg.nrrd", tmp_path / "prob.nii.gz"
+    out, prob = tmp_path / "out.seg.nrrd", tmp_path / "prob.nrrd"
     argv = ["segment", str(image), "--model", model, "-o", str(out), "--probabilities", str(prob)]
     argv += ["--device", "cpu", "--json", "--quiet"] + list(args) + (["--worker"] if worker else [])
     capsys.readouterr()
@@ -57,11 +57,11 @@ def assert_faithful(image, case, masks, seg, written, expected_probabilities, ex
     for got, want in zip(masks, expected_masks):
         assert 0 < want.sum() < want.size, "the reference output must not be trivial"
         assert dice(got, want) >= 0.999, f"Dice {dice(got, want):.5f} against plain MONAI"
-    # probabilities within 1/255 (sigmoid: per channel; softmax: the winning class' probability)
+    # probabilities within 1/255, one component per channel (softmax: every class, background first)
     arr = sitk.GetArrayFromImage(written)  # (K, J, I) or (K, J, I, C)
     got = arr.transpose(2, 1, 0)[None] if arr.ndim == 3 else arr.transpose(3, 2, 1, 0)
-    want = expected_probabilities.max(axis=0, keepdims=True) if activation == "softmax" else expected_probabilities
-    assert float(np.abs(got - want).max()) <= 1.0 / 255
+    assert got.shape == expected_probabilities.shape
+    assert float(np.abs(got - expected_probabilities).max()) <= 1.0 / 255
 
 
 # ---------------------------------------------------------------- the checkpoints of MONAI's tutorials
@@ -88,7 +88,7 @@ CASES = {
         MR,
         dict(out_channels=3, channels=(4, 8, 16, 32), res_units=1),
         "dataparallel",
-        ["--roi-size", "50", "50", "20", "--activation", "sigmoid", "--overlap", "0.5"],
+        ["--roi-size", "50", "50", "20", "--activation", "sigmoid", "--multi-label", "--overlap", "0.5"],
         "sigmoid",
         [56, 56, 24],
     ),

@@ -122,7 +122,12 @@ def test_plausibility_warnings_name_the_cause():
 @pytest.mark.parametrize(
     "labels, activation, expected",
     [
-        (["spleen"], "sigmoid", r"1 label\(s\) given for 2 segment\(s\)"),
+        (
+            ["spleen"],
+            "sigmoid",
+            r"Sigmoid asked for a model with 2 output channels that does not record.*--multi-label",
+        ),
+        (["spleen"], "sigmoid+", r"1 label\(s\) given for 2 segment\(s\)"),
         (["a", "b", "c", "d"], "softmax", r"4 label\(s\) given for 1 segment\(s\).*channel 0 is the background"),
     ],
 )
@@ -135,7 +140,9 @@ def test_label_count_and_activation_mistakes_fail_before_the_run(tmp_path, label
         segment(
             vol,
             load_model(ModelSpec(str(path))),
-            SegmentOptions(device="cpu", labels=labels, activation=activation),
+            SegmentOptions(
+                device="cpu", labels=labels, activation=activation.rstrip("+"), multi_label=activation.endswith("+")
+            ),
             progress=lambda *a: calls.append(a),
         )
     assert not calls  # not even preprocessing ran

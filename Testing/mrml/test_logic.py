@@ -33,9 +33,11 @@ def test_geometry_round_trip_matches_engine_voxel_for_voxel(scene, model_file, f
     vol = add_volume(scene, blob_volume((37, 29, 19)), spacing=(0.7, 1.3, 3.1), angle=28, flip=flip)
     path = model_file(out_channels=2, seed=3)
     logic = UNetSigmoidSegLogic(scene)
-    seg = logic.segment(vol, path, activation="sigmoid", threshold=0.5, device="cpu")
+    seg = logic.segment(vol, path, activation="sigmoid", multiLabel=True, threshold=0.5, device="cpu")
     engine = segment(
-        volume_to_engine(vol), load_model(path), SegmentOptions(activation="sigmoid", threshold=0.5, device="cpu")
+        volume_to_engine(vol),
+        load_model(path),
+        SegmentOptions(activation="sigmoid", multi_label=True, threshold=0.5, device="cpu"),
     )
     ids = list(seg.GetSegmentation().GetSegmentIDs())
     assert len(ids) == 2
@@ -53,7 +55,7 @@ def test_seg_nrrd_saved_by_slicer_loads_in_slicerio(scene, model_file, tmp_path)
     import json
 
     (tmp_path / "model.json").write_text(json.dumps({"labels": ["liver", "spleen"]}))
-    seg = logic.segment(vol, path, device="cpu", activation="sigmoid")
+    seg = logic.segment(vol, path, device="cpu", activation="sigmoid", multiLabel=True)
     storage = seg.CreateDefaultStorageNode()
     out = str(tmp_path / "result.seg.nrrd")
     storage.SetFileName(out)
@@ -126,7 +128,7 @@ def test_class_level_slicer_calls_exist_in_every_checked_release():
 def test_threshold_moves_update_segments_in_place(scene, model_file):
     vol = add_volume(scene, blob_volume((32, 28, 16)))
     logic = UNetSigmoidSegLogic(scene)
-    seg = logic.segment(vol, model_file(out_channels=2, seed=5), activation="sigmoid", device="cpu")
+    seg = logic.segment(vol, model_file(out_channels=2, seed=5), activation="sigmoid", multiLabel=True, device="cpu")
     ids = list(seg.GetSegmentation().GetSegmentIDs())
     image_before = seg.GetSegmentation().GetSegment(ids[0]).GetRepresentation("Binary labelmap")
     counts = {}
@@ -204,7 +206,7 @@ def _segment_then_edit_first(scene, model_file):
     """Segment (2 sigmoid outputs), then edit the first produced segment the way Slicer's editor does."""
     vol = add_volume(scene, blob_volume((30, 24, 16)))
     logic = UNetSigmoidSegLogic(scene)
-    seg = logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", device="cpu")
+    seg = logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", multiLabel=True, device="cpu")
     ids = list(seg.GetSegmentation().GetSegmentIDs())
     edit = np.zeros((16, 24, 30), np.uint8)
     edit[2:5, 2:5, 2:5] = 1
@@ -459,7 +461,7 @@ def test_apply_engine_result_from_the_console(scene, model_file):
     result = segment(
         volume_to_engine(vol),
         load_model(model_file(out_channels=2)),
-        SegmentOptions(activation="sigmoid", device="cpu"),
+        SegmentOptions(activation="sigmoid", multi_label=True, device="cpu"),
     )
     logic = UNetSigmoidSegLogic(scene)
     seg = logic.applyResult(vol, result)
@@ -498,6 +500,7 @@ def test_logic_through_the_background_worker(scene, model_file):
             vol,
             path,
             activation="sigmoid",
+            multiLabel=True,
             device="cpu",
             onProgress=lambda s, f, m: stages.append(s),
             onLog=logs.append,
@@ -508,7 +511,11 @@ def test_logic_through_the_background_worker(scene, model_file):
             time.sleep(0.05)
         seg = handle.wait()
         assert "inference" in stages and any("device: cpu" in m for m in logs)
-        engine = segment(volume_to_engine(vol), load_model(path), SegmentOptions(activation="sigmoid", device="cpu"))
+        engine = segment(
+            volume_to_engine(vol),
+            load_model(path),
+            SegmentOptions(activation="sigmoid", multi_label=True, device="cpu"),
+        )
         for channel, sid in enumerate(seg.GetSegmentation().GetSegmentIDs()):
             np.testing.assert_array_equal(export_segment(scene, seg, sid, vol) > 0, engine.masks[channel].T)
         logic.setThreshold(seg, 0.9)
@@ -558,7 +565,14 @@ def test_corrupt_parameter_values_keep_their_defaults(scene):
 
 def test_rerun_keeps_segments_the_user_edited(scene, model_file):
     logic, vol, seg, ids, edit = _segment_then_edit_first(scene, model_file)  # then Segment again, slider untouched
-    logic.segment(vol, model_file(out_channels=2, seed=4), activation="sigmoid", device="cpu", outputSegmentation=seg)
+    logic.segment(
+        vol,
+        model_file(out_channels=2, seed=4),
+        activation="sigmoid",
+        multiLabel=True,
+        device="cpu",
+        outputSegmentation=seg,
+    )
     now = list(seg.GetSegmentation().GetSegmentIDs())
     assert ids[0] in now and len(now) == 3  # the edited one kept, two fresh ones added
     np.testing.assert_array_equal(export_segment(scene, seg, ids[0], vol), edit)
@@ -584,3 +598,37 @@ def test_preprocessing_and_strides_reach_the_engine(scene, model_file, tmp_path)
         SegmentOptions(device="cpu", normalization="zscore", orientation="RAS"),
     )
     assert logic.statistics(seg)[0]["voxels"] == int(expected.masks[0].sum())
+
+
+def test_cli_seg_nrrd_has_the_names_colours_and_terminology_slicer_writes(scene, model_file, tmp_path):
+    """The command line's writer (slicerio) and the Slicer module (segments saved by Slicer's own storage node)
+    give the same segment names, colours, terminology entries and voxels for the same run."""
+    import json
+
+    from UNetSigmoidSegLib.engine.files.outputs import write_seg_nrrd
+
+    vol = add_volume(scene, blob_volume((30, 26, 16)), angle=15)
+    path = model_file(out_channels=3, seed=4)
+    labels = ["Bladder", "kidney_left", "tumour"]
+    (tmp_path / "model.json").write_text(json.dumps({"labels": labels, "activation": "sigmoid"}))
+    seg = UNetSigmoidSegLogic(scene).segment(vol, path, device="cpu")
+    storage = seg.CreateDefaultStorageNode()
+    storage.SetFileName(str(tmp_path / "slicer.seg.nrrd"))
+    assert storage.WriteData(seg)
+    engine = segment(volume_to_engine(vol), load_model(path), SegmentOptions(device="cpu"))
+    write_seg_nrrd(engine, str(tmp_path / "cli.seg.nrrd"))
+    by_slicer = slicerio.read_segmentation(str(tmp_path / "slicer.seg.nrrd"))
+    by_cli = slicerio.read_segmentation(str(tmp_path / "cli.seg.nrrd"))
+    assert [s["name"] for s in by_slicer["segments"]] == [s["name"] for s in by_cli["segments"]] == labels
+    for ours, theirs in zip(by_cli["segments"], by_slicer["segments"]):
+        np.testing.assert_allclose(ours["color"], theirs["color"], atol=1e-5)
+        assert ours.get("terminology") == theirs.get("terminology"), ours["name"]
+        np.testing.assert_array_equal(
+            slicerio.extract_segments(by_cli, [(ours["name"], 1)])["voxels"] > 0,
+            slicerio.extract_segments(by_slicer, [(theirs["name"], 1)])["voxels"] > 0,
+        )
+    assert by_cli["segments"][1]["terminology"]["typeModifier"] == ["SCT", "7771000", "Left"]
+    notice = "Research use - not for clinical use."  # in both files: a segment tag (Slicer), a header field (CLI)
+    assert all(s["tags"]["UNetSigmoidSeg.Notice"] == notice for s in by_slicer["segments"])
+    assert f"UNetSigmoidSeg.Notice:={notice}" in (tmp_path / "cli.seg.nrrd").read_bytes()[:8192].decode("latin-1")
+    assert by_cli["segments"][2]["terminology"]["type"] == ["SCT", "85756007", "Tissue"]

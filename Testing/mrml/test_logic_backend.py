@@ -10,10 +10,14 @@ def test_backend_keyword_and_attribute(scene, model_file):
     vol = add_volume(scene, blob_volume((30, 26, 14)))
     logic = UNetSigmoidSegLogic(scene)
     model = model_file(out_channels=2)
-    seg = logic.segment(vol, model, activation="sigmoid", device="cpu", backend="onednn", roiSize=[16, 16, 16])
+    seg = logic.segment(
+        vol, model, activation="sigmoid", multiLabel=True, device="cpu", backend="onednn", roiSize=[16, 16, 16]
+    )
     ran = seg.GetAttribute("UNetSigmoidSeg.Backend")  # what ran, why, and what was checked against PyTorch
     assert ran.startswith("onednn (asked for; checked against PyTorch on ") and "tolerance" in ran, ran
-    reference = logic.segment(vol, model, activation="sigmoid", device="cpu", backend="torch", roiSize=[16, 16, 16])
+    reference = logic.segment(
+        vol, model, activation="sigmoid", multiLabel=True, device="cpu", backend="torch", roiSize=[16, 16, 16]
+    )
     assert reference.GetAttribute("UNetSigmoidSeg.Backend") == "torch (asked for)"
     got, want = logic.statistics(seg), logic.statistics(reference)
     assert [s["voxels"] for s in want] != [0, 0]

@@ -13,7 +13,13 @@ def test_statistics_attribute_and_status_line_show_the_window(scene, model_file)
     vol = add_volume(scene, blob_volume((30, 26, 14)))
     logic = UNetSigmoidSegLogic(scene)
     seg = logic.segment(
-        vol, model_file(out_channels=2), activation="sigmoid", device="cpu", roiSize=[40, 40, 18], overlap=0.5
+        vol,
+        model_file(out_channels=2),
+        activation="sigmoid",
+        multiLabel=True,
+        device="cpu",
+        roiSize=[40, 40, 18],
+        overlap=0.5,
     )
     used = "roi 40×40×20 (asked 40×40×18), overlap 0.5, batch 1, gaussian"  # the UNet needs multiples of 4
     assert [s["window"] for s in logic.statistics(seg)] == [used, used]

@@ -10,7 +10,8 @@ from hostile import assert_user_error, guard, make_bundle, volume_file  # noqa: 
 from conftest import tiny_unet
 from UNetSigmoidSegLib.cli import main
 from UNetSigmoidSegLib.contract.options import SegmentOptions
-from UNetSigmoidSegLib.engine.files.outputs import write_probabilities, write_segmentation
+from UNetSigmoidSegLib.engine.files.outputs import write_segmentation
+from UNetSigmoidSegLib.engine.files.probfile import write_probabilities
 from UNetSigmoidSegLib.engine.files.volume import read_volume
 from UNetSigmoidSegLib.engine.loading.model import load_model
 from UNetSigmoidSegLib.engine.running.pipeline import segment
@@ -49,8 +50,8 @@ ALIASES = {
         lambda t, f: ["-o", os.path.join(_link(t, "linkdir", str(t)), "ct.nii.gz")],
         r"is the same file as",
     ),
-    "--probabilities is the input": (
-        lambda t, f: ["-o", "out.seg.nrrd", "--probabilities", f["image"]],
+    "--probabilities is the input": (  # through a .nrrd link: a NIfTI name is refused for its format first
+        lambda t, f: ["-o", "out.seg.nrrd", "--probabilities", _link(t, "prob.nrrd", f["image"])],
         r"probabilities output .* is the same file as",
     ),
     "-o symlink to the model": (
@@ -87,7 +88,7 @@ def test_engine_writers_refuse_a_protected_path(files, tmp_path):
     link = _link(tmp_path, "again.nii.gz", files["image"])
     with pytest.raises(OutputError, match="is the same file as"):
         write_segmentation(result, link, protected=[files["image"]])
-    to_model = _link(tmp_path, "m.nii.gz", files["model"])
+    to_model = _link(tmp_path, "m.nrrd", files["model"])
     with pytest.raises(OutputError, match="is the same file as"):
         write_probabilities(result, to_model, protected=[files["model"]])
     write_segmentation(result, str(tmp_path / "fine.seg.nrrd"), protected=[files["image"], files["model"]])

@@ -183,6 +183,30 @@ def test_panel_parameters_map_to_the_run_contract_in_one_place(tmp_path):
     assert rules.run_request(params, roi_text="")[1].roi_size is None  # the text box wins: empty → model default
 
 
+def test_normalisation_window_and_multi_label_reach_the_run_and_are_asked_beside_the_summary():
+    params = Parameters(
+        modelPath="m", normalization="ct", ctWindow=[-57.0, 164.0], activation="sigmoid", multiLabel=True
+    )
+    options = rules.run_request(params)[1]
+    assert (options.normalization, options.ct_window, options.multi_label) == ("ct", [-57.0, 164.0], True)
+    assert rules.run_request(Parameters(modelPath="m"))[1].normalization is None  # "model": what the model records
+    assert bindings.from_widget("window", "-57, 164") == [-57.0, 164.0] and bindings.from_widget("window", "9 1") == []
+    assert bindings.to_widget("window", [-57.0, 164.0]) == "-57 164"
+    plain = model_info(out_channels=2, activation="softmax", activation_source="2 output channel(s)")
+    text, blocking = rules.model_question(plain, Parameters(activation="sigmoid"))
+    assert blocking and "channel 0 is the background" in text  # the engine would refuse it: Segment waits
+    text, blocking = rules.model_question(plain, Parameters(activation="sigmoid", multiLabel=True))
+    assert not blocking and "does not record how its input was normalised" in text  # asked, not blocking
+    assert rules.model_question(plain, Parameters(normalization="ct"))[1]  # a window is needed
+    assert rules.model_question(plain, Parameters(normalization="zscore")) == ("", False)
+    recorded = model_info(activation="sigmoid", activation_source="model config", preprocessing={"normalization": "ct"})
+    assert rules.model_question(recorded, Parameters(activation="sigmoid")) == ("", False)
+    bundle = model_info(format="bundle", out_channels=2)
+    assert rules.model_question(bundle, Parameters(activation="softmax")) == ("", False)
+    state = rules.PanelState(volume=True, model_path=__file__, model_exists=True, model_question="choose")
+    assert not rules.segment_button(state).enabled and rules.segment_button(state).tooltip == "choose"
+
+
 def test_recent_models_most_recent_first_without_duplicates():
     recent = []
     for path in ["a", "b", "a", "c"] + [f"m{i}" for i in range(12)]:

@@ -107,7 +107,19 @@ def test_segment_then_debounced_live_threshold(slicer_app, in_process, tmp_path)
     ui.activationComboBox.currentText = "sigmoid"
     ui.modelPathLineEdit.currentPath = make_model(tmp_path)
     assert ui.modelSummaryLabel.text.startswith("checkpoint: UNet") and "1→2 channels" in ui.modelSummaryLabel.text
+    # sigmoid on 2 channels the model does not record as labels: asked beside the summary, Segment waits for it
+    assert not ui.segmentButton.enabled and "Independent labels" in ui.segmentButton.toolTip
+    assert ui.modelQuestionLabel.visible and "channel 0 is the background" in ui.modelQuestionLabel.text
+    ui.multiLabelCheckBox.checked = True
     assert ui.segmentButton.enabled and ui.segmentButton.text == "Segment"
+    # the unrecorded normalisation is asked too, without blocking (the engine refuses only raw intensities)
+    assert (
+        ui.modelQuestionLabel.visible and "does not record how its input was normalised" in ui.modelQuestionLabel.text
+    )
+    ui.normalizationComboBox.currentText = "ct"
+    assert not ui.segmentButton.enabled and "needs a window" in ui.modelQuestionLabel.text
+    ui.normalizationComboBox.currentText = "none"
+    assert not ui.modelQuestionLabel.visible and ui.segmentButton.enabled
     ui.segmentButton.click()
     assert widget.handle is not None and ui.segmentButton.text == "Cancel" and widget.pollTimer.active
     run_until(widget, lambda: widget.handle is None)

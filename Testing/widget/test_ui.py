@@ -164,6 +164,7 @@ def test_bindings_cover_every_parameter_and_use_real_signals(ui_tree):
         "double": {"QDoubleSpinBox", "ctkSliderWidget"},
         "int": {"QSpinBox"},
         "roi": {"QLineEdit"},
+        "window": {"QLineEdit"},
     }
     ws = widgets(ui_tree)
     for field, name, kind in bindings.BINDINGS:
@@ -283,3 +284,11 @@ def test_module_file_reads_no_widget_attribute_that_is_not_a_known_property():
                         and t.value.value.attr == "ui"
                     ):
                         assert t.attr in allowed, f"line {node.lineno}: ui.{t.value.attr}.{t.attr}"
+
+
+def test_the_panel_says_research_use_not_clinical_use(ui_tree):
+    from UNetSigmoidSegLib import NOT_CLINICAL
+
+    assert prop(widgets(ui_tree)["noticeLabel"], "text").text == NOT_CLINICAL
+    module = MODULE_FILE.read_text(encoding="utf-8")
+    assert "Research use — not for clinical use" in module  # the module's help text

@@ -34,6 +34,7 @@ def test_worker_batch_reuses_one_warm_worker_and_matches_in_process(tmp_path, ca
             "cpu",
             "--activation",
             "sigmoid",
+            "--multi-label",
             "--threshold",
             "0.4",
             "--json",

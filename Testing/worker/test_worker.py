@@ -106,7 +106,11 @@ def start_long_job(client, models):
 def test_result_equals_in_process_segment_bit_for_bit_and_warm_rerun(client, models, activation):
     arr = volume()
     opts = SegmentOptions(
-        device="cpu", roi_size=[16, 16, 16], activation=activation, threshold=0.3 if activation == "sigmoid" else None
+        device="cpu",
+        roi_size=[16, 16, 16],
+        activation=activation,
+        threshold=0.3 if activation == "sigmoid" else None,
+        multi_label=activation == "sigmoid",
     )
     job = submit(client, arr, models[activation], opts)
     messages = []

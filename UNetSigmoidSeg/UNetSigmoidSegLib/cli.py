@@ -1,4 +1,4 @@
-"""Headless front end: ``unetsigmoidseg segment|inspect|demo``.
+"""Headless front end: ``unetsigmoidseg segment|inspect|threshold|serve|demo``.
 
 Exit codes: 0 ok, 2 user error (one paragraph, no traceback), 1 a bug (the message names its log), 128 + the
 signal number when stopped (Ctrl-C 130, SIGTERM 143, a closed terminal 129) — see ``exits``. The flags are
@@ -6,19 +6,19 @@ declared in ``cli_parser`` (``build_parser``, importable from here too).
 """
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from . import exits
-from .cli_parser import NOT_CLINICAL, build_parser
+from . import NOT_CLINICAL, cli_threshold, exits
+from .cli_parser import build_parser
+from .cli_paths import expand_inputs, output_folders, output_paths, stem
 from .contract.model import ModelInfo, ModelSpec, looks_like_path
 from .contract.options import Cleanup, SegmentOptions
-from .engine.files.paths import check_output_paths, protected_files
-from .errors import OutputError, UserError
+from .engine.files.paths import protected_files
+from .errors import UserError
 from .progress import Progress
 from .remote import serve
 
@@ -26,129 +26,6 @@ TRUST_WARNING = (
     "warning: --trust-bundle: the model's config is run by MONAI's ConfigParser as it is — any code in it runs "
     "with your permissions. Use it only for models whose author you trust."
 )
-
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def _expand_inputs(inputs: Sequence[str]) -> List[str]:
-    """Files as given; a folder of DICOM files is one input, any other folder is a batch of images."""
-    import SimpleITK as sitk
-
-    out: List[str] = []
-    for item in inputs:
-        if os.path.isdir(item) and not sitk.ImageSeriesReader.GetGDCMSeriesIDs(item):
-            found = sorted(
-                os.path.join(item, f)
-                for f in os.listdir(item)
-                if f.lower().endswith(IMAGE_SUFFIXES) and not _is_our_output(f)
-            )
-            if not found:
-                raise UserError(
-                    f"No images (NIfTI/NRRD/MHA) or DICOM series in folder {item}",
-                    "Point to image files or a DICOM folder.",
-                )
-            out.extend(found)
-        else:
-            out.append(item)
-    return out
-
-
-def _is_our_output(name: str) -> bool:
-    """Results of an earlier run in a batch folder are not inputs."""
-    low = name.lower()
-    return low.endswith(".seg.nrrd") or _stem(low).endswith("_probabilities")
-
-
-def _stem(path: str) -> str:
-    name = os.path.basename(os.path.normpath(path))
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _is_folder(path: Optional[str]) -> bool:
-    """``-o results/`` or an existing folder: a folder (created if missing) that gets ``<input name>.seg.nrrd``."""
-    return bool(path) and (path.endswith(("/", os.sep)) or os.path.isdir(path))
-
-
-def _output_paths(
-    inputs: List[str],
-    output: Optional[str],
-    probabilities: Optional[str],
-    reads: Sequence[str] = (),
-    overwrite: bool = False,
-) -> List[Dict[str, Optional[str]]]:
-    """One case per input: ``{"input", "segmentation", "probabilities"}`` paths, checked before any run: known
-    extensions, writable, not existing unless ``overwrite``, and none resolving to an input, to a file in ``reads``
-    (the model's) or to another output. Output folders must exist (``_output_folders`` makes them)."""
-    batch = len(inputs) > 1
-    for flag, value in (("--output", output), ("--probabilities", probabilities)):
-        if batch and value and not _is_folder(value):
-            raise OutputError(
-                f"With several inputs {flag} must be a folder, got the file name {value}",
-                f"End it with a slash for a folder (created if missing), e.g. {flag} {_stem(value)}/; "
-                "or give one input.",
-            )
-    cases = [_case(path, output, probabilities, batch) for path in inputs]
-    targets = [c[k] for c in cases for k in ("segmentation", "probabilities") if c[k]]
-    clash = sorted({t for t in targets if targets.count(t) > 1})
-    if clash:
-        raise UserError(
-            f"Several inputs would write the same output file: {', '.join(clash)}",
-            "Inputs in a batch need distinct file names; run them into separate --output folders.",
-        )
-    outputs = [(k, c[k]) for c in cases for k in ("segmentation", "probabilities") if c[k]]
-    check_output_paths(outputs, protected_files(list(inputs) + list(reads)))
-    existing = [t for t in targets if os.path.exists(t)]
-    if existing and not overwrite:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise OutputError(
-            f"{existing[0]} already exists{more}: nothing was run and it is untouched",
-            "Pass --overwrite to replace it, or choose another --output.",
-        )
-    return cases
-
-
-@contextlib.contextmanager
-def _output_folders(*paths: Optional[str]) -> Iterator[None]:
-    """Create the output folders given as folders (``results/``) that do not exist; remove them again if they are
-    still empty when the command ends (a refused or failed run leaves nothing behind)."""
-    created = []
-    for path in paths:
-        if _is_folder(path) and not os.path.isdir(path):
-            try:
-                os.makedirs(path)
-            except OSError as exc:
-                for folder in reversed(created):
-                    os.rmdir(folder)
-                raise OutputError(
-                    f"Cannot create the output folder {path}: {exc.strerror}",
-                    "Choose a folder you can write to with --output / --probabilities.",
-                ) from None
-            created.append(path)
-    try:
-        yield
-    finally:
-        for folder in reversed(created):
-            if os.path.isdir(folder) and not os.listdir(folder):
-                os.rmdir(folder)
-
-
-def _case(path: str, output: Optional[str], probabilities: Optional[str], batch: bool) -> Dict[str, Optional[str]]:
-    """The output paths of one input (checked: known extensions, a folder that can be written to)."""
-    from .engine.files.outputs import check_output_path
-
-    stem = _stem(path)
-    if _is_folder(output) or (batch and not output):
-        seg = os.path.join(output or ".", stem + ".seg.nrrd")
-    else:
-        seg = output or stem + ".seg.nrrd"
-    prob = os.path.join(probabilities, stem + "_probabilities.nrrd") if _is_folder(probabilities) else probabilities
-    check_output_path(seg, "segmentation")
-    if prob:
-        check_output_path(prob, "probabilities")
-    return {"input": path, "segmentation": seg, "probabilities": prob}
 
 
 def _model_files(spec: ModelSpec) -> List[str]:
@@ -179,6 +56,8 @@ def _options(args: argparse.Namespace) -> SegmentOptions:
         spacing=args.spacing,
         cleanup=Cleanup(args.largest_component, args.fill_holes, args.min_island_mm3 or 0.0),
         labels=args.labels,
+        keep_probabilities=bool(args.probabilities),
+        multi_label=args.multi_label,
     )
 
 
@@ -201,9 +80,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     options, spec = _options(args), _model_spec(args)
     if spec.trust_bundle:
         print(TRUST_WARNING, file=sys.stderr)
-    inputs = _expand_inputs(args.inputs)
-    with _output_folders(args.output, args.probabilities):
-        cases = _output_paths(inputs, args.output, args.probabilities, _model_files(spec), args.overwrite)
+    inputs = expand_inputs(args.inputs)
+    with output_folders(args.output, args.probabilities):
+        cases = output_paths(inputs, args.output, args.probabilities, _model_files(spec), args.overwrite)
         t0 = time.perf_counter()
         runner = make_runner(worker=args.worker, worker_python=args.worker_python, **_remote(args))
         try:
@@ -222,7 +101,8 @@ def _segment_cases(
     info: ModelInfo,
     load_s: float,
 ) -> int:
-    from .engine.files.outputs import write_probabilities, write_segmentation
+    from .engine.files.outputs import write_segmentation
+    from .engine.files.probfile import write_probabilities
     from .engine.files.volume import read_volume
 
     def log(message: str) -> None:  # -q hides progress and notes, never a warning
@@ -256,7 +136,7 @@ def _segment_cases(
     summary: Dict[str, Any] = {"model": info.to_dict(), "load_s": round(load_s, 3), "cases": []}
     started = time.perf_counter()
     for i, case in enumerate(cases):
-        progress.start_case(i, _stem(case["input"] or ""))
+        progress.start_case(i, stem(case["input"] or ""))
         t1 = time.perf_counter()
         volume = read_volume(case["input"], series=args.series)
         read_s = time.perf_counter() - t1
@@ -304,6 +184,8 @@ def _segment_cases(
             print(
                 f"{case['input']} → {case['segmentation']} ({vols}; {where}; {seconds:.1f} s{loading}) — {NOT_CLINICAL}"
             )
+            if args.verbose:
+                _details(result, timings)
     summary["total_s"] = round(load_s + time.perf_counter() - started, 3)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -320,6 +202,28 @@ def _remote(args: argparse.Namespace) -> Dict[str, Any]:
         "cafile": args.server_ca,
         "allow_http": args.allow_http,
     }
+
+
+def _details(result: Any, timings: Dict[str, float]) -> None:
+    """``--verbose``: the technical detail under a case's result line."""
+    print(f"  device: {result.device.device} ({result.device.reason}); placement: {result.placement}")
+    if result.backend is not None:
+        print(f"  backend: {result.backend.describe()}")
+    if result.window is not None:
+        print(f"  window: {result.window.describe()}")
+    print(f"  activation: {result.activation}; thresholds: {', '.join(f'{t:g}' for t in result.thresholds)}")
+    print("  seconds: " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in timings.items() if k.endswith("_s")))
+
+
+def _plain(values: Dict[str, Any]) -> str:
+    """``{"norm": "batch", "strides": [2, 2]}`` → ``norm batch, strides 2 2`` (no Python reprs on screen)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return " ".join(text(v) for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{key} {text(value)}" for key, value in values.items())
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -343,15 +247,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("input channels", info.in_channels),
         ("output channels", info.out_channels),
         ("activation", f"{info.activation} ({info.activation_source})"),
-        ("threshold", info.threshold),
+        ("threshold", "-" if info.threshold is None else f"{info.threshold:g}"),
         ("labels", ", ".join(info.labels) or "-"),
         (
             "dimensions",
             f"{info.spatial_dims}-D" + (" (runs slice by slice: --slice-axis)" if info.spatial_dims == 2 else ""),
         ),
-        ("roi size", info.roi_size),
-        ("preprocessing", info.preprocessing or "none"),
-        ("network", info.network_args),
+        ("roi size", "×".join(str(r) for r in info.roi_size) if info.roi_size else "-"),
+        ("preprocessing", _plain(info.preprocessing) or "not recorded"),
+        ("network", _plain(info.network_args) or "-"),
     ]
     for key, value in rows:
         print(f"  {key:<16} {value}")
@@ -369,11 +273,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete): answer and exit
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help / --version (0), or a flag argparse refused (2, said as error + fix)
         return int(exc.code or 0)
-    commands = {"segment": cmd_segment, "inspect": cmd_inspect, "demo": cmd_demo, "serve": serve.cmd_serve}
+    commands = {
+        "segment": cmd_segment,
+        "inspect": cmd_inspect,
+        "demo": cmd_demo,
+        "serve": serve.cmd_serve,
+        "threshold": cli_threshold.cmd_threshold,
+    }
     with exits.signals_as_exceptions():
         try:
             return commands[args.command](args)

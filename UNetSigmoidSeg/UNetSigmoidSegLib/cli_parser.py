@@ -7,11 +7,9 @@ Declarations only: ``cli`` runs the commands (``cli.main``) and turns the parsed
 import argparse
 import sys
 
-from . import __version__
+from . import NOT_CLINICAL, __version__, cli_threshold
 from .contract.options import ACTIVATIONS, BACKENDS, DEVICES, NORMALIZATIONS, ORIENTATIONS
 from .remote import serve
-
-NOT_CLINICAL = "Research use — not for clinical use."
 
 
 class Parser(argparse.ArgumentParser):
@@ -70,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         "more)",
     )
     s.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="the output channels are independent labels: confirms --activation sigmoid on a model with several "
+        "output channels that does not record sigmoid",
+    )
+    s.add_argument(
         "--threshold",
         type=float,
         nargs="+",
@@ -92,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--series", metavar="UID", help="the DICOM series to read when an input folder holds several")
     s.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress or notes (warnings and results still show)")
+    s.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="technical detail under each result: device and why, backend and its checks, window, seconds per stage",
+    )
     g = s.add_argument_group("inference")
     g.add_argument("--roi-size", type=int, nargs="+", help="sliding-window size (default: model's, else 96)")
     g.add_argument("--overlap", type=float, help="sliding-window overlap (default 0.25)")
@@ -146,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _remote_args(i, "MODEL")
     _model_args(i)
     serve.add_parser(sub)
+    cli_threshold.add_parser(sub)
     d = sub.add_parser("demo", help="segment the bundled demo volume with the bundled demo model")
     d.add_argument(
         "--output-dir", default="unetsigmoidseg-demo", help="where to write the results (default: unetsigmoidseg-demo)"

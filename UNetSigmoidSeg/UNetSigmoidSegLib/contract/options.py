@@ -199,6 +199,9 @@ class SegmentOptions:
     against PyTorch; an explicit one that cannot be used falls back to PyTorch with a warning saying why.
     spacing / ct_window / normalization / orientation: preprocessing of plain checkpoints.
     labels: segment names (one per segment), overriding the model's.
+    keep_probabilities: return the float32 probabilities too (for a probability file; 4 bytes per voxel and class).
+    multi_label: the output channels are independent labels: confirms ``sigmoid`` on a model with several output
+    channels that does not record sigmoid (for a softmax-trained model, channel 0 is the background).
     """
 
     activation: str = "auto"
@@ -217,11 +220,16 @@ class SegmentOptions:
     spacing: Optional[List[float]] = None
     cleanup: Cleanup = field(default_factory=Cleanup)
     labels: Optional[List[str]] = None
+    keep_probabilities: bool = False
+    multi_label: bool = False
 
     def __post_init__(self) -> None:
         self.activation = check_activation(self.activation)
         self.device = check_choice("device", self.device, DEVICES)
         self.amp = bool(self.amp)
+        for name in ("keep_probabilities", "multi_label"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be True or False, got {getattr(self, name)!r}", f"e.g. {name}=True")
         self.backend = check_choice("backend", self.backend, BACKENDS)
         if self.threshold is not None:
             scalar = isinstance(self.threshold, (int, float, str))

@@ -179,12 +179,15 @@ class Probabilities:
     sigmoid / none: ``quantized`` is ``(S, I, J, K)`` uint8, one channel per segment, ``argmax`` is None.
     softmax: ``quantized`` is ``(1, I, J, K)`` uint8 confidence of the winning class and ``argmax``
     ``(I, J, K)`` uint8 the winning class (0 = background, segment s ↔ class s + 1).
+    exact: the float32 probabilities themselves, ``(C, I, J, K)`` (softmax: every class, background first), kept
+    only when asked (``SegmentOptions.keep_probabilities``: a probability file); thresholds then use them, exactly.
     """
 
     activation: str
     quantized: np.ndarray
     argmax: Optional[np.ndarray] = None
     n_classes: int = 0  # softmax only: classes including background
+    exact: Optional[np.ndarray] = None
 
     @property
     def softmax(self) -> bool:
@@ -196,7 +199,7 @@ class Probabilities:
 
     @property
     def nbytes(self) -> int:
-        return int(self.quantized.nbytes + (self.argmax.nbytes if self.argmax is not None else 0))
+        return int(sum(a.nbytes for a in (self.quantized, self.argmax, self.exact) if a is not None))
 
     def as_float(self, segment: int = 0) -> np.ndarray:
         """Probability (or winning-class confidence for softmax) of one segment as float32 in [0, 1]."""
@@ -209,16 +212,19 @@ class Probabilities:
             np.ascontiguousarray(self.quantized.transpose(0, 3, 2, 1)),
             None if self.argmax is None else np.ascontiguousarray(self.argmax.T),
             self.n_classes,
+            None if self.exact is None else np.ascontiguousarray(self.exact.transpose(0, 3, 2, 1)),
         )
 
 
-def make_probabilities(probabilities: np.ndarray, activation: str) -> Probabilities:
-    """``(C, I, J, K)`` float probabilities → compact cache (softmax keeps argmax + confidence)."""
+def make_probabilities(probabilities: np.ndarray, activation: str, keep: bool = False) -> Probabilities:
+    """``(C, I, J, K)`` float probabilities → compact cache (softmax keeps argmax + confidence); ``keep``: the
+    float32 probabilities too (``exact``)."""
+    exact = np.ascontiguousarray(probabilities, dtype=np.float32) if keep else None
     if activation == "softmax":
         argmax = np.argmax(probabilities, axis=0).astype(np.uint8)
         confidence = quantize(np.max(probabilities, axis=0))[None]
-        return Probabilities("softmax", confidence, argmax, n_classes=int(probabilities.shape[0]))
-    return Probabilities(activation, quantize(probabilities))
+        return Probabilities("softmax", confidence, argmax, n_classes=int(probabilities.shape[0]), exact=exact)
+    return Probabilities(activation, quantize(probabilities), exact=exact)
 
 
 def threshold_map(
@@ -231,7 +237,8 @@ def threshold_map(
 
     sigmoid/none: segment s = ``q_s ≥ level(t_s)``. softmax: segment s = argmax is s + 1 and the
     winning confidence ≥ t_s (minimum confidence; 0 gives the plain argmax). ``out`` (bool, the
-    result's shape) is reused when given, so live updates allocate nothing.
+    result's shape) is reused when given, so live updates allocate nothing. With ``exact`` probabilities the
+    comparisons use them (``p ≥ t``, what MONAI's ``AsDiscrete(threshold=t)`` does): equal to the run's own masks.
     """
     segments = list(range(probabilities.n_segments)) if segment is None else [segment]
     shape = probabilities.quantized.shape[1:]
@@ -240,10 +247,13 @@ def threshold_map(
     masks = out.reshape((len(segments),) + shape)
     for i, s in enumerate(segments):
         t = thresholds[s]
+        exact = probabilities.exact
         if probabilities.softmax:
             np.equal(probabilities.argmax, s + 1, out=masks[i])
-            if t > 0:
-                masks[i] &= probabilities.quantized[0] >= level(t)
+            if t > 0:  # where class s + 1 wins, its probability is the winning confidence
+                masks[i] &= (probabilities.quantized[0] >= level(t)) if exact is None else (exact[s + 1] >= t)
+        elif exact is not None:
+            np.greater_equal(exact[s], t, out=masks[i])
         else:
             np.greater_equal(probabilities.quantized[s], level(t), out=masks[i])
     return masks[0] if segment is not None else masks
@@ -336,8 +346,9 @@ class SegmentResult:
             "backend": None if self.backend is None else self.backend.to_dict(),
         }
         arrays = {"quantized": self.probabilities.quantized, "masks": pack_masks(self.masks)}
-        if self.probabilities.argmax is not None:
-            arrays["argmax"] = self.probabilities.argmax
+        for name in ("argmax", "exact"):
+            if getattr(self.probabilities, name) is not None:
+                arrays[name] = getattr(self.probabilities, name)
         return fields_, arrays
 
     @classmethod
@@ -352,8 +363,13 @@ class SegmentResult:
             raise ValueError(f"probabilities {quantized.dtype}{list(quantized.shape)} do not fit masks {shape}")
         if argmax is not None and (argmax.dtype != np.uint8 or list(argmax.shape) != shape[1:]):
             raise ValueError(f"argmax {argmax.dtype}{list(argmax.shape)} does not fit masks {shape}")
+        n_classes = int(fields_["n_classes"])
+        exact = arrays.get("exact")
+        channels = n_classes if argmax is not None else quantized.shape[0]
+        if exact is not None and (exact.dtype != np.float32 or list(exact.shape) != [channels] + shape[1:]):
+            raise ValueError(f"probabilities {exact.dtype}{list(exact.shape)} do not fit {channels} channels {shape}")
         probabilities = Probabilities(
-            str(fields_["probabilities_activation"]), quantized, argmax, n_classes=int(fields_["n_classes"])
+            str(fields_["probabilities_activation"]), quantized, argmax, n_classes=n_classes, exact=exact
         )
         return cls(
             probabilities,

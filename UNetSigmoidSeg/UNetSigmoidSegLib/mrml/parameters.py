@@ -27,6 +27,9 @@ class Parameters:
 
     modelPath: str = ""
     activation: str = "auto"
+    multiLabel: bool = False
+    normalization: str = "model"  # "model": what the model records; else one of contract.options.NORMALIZATIONS
+    ctWindow: List[float] = field(default_factory=list)
     threshold: float = 0.5
     segmentThresholds: List[float] = field(default_factory=list)
     device: str = "auto"

@@ -14,43 +14,15 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from .. import NOT_CLINICAL_ASCII
+from ..contract.terminology import terminology_string
 from .volumes import _vtk_matrix
 
 TAG_SOURCE = "UNetSigmoidSeg.Source"
 TAG_CHANNEL = "UNetSigmoidSeg.Channel"
 TAG_EDITED = "UNetSigmoidSeg.Edited"
+TAG_NOTICE = "UNetSigmoidSeg.Notice"  # saved with the segment in .seg.nrrd (its Tags), as the CLI's header says
 BINARY = "Binary labelmap"
-
-# Slicer terminology for common labels (category: Anatomical Structure): SNOMED CT code and meaning.
-TERMS: Dict[str, Tuple[str, str]] = {
-    "brain": ("12738006", "Brain"),
-    "liver": ("10200004", "Liver"),
-    "spleen": ("78961009", "Spleen"),
-    "kidney": ("64033007", "Kidney"),
-    "kidney_left": ("64033007", "Kidney"),
-    "kidney_right": ("64033007", "Kidney"),
-    "aorta": ("15825003", "Aorta"),
-    "heart": ("80891009", "Heart"),
-    "lung": ("39607008", "Lung"),
-    "stomach": ("69695003", "Stomach"),
-    "pancreas": ("15776009", "Pancreas"),
-    "prostate": ("41216001", "Prostate"),
-    "urinary_bladder": ("89837001", "Urinary bladder"),
-    "bladder": ("89837001", "Urinary bladder"),
-    "gallbladder": ("28231008", "Gallbladder"),
-    "esophagus": ("32849002", "Esophagus"),
-}
-
-
-def terminology_string(name: str) -> Optional[str]:
-    """Slicer's terminology entry string for a known label name, else None."""
-    term = TERMS.get(name.strip().lower().replace(" ", "_"))
-    if term is None:
-        return None
-    return (
-        "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
-        f"~SCT^{term[0]}^{term[1]}~^^~Anatomic codes - DICOM master list~^^~^^"
-    )
 
 
 class SegmentWriter:
@@ -94,6 +66,7 @@ class SegmentWriter:
             segment.SetColor(*[float(c) for c in color[:3]])
             segment.SetTag(TAG_SOURCE, self.source)
             segment.SetTag(TAG_CHANNEL, str(channel))
+            segment.SetTag(TAG_NOTICE, NOT_CLINICAL_ASCII)
             term = terminology_string(name)
             if term:  # what vtkSegment.SetTerminology (Slicer >= 5.10 only) does, on every release
                 segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), term)

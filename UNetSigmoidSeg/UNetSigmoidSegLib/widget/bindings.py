@@ -9,12 +9,16 @@ explicitly (``threshold`` / ``segmentThresholds``: debounced slider; ``recentMod
 from typing import Any, Tuple
 
 from ..errors import UserError
-from .rules import format_roi_size, parse_roi_size
+from . import rules
+from .rules import format_roi_size, parse_roi_size, parse_window
 
 # (Parameters field, widget name in Resources/UI/UNetSigmoidSeg.ui, kind)
 BINDINGS: Tuple[Tuple[str, str, str], ...] = (
     ("modelPath", "modelPathLineEdit", "path"),
     ("activation", "activationComboBox", "combo"),
+    ("multiLabel", "multiLabelCheckBox", "check"),
+    ("normalization", "normalizationComboBox", "combo"),
+    ("ctWindow", "ctWindowLineEdit", "window"),
     ("device", "deviceComboBox", "combo"),
     ("createProbabilityVolume", "probabilityVolumeCheckBox", "check"),
     ("largestComponent", "largestComponentCheckBox", "check"),
@@ -39,6 +43,7 @@ PROPERTY = {
     "double": "value",
     "int": "value",
     "roi": "text",
+    "window": "text",
 }
 # Qt signal emitted when the user changes it
 SIGNALS = {
@@ -48,6 +53,7 @@ SIGNALS = {
     "double": "valueChanged(double)",
     "int": "valueChanged(int)",
     "roi": "editingFinished()",
+    "window": "editingFinished()",
 }
 
 
@@ -58,6 +64,8 @@ def from_widget(kind: str, raw: Any) -> Any:
             return parse_roi_size(str(raw)) or []
         except UserError:
             return []
+    if kind == "window":
+        return parse_window(str(raw))
     if kind == "check":
         return bool(raw)
     if kind == "int":
@@ -69,7 +77,23 @@ def from_widget(kind: str, raw: Any) -> Any:
 
 def to_widget(kind: str, value: Any) -> Any:
     """Parameter value → what the widget property takes."""
+    if kind == "window":
+        return " ".join(f"{v:g}" for v in value)
     return format_roi_size(value) if kind == "roi" else value
+
+
+def fill_combos(ui: Any, tooltip_role: Any) -> None:
+    """The choices of each combo box, each with its tooltip (``tooltip_role``: ``qt.Qt.ToolTipRole``)."""
+    for combo, items in (
+        (ui.activationComboBox, rules.ACTIVATIONS),
+        (ui.normalizationComboBox, rules.NORMALIZATION_ITEMS),
+        (ui.deviceComboBox, rules.DEVICES),
+        (ui.blendModeComboBox, rules.BLEND_MODES),
+        (ui.backendComboBox, rules.BACKENDS),
+    ):
+        for value, tip in items:
+            combo.addItem(value)
+            combo.setItemData(combo.count - 1, tip, tooltip_role)
 
 
 def connect(ui: Any, slot: Any) -> None:

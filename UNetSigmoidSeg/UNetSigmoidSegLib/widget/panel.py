@@ -49,15 +49,7 @@ class Panel(LiveThresholds, VTKObservationMixin):
         host.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        for combo, items in (
-            (self.ui.activationComboBox, rules.ACTIVATIONS),
-            (self.ui.deviceComboBox, rules.DEVICES),
-            (self.ui.blendModeComboBox, rules.BLEND_MODES),
-            (self.ui.backendComboBox, rules.BACKENDS),
-        ):
-            for value, tip in items:
-                combo.addItem(value)
-                combo.setItemData(combo.count - 1, tip, qt.Qt.ToolTipRole)
+        bindings.fill_combos(self.ui, qt.Qt.ToolTipRole)
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(100)
         self.pollTimer.connect("timeout()", self.onPoll)
@@ -339,6 +331,11 @@ class Panel(LiveThresholds, VTKObservationMixin):
         if not isinstance(exc, CancelledError):
             slicer.util.errorDisplay(_("Segmentation failed.") + "\n\n" + text, detailedText=details)
 
+    def modelQuestion(self, server):
+        if server or self._parameterNode is None:
+            return "", False
+        return rules.model_question(self.summaries.info, bindings.read(self.ui, P.read_parameters(self._parameterNode)))
+
     def updateStatus(self):
         server = self.runOn.server
         path = self.runOn.settings.model if server else self.ui.modelPathLineEdit.currentPath
@@ -354,6 +351,10 @@ class Panel(LiveThresholds, VTKObservationMixin):
             server=server,
             server_problem=self.runOn.problem(),
         )
+        text, blocking = self.modelQuestion(server)
+        state.model_question = text if blocking else ""
+        self.ui.modelQuestionLabel.text = text
+        self.ui.modelQuestionLabel.visible = bool(text)
         button = rules.segment_button(state)
         self.ui.segmentButton.text = button.text
         self.ui.segmentButton.enabled = button.enabled

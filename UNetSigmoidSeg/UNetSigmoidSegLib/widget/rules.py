@@ -21,6 +21,14 @@ from ..errors import CancelledError, OptionError, UserError, WorkerError
 
 # (value, tooltip) of the panel's combo boxes: the run contract's vocabulary
 ACTIVATIONS = ACTIVATION_CHOICES
+NORMALIZATION_ITEMS = (
+    ("model", "What the model records (its bundle, or the JSON next to a checkpoint)."),
+    ("none", "Raw intensities: only for a network trained on them."),
+    ("zscore", "Each channel to mean 0, standard deviation 1 (MR)."),
+    ("zscore-nonzero", "As zscore, over the non-zero voxels only (skull-stripped MR)."),
+    ("ct", "Clip to the window below and scale to [0, 1] (CT in Hounsfield units)."),
+    ("range-sigmoid", "Sigmoid over the window below (MONAI Auto3DSeg's CT normalisation)."),
+)
 DEVICES = DEVICE_CHOICES
 BLEND_MODES = BLEND_MODE_CHOICES
 BACKENDS = BACKEND_CHOICES
@@ -41,6 +49,7 @@ class PanelState:
     dependencies_ok: bool = True
     server: bool = False  # Run on → Server
     server_problem: str = ""  # why it cannot run there yet (remote_rules.server_problem)
+    model_question: str = ""  # what the model does not record and the run needs (model_question)
 
 
 @dataclass
@@ -71,6 +80,8 @@ def segment_button(state: PanelState) -> ButtonState:
         reason = state.model_error
     elif state.inspecting:
         reason = "Reading the model…"
+    elif state.model_question:
+        reason = state.model_question
     if reason:
         return ButtonState(False, "Segment", reason)
     if not state.dependencies_ok:
@@ -132,6 +143,45 @@ def parse_roi_size(text: str) -> Optional[List[int]]:
     return values * 3 if len(values) == 1 else values
 
 
+def parse_window(text: str) -> List[float]:
+    """``"-57 164"`` → ``[-57.0, 164.0]``; anything else → ``[]`` (no window)."""
+    try:
+        values = [float(v) for v in (text or "").replace(",", " ").split()]
+    except ValueError:
+        return []
+    return values if len(values) == 2 and values[0] < values[1] else []
+
+
+def model_question(info: Optional[ModelInfo], params: Any) -> Tuple[str, bool]:
+    """(what the picked model does not record that this run needs from the user, whether Segment waits for it),
+    shown next to the model's summary. Segment waits exactly where the engine would refuse the run before any window:
+    a ct / range-sigmoid normalisation without its window, sigmoid on several output channels not recorded as
+    independent labels. An unrecorded input normalisation is asked without blocking: the engine refuses it only on
+    raw intensities (an image already normalised runs)."""
+    if info is None:
+        return "", False
+    if params.normalization in ("ct", "range-sigmoid") and len(params.ctWindow) != 2:
+        return f"Normalisation {params.normalization} needs a window: type LOW HIGH, e.g. -57 164.", True
+    recorded = not info.activation_source.endswith("output channel(s)")
+    channels = info.out_channels or 0
+    if params.activation == "sigmoid" and channels > 1 and not params.multiLabel:
+        if not (recorded and info.activation == "sigmoid"):
+            return (
+                f"Sigmoid on {channels} output channels the model does not record as independent labels: a "
+                "softmax-trained model's channel 0 is the background. Choose softmax (or auto), or tick Independent "
+                "labels if the channels are multi-label.",
+                True,
+            )
+    if params.normalization == "model" and not info.format.startswith("bundle"):
+        if "normalization" not in info.preprocessing:
+            return (
+                "This model does not record how its input was normalised: choose Input normalisation as in training "
+                "(e.g. ct with the window -57 164 for CT, zscore for MR; none only for raw intensities).",
+                False,
+            )
+    return "", False
+
+
 def format_roi_size(values: Sequence[int]) -> str:
     return ",".join(str(int(v)) for v in values or [])
 
@@ -161,6 +211,7 @@ PANEL_KEYWORDS = (
     "fillHoles",
     "minIslandMm3",
     "trustBundle",
+    "multiLabel",
 )
 
 
@@ -174,6 +225,8 @@ def run_request(
     thresholds = list(params.segmentThresholds)
     keywords = {name: getattr(params, name) for name in PANEL_KEYWORDS}
     keywords.update(threshold=thresholds if len(thresholds) > 1 else float(params.threshold), roiSize=roi)
+    if params.normalization != "model":
+        keywords.update(normalization=params.normalization, ctWindow=list(params.ctWindow) or None)
     if server_model is not None:  # Run on → Server: the server's model, by name
         keywords.pop("trustBundle")
         spec, options = contract_run_request(ModelSpec(name=server_model), **keywords)

@@ -58,8 +58,8 @@ class SelfTest:
         torch.manual_seed(0)
         path = os.path.join(tempfile.mkdtemp(prefix="UNetSigmoidSegTest-"), "tiny_unet.pt")
         torch.save(UNet(3, 1, 2, (4, 8, 16), (2, 2), num_res_units=1).eval().state_dict(), path)
-        with open(os.path.splitext(path)[0] + ".json", "w") as f:  # the input normalisation, recorded as users do
-            f.write('{"normalization": "zscore"}')
+        with open(os.path.splitext(path)[0] + ".json", "w") as f:  # normalisation and activation, recorded as users do
+            f.write('{"normalization": "zscore", "activation": "sigmoid"}')
         return volume, path
 
     def test_LogicThroughWorker(self):

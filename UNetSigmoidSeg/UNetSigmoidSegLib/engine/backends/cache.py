@@ -26,24 +26,35 @@ CACHE_ENV = "UNETSEG_CACHE_DIR"
 APP = "unetsigmoidseg"
 MAX_ENTRIES = 12  # least recently used entries beyond this are removed
 FORMAT = 1
-KEY_FORMAT = 2  # 2: validations and auto's measurement recorded per preprocessing (``context``)
+KEY_FORMAT = 3  # 2: records per preprocessing (``context``); 3: keyed by content, not by the model's path
 
 
 def backend_key(model: Any, shape: List[int]) -> Tuple[str, Dict[str, Any]]:
-    """(SHA-256 hex, the fields it hashes) of an export: the model, its weights, the window shape, PyTorch."""
+    """(SHA-256 hex, the fields it hashes) of an export: what the network computes — its class and arguments, its
+    weights, a TorchScript network's code, the window shape, PyTorch and MONAI — not where its file lies, so a copy
+    or a moved file reuses the export. A class from outside MONAI and PyTorch (a trusted bundle's own code) is
+    keyed by its file too: its code is not in the weights."""
+    import monai
     import torch
 
     from . import runtimes
 
+    net = model.network
     weights = hashlib.sha256()
-    for name, tensor in sorted(model.network.state_dict().items()):
+    for name, tensor in sorted(net.state_dict().items()):
         weights.update(name.encode("utf-8"))
         weights.update(str(tuple(tensor.shape)).encode("ascii"))
         weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    net = model.network
+    for name, module in net.named_modules():  # TorchScript: the code of each scripted module
+        code = getattr(module, "code", None) if isinstance(module, torch.jit.ScriptModule) else None
+        if code:
+            weights.update(f"{name}\n{code}".encode())
+    origin = type(net).__module__.split(".")[0]
+    scripted = isinstance(net, torch.jit.ScriptModule)
     fields = {
         "format": KEY_FORMAT,
-        "model": list(model.spec_key) if model.spec_key else None,
+        "model": None if scripted or origin in ("monai", "torch") or not model.spec_key else list(model.spec_key),
+        "monai": monai.__version__,
         "class": getattr(net, "original_name", None) or f"{type(net).__module__}.{type(net).__qualname__}",
         "network_args": json.loads(json.dumps(model.info.network_args, sort_keys=True, default=str)),
         "weights": weights.hexdigest(),

@@ -97,7 +97,9 @@ class _Preparation:
     def failed(self, runtime: str) -> Optional[str]:
         """Why ``runtime`` failed for this model, window and preprocessing on an earlier run (None: it did not)."""
         record = self.records().get("validated", {}).get(runtime)
-        return None if record is None or record.get("ok") else f"{record.get('why')} (on an earlier run; remembered)"
+        if record is None or record.get("ok"):
+            return None
+        return f"{record.get('why')} (on an earlier run of this model, window and preprocessing; remembered)"
 
     def forget_export(self) -> None:
         """A new export: what was recorded of the old one (OpenVINO's validations, auto's measurement) goes; what
@@ -158,6 +160,10 @@ class _Preparation:
             why = runtimes.unavailable("onnx")
             if why:
                 return None, why
+            self.say(
+                "note: preparing the fast CPU backend for this model (first use of this network and window: "
+                "exporting it to ONNX once; later runs, copies and moved files of the model reuse it)"
+            )
             self.step("exporting the network to ONNX (first use of this model and window)")
             t0 = time.perf_counter()
             try:

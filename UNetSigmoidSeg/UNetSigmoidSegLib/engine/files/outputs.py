@@ -1,13 +1,19 @@
-"""Writing results: Slicer ``.seg.nrrd`` (names, colours, layers), NIfTI/NRRD labelmaps, probability maps."""
+"""Writing results: Slicer ``.seg.nrrd`` (names, colours, terminology, layers) and NIfTI/NRRD/MHA labelmaps, each
+marked research use in its header (probability files: ``probfile``)."""
 
 import os
 from typing import Optional, Sequence
 
 import numpy as np
 
+from ... import NOT_CLINICAL_ASCII
 from ...contract.result import SegmentResult
+from ...contract.terminology import terminology_entry
 from ...errors import OutputError
+from .probfile import check_probability_path
 from .volume import LPS_TO_RAS, atomic_output, check_writable, write_image
+
+NOTICE_KEY = "UNetSigmoidSeg.Notice"
 
 SEG_EXTENSIONS = (".seg.nrrd",)
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".mha")  # single-file formats: written atomically
@@ -19,8 +25,10 @@ def _has_ext(path: str, exts) -> bool:
 
 def check_output_path(path: str, kind: str = "segmentation") -> None:
     """Fail before inference when an output path has an unknown extension or is not writable."""
-    exts = SEG_EXTENSIONS + IMAGE_EXTENSIONS if kind == "segmentation" else IMAGE_EXTENSIONS
-    if not _has_ext(path, exts):
+    exts = SEG_EXTENSIONS + IMAGE_EXTENSIONS
+    if kind != "segmentation":
+        check_probability_path(path)
+    elif not _has_ext(path, exts):
         raise OutputError(f"Unknown {kind} file type: {path}", f"Use one of: {', '.join(exts)}.")
     check_writable(path)
 
@@ -32,8 +40,15 @@ def write_seg_nrrd(result: SegmentResult, path: str, protected: Sequence[str] = 
 
     seg = slicerio.create_segmentation(result.masks.shape[1:], LPS_TO_RAS @ result.affine)
     for i, (label, color, mask) in enumerate(zip(result.labels, result.colors, result.masks)):
-        slicerio.add_segment(seg, mask, {"id": f"Segment_{i + 1}", "name": label, "color": list(color)})
+        segment = {
+            "id": f"Segment_{i + 1}",
+            "name": label,
+            "color": [float(c) for c in color[:3]],
+            "terminology": terminology_entry(label),  # what the Slicer module's segments carry (contract.terminology)
+        }
+        slicerio.add_segment(seg, mask, segment)
     seg["containedRepresentationNames"] = ["Binary labelmap"]
+    seg[NOTICE_KEY] = NOT_CLINICAL_ASCII
     with atomic_output(path, protected) as tmp:
         slicerio.write_segmentation(tmp, seg)
 
@@ -52,21 +67,11 @@ def write_segmentation(result: SegmentResult, path: str, protected: Sequence[str
     if _has_ext(path, SEG_EXTENSIONS):
         write_seg_nrrd(result, path, protected)
         return None
-    write_image(labelmap(result), result.affine, path, protected=protected)
+    notice = {NOTICE_KEY: NOT_CLINICAL_ASCII, "ITK_FileNotes": NOT_CLINICAL_ASCII}  # NIfTI: its descrip field
+    write_image(labelmap(result), result.affine, path, protected=protected, metadata=notice)
     if len(result.masks) > 1 and (result.masks.sum(axis=0) > 1).any():
         return (
             f"Segments overlap; {os.path.basename(path)} keeps the later segment there. "
             "Use .seg.nrrd to keep every segment."
         )
     return None
-
-
-def write_probabilities(result: SegmentResult, path: str, protected: Sequence[str] = ()) -> None:
-    """Probability map as float32 in [0, 1] (from the 1/255 cache): one volume per segment
-    (several segments: components of one file), the winning-class confidence for softmax."""
-    probabilities = result.probabilities
-    if probabilities.softmax or probabilities.quantized.shape[0] == 1:
-        write_image(probabilities.as_float(0), result.affine, path, protected=protected)
-    else:
-        channels = [probabilities.as_float(s) for s in range(probabilities.n_segments)]
-        write_image(np.stack(channels), result.affine, path, protected=protected)

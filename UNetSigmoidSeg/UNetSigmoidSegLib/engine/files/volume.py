@@ -227,13 +227,21 @@ def atomic_output(path: str, protected: Sequence[str] = ()) -> Iterator[str]:
 
 
 def write_image(
-    array_ijk: np.ndarray, affine: np.ndarray, path: str, compress: bool = True, protected: Sequence[str] = ()
+    array_ijk: np.ndarray,
+    affine: np.ndarray,
+    path: str,
+    compress: bool = True,
+    protected: Sequence[str] = (),
+    metadata: Optional[Dict[str, str]] = None,
 ) -> None:
-    """Write an ``(I, J, K)`` array with the given geometry (any SimpleITK format by extension), atomically,
-    never onto one of the ``protected`` files."""
+    """Write an ``(I, J, K)`` array (or ``(C, I, J, K)``: components) with the given geometry (any SimpleITK format
+    by extension) and header ``metadata``, atomically, never onto one of the ``protected`` files."""
+    image = array_to_sitk(array_ijk, affine)
+    for key, value in (metadata or {}).items():
+        image.SetMetaData(key, value)
     with atomic_output(path, protected) as tmp:
         try:
-            sitk.WriteImage(array_to_sitk(array_ijk, affine), tmp, compress)
+            sitk.WriteImage(image, tmp, compress)
         except RuntimeError as exc:
             raise OutputError(
                 f"Cannot write {path}: {str(exc).strip().splitlines()[-1]}",

@@ -11,6 +11,7 @@ from ...contract.model import ModelInfo
 from ...contract.options import DEFAULT_BLEND_MODE, DEFAULT_OVERLAP, SegmentOptions, check_thresholds, default_threshold
 from ...contract.result import SegmentResult, Window, make_probabilities
 from ...contract.runner import CancelFn, ProgressFn
+from ...contract.terminology import segment_colors
 from ...errors import CancelledError, InputError, ModelError, OptionError
 from ...sysinfo import available_memory_bytes
 from ..backends import choose as backends
@@ -31,21 +32,6 @@ NORMALIZATION_HINT = {  # how to say what a model's input normalisation is (a pl
     True: 'record it once in the JSON next to the checkpoint, e.g. {"normalization": "ct", "ct_window": [-57, 164]} '
     'for CT or {"normalization": "zscore"} for MR; or per run: --normalization on the command line',
 }
-
-# Distinct colours for segments without a model-given colour (RGB 0..1).
-PALETTE = [
-    (0.90, 0.35, 0.25),
-    (0.30, 0.70, 0.35),
-    (0.25, 0.50, 0.90),
-    (0.95, 0.80, 0.20),
-    (0.70, 0.35, 0.80),
-    (0.20, 0.80, 0.80),
-    (0.95, 0.55, 0.15),
-    (0.55, 0.75, 0.25),
-    (0.85, 0.45, 0.65),
-    (0.45, 0.45, 0.85),
-]
-
 
 MEMORY_HINT = "Reduce --roi-size / --sw-batch-size, crop or downsample the volume."
 
@@ -231,7 +217,7 @@ def segment(
     default = default_threshold(activation, info.threshold)
     thresholds = check_thresholds(opts.threshold if opts.threshold is not None else default, n_seg)
     step("postprocess", 0.6, "threshold and clean-up")
-    probabilities = make_probabilities(probs_np, activation)
+    probabilities = make_probabilities(probs_np, activation, keep=opts.keep_probabilities)
     masks = threshold_float(probs_np, thresholds, activation)
     del probs_np, probs
     if opts.cleanup.active:
@@ -245,7 +231,7 @@ def segment(
             warn(w)
         else:
             say("warning: " + w)
-    colors = [PALETTE[i % len(PALETTE)] for i in range(n_seg)]
+    colors = segment_colors(labels)
     return SegmentResult(
         probabilities,
         masks,
@@ -332,12 +318,30 @@ def check_before_run(opts: SegmentOptions, info: ModelInfo, activation: str) -> 
     if activation == "auto":
         return
     check_softmax(activation, n_out)
+    check_multi_label(opts, info, activation)
     if opts.labels and fit_labels(opts.labels, n_seg, activation == "softmax") is None:
         raise OptionError(
             f"{len(opts.labels)} label(s) given for {n_seg} segment(s): this model has {n_out} output channel(s) "
             f"and activation {activation}" + (" (channel 0 is the background)" if activation == "softmax" else ""),
             f"Give {n_seg} name(s) with --labels, or leave them out to use the model's.",
         )
+
+
+def check_multi_label(opts: SegmentOptions, info: ModelInfo, activation: str) -> None:
+    """Sigmoid asked for a model with several output channels that does not record sigmoid needs ``multi_label``:
+    a softmax-trained model's channel 0 is the background, which sigmoid would make a segment."""
+    recorded = not info.activation_source.endswith("output channel(s)")
+    n_out = info.out_channels or 0
+    if activation != "sigmoid" or n_out < 2 or opts.multi_label or (recorded and info.activation == "sigmoid"):
+        return
+    said = f"records {info.activation} ({info.activation_source})" if recorded else "does not record its activation"
+    raise OptionError(
+        f"Sigmoid asked for a model with {n_out} output channels that {said}: trained with softmax (as MONAI's "
+        "tutorials do), its channel 0 is the background, and sigmoid would make the background a segment",
+        "Use activation softmax (or auto). If the channels are independent labels (multi-label, BCEWithLogitsLoss), "
+        'confirm with --multi-label (multiLabel=True), or record {"activation": "sigmoid"} in the JSON next to the '
+        "checkpoint.",
+    )
 
 
 def check_softmax(activation: str, n_out: int) -> None:
