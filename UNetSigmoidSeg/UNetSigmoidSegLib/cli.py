@@ -254,6 +254,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"{info.spatial_dims}-D" + (" (runs slice by slice: --slice-axis)" if info.spatial_dims == 2 else ""),
         ),
         ("roi size", "×".join(str(r) for r in info.roi_size) if info.roi_size else "-"),
+        ("inferer", (info.inferer or "-") + (f" ({_plain(info.inferer_args)})" if info.inferer_args else "")),
         ("preprocessing", _plain(info.preprocessing) or "not recorded"),
         ("network", _plain(info.network_args) or "-"),
     ]

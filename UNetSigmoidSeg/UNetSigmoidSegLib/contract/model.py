@@ -135,6 +135,8 @@ class ModelInfo:
     size_divisor: Union[int, List[int]] = 1  # window sizes must be multiples of this (one value, or one per axis)
     spatial_dims: int = 3  # 2: a 2-D network, run slice by slice with MONAI's SliceInferer
     slice_axis: Optional[int] = None  # 2-D: the slice axis the model brings (a bundle's SliceInferer spatial_dim)
+    inferer: Optional[str] = None  # a bundle's inferer class (SimpleInferer: the whole image in one window)
+    inferer_args: Dict[str, Any] = field(default_factory=dict)  # a bundle's padding_mode / sigma_scale / cval
     preprocessing: Dict[str, Any] = field(default_factory=dict)  # normalization / spacing / orientation / ct_window
     notes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)  # what may make a result wrong: repeated with every run

@@ -133,16 +133,19 @@ class Window:
     blend_mode: str
     slice_axis: Optional[int] = None
     requested_roi: Optional[List[int]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)  # a bundle inferer's padding_mode, sigma_scale, cval
 
     def describe(self) -> str:
         """One line, e.g. ``roi 96×96×96, overlap 0.25, batch 1, gaussian`` (2-D: ``2-D slices along k, roi …``)."""
         roi = "×".join(str(int(r)) for r in self.roi_size)
         head = "" if self.slice_axis is None else f"2-D slices along {AXIS_NAMES[self.slice_axis]}, "
         asked = f" (asked {'×'.join(str(int(r)) for r in self.requested_roi)})" if self.requested_roi else ""
-        return f"{head}roi {roi}{asked}, overlap {self.overlap:g}, batch {self.sw_batch_size}, {self.blend_mode}"
+        more = "".join(f", {k} {v}" for k, v in sorted(self.extra.items()))
+        return f"{head}roi {roi}{asked}, overlap {self.overlap:g}, batch {self.sw_batch_size}, {self.blend_mode}{more}"
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        """The fields; ``extra`` only when a bundle's inferer set any."""
+        out = {
             "roi_size": [int(r) for r in self.roi_size],
             "overlap": float(self.overlap),
             "sw_batch_size": int(self.sw_batch_size),
@@ -150,6 +153,9 @@ class Window:
             "slice_axis": None if self.slice_axis is None else int(self.slice_axis),
             "requested_roi": None if self.requested_roi is None else [int(r) for r in self.requested_roi],
         }
+        if self.extra:
+            out["extra"] = dict(self.extra)
+        return out
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "Window":

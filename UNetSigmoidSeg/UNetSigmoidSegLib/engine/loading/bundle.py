@@ -23,16 +23,59 @@ def is_bundle_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "configs", "metadata.json"))
 
 
-def _read_config_file(folder: str, stem: str) -> Optional[Any]:
+def config_name(folder: str, stem: str) -> str:
+    """``configs/<stem>.json`` / ``.yaml`` / ``.yml``: the one the bundle has (``.json`` when none)."""
     for ext in CONFIG_EXTENSIONS:
-        path = os.path.join(folder, "configs", stem + ext)
-        if os.path.isfile(path):
-            return read_data_file(path, f"configs/{stem}{ext}", "Fix the bundle's config file (plain JSON/YAML).")
+        if os.path.isfile(os.path.join(folder, "configs", stem + ext)):
+            return f"configs/{stem}{ext}"
+    return f"configs/{stem}.json"
+
+
+def _read_config_file(folder: str, stem: str) -> Optional[Any]:
+    name = config_name(folder, stem)
+    path = os.path.join(folder, *name.split("/"))
+    if os.path.isfile(path):
+        return read_data_file(path, name, "Fix the bundle's config file (plain JSON/YAML).")
     return None
 
 
+def weights_file(folder: str, inference: Dict[str, Any], origin: str) -> Optional[str]:
+    """The weights file the config's ``CheckpointLoader`` names (``load_path``), inside the bundle, or None when the
+    config names none. ``@bundle_root`` is the bundle folder; a relative path is taken from it; a path that leaves
+    the bundle (``..``, an absolute path, a link out) or names no file is a ``ModelError`` naming it."""
+    from ..safety.configreader import BUNDLE_ROOT, checkpoint_path
+
+    named = checkpoint_path(inference, origin)
+    if named is None:
+        return None
+    shown = named.replace(BUNDLE_ROOT, "<bundle>")
+    root = os.path.realpath(folder)
+    outside = ModelError(
+        f"{origin}: the CheckpointLoader's load_path {shown!r} lies outside the bundle",
+        "A bundle's weights must be inside its folder (e.g. models/model.pt).",
+    )
+    if named.startswith(BUNDLE_ROOT):
+        relative = named[len(BUNDLE_ROOT) :].lstrip("/\\")
+    elif os.path.isabs(named):
+        raise outside
+    else:
+        relative = named
+    path = os.path.realpath(os.path.join(root, relative))
+    if not path.startswith(root + os.sep):
+        raise outside
+    if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(root, "models", "model.ts")):
+            return None  # the TorchScript release of the bundle: its network and weights are in model.ts
+        raise ModelError(
+            f"{origin}: the CheckpointLoader's load_path names {shown}, which is not a file in the bundle",
+            "Put the trained weights there, or fix load_path.",
+        )
+    return path
+
+
 def read_bundle_configs(folder: str) -> Dict[str, Any]:
-    """``{"metadata": dict, "inference": dict}`` of a bundle folder, read within the size and depth limits."""
+    """``{"metadata": dict, "inference": dict, "origin": "configs/inference.<ext>"}`` of a bundle folder, read within
+    the size and depth limits."""
     metadata = _read_config_file(folder, "metadata")
     inference = _read_config_file(folder, "inference")
     if inference is None:
@@ -51,7 +94,7 @@ def read_bundle_configs(folder: str) -> Dict[str, Any]:
             f"Bundle {folder}: configs/inference has no 'network_def'",
             "Add the network definition under 'network_def'.",
         )
-    return {"metadata": metadata or {}, "inference": inference}
+    return {"metadata": metadata or {}, "inference": inference, "origin": config_name(folder, "inference")}
 
 
 def parse_trusted(folder: str, inference: Dict[str, Any]) -> Dict[str, Any]:
@@ -72,7 +115,7 @@ def parse_trusted(folder: str, inference: Dict[str, Any]) -> Dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any failure inside MONAI's instantiation
         raise ModelError(
             f"Cannot instantiate the bundle's config: {type(exc).__name__}: {str(exc)[:300]}",
-            "Check network_def / preprocessing in configs/inference.json.",
+            f"Check network_def / preprocessing in {config_name(folder, 'inference')}.",
         ) from None
     return out
 
@@ -134,6 +177,45 @@ def bundle_activation(postprocessing: Any) -> Dict[str, Any]:
     elif result["activation"] is None and result["threshold"] is not None:
         result["activation"] = "none"  # thresholded without an activation: the network outputs probabilities
     return result
+
+
+# Postprocessing steps this product does itself (activation, threshold / argmax, inversion to the input grid) or
+# that do not change the mask (types, copies, saving): an allow-list; any other step is named in a warning.
+POST_HONOURED = (
+    "Activations AsDiscrete Invert SaveImage EnsureType ToTensor ToNumpy ToDevice CopyItems DeleteItems "
+    "Compose CastToType SqueezeDim Identity"
+).split()
+POST_NEAREST = {
+    "KeepLargestConnectedComponent": "--largest-component (panel: Largest component)",
+    "FillHoles": "--fill-holes (panel: Fill holes)",
+    "RemoveSmallObjects": "--min-island-mm3 (panel: Remove islands)",
+}
+
+
+def postprocessing_warnings(postprocessing: Any, origin: str) -> List[str]:
+    """One warning per step of the bundle's postprocessing that this product does not apply (read as data)."""
+    out: List[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            if isinstance(target, str):
+                short = target.rsplit(".", 1)[-1]
+                base = short[:-1] if short.endswith("d") and short[:-1] in POST_HONOURED + list(POST_NEAREST) else short
+                if base not in POST_HONOURED:
+                    nearest = POST_NEAREST.get(base)
+                    out.append(
+                        f"the bundle's postprocessing step {short} ({origin}: {where}) is not applied: the masks can "
+                        "differ from `monai.bundle run`" + (f"; the nearest here is {nearest}" if nearest else "")
+                    )
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(postprocessing, "postprocessing")
+    return out[:20]
 
 
 def bundle_labels(metadata: Dict[str, Any]) -> List[str]:

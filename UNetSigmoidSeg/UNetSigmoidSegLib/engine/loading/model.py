@@ -235,14 +235,20 @@ def _load_torchscript(path: str) -> LoadedModel:
 
 def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
     configs = bundle_mod.read_bundle_configs(folder)
-    inference = configs["inference"]
-    pt, ts = os.path.join(folder, "models", "model.pt"), os.path.join(folder, "models", "model.ts")
+    inference, origin = configs["inference"], configs["origin"]
+    plan = None if trust else configreader.read_bundle(inference, origin)  # the config first: every refusal, at once
+    named = bundle_mod.weights_file(folder, inference, origin)
+    pt = named or os.path.join(folder, "models", "model.pt")
+    ts = os.path.join(folder, "models", "model.ts")
     if not os.path.isfile(pt) and not os.path.isfile(ts):
         raise ModelError(
             f"Bundle {folder} has no models/model.pt or models/model.ts", "Put the trained weights in models/model.pt."
         )
     weights = safe_torch_load(pt) if os.path.isfile(pt) else None
-    notes: List[str] = []
+    own = named and os.path.relpath(pt, folder) != os.path.join("models", "model.pt")
+    notes: List[str] = (
+        [f"weights: {os.path.relpath(pt, folder)} (named by the CheckpointLoader of the config)"] if own else []
+    )
     if trust:
         parsed = bundle_mod.parse_trusted(folder, inference)
         net, inferer = _network_object(parsed["network"], "network_def"), parsed["inferer"]
@@ -254,7 +260,6 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
             load_strict(net, find_network_weights(weights, net, pt), f"bundle network {type(net).__name__}")
         notes.append(TRUSTED_NOTE)
     else:
-        plan = configreader.read_bundle(inference)
         notes += plan.notes
         network_args = dict(plan.network.args)
         net = None
@@ -289,12 +294,30 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         overlap=_scalar(getattr(inferer, "overlap", None)),
         blend_mode=str(getattr(getattr(inferer, "mode", None), "value", getattr(inferer, "mode", None)) or "") or None,
         slice_axis=getattr(inferer, "spatial_dim", None),  # a SliceInferer's
+        inferer=type(inferer).__name__ if inferer is not None else None,
+        inferer_args=inferer_extra(inferer),
         size_divisor=network_divisor(net, int(conv.ndim - 2) if conv is not None else 3) or 1,
         spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
         preprocessing={"bundle": [type(t).__name__ for t in kept.transforms] if kept is not None else []},
         notes=notes,
+        warnings=bundle_mod.postprocessing_warnings(inference.get("postprocessing"), origin),
     )
     return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
+
+
+def inferer_extra(inferer: Any) -> Dict[str, Any]:
+    """A bundle inferer's window settings beyond roi / overlap / batch / blend, where they differ from MONAI's
+    defaults (``sliding_window_inference(padding_mode="constant", sigma_scale=0.125, cval=0.0)``)."""
+    defaults = {"padding_mode": "constant", "sigma_scale": 0.125, "cval": 0.0}
+    out: Dict[str, Any] = {}
+    for key, default in defaults.items():
+        value = getattr(inferer, key, default)
+        value = getattr(value, "value", value)  # an enum's value
+        if isinstance(value, (list, tuple)):
+            value = [float(v) for v in value]
+        if value != default and not (isinstance(value, list) and all(v == default for v in value)):
+            out[key] = value if isinstance(value, (str, list)) else float(value)
+    return out
 
 
 def _scalar(value: Any) -> Optional[float]:

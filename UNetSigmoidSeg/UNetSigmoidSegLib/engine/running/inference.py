@@ -1,7 +1,7 @@
 """Device choice and sliding-window inference with progress, cancel and CUDA out-of-memory fallback."""
 
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -177,6 +177,7 @@ def run_sliding_window(
     device: str = "cpu",
     amp: bool = True,
     slice_axis: Optional[int] = None,
+    extra: Optional[Dict[str, Any]] = None,
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
     log: Optional[Callable[[str], None]] = None,
@@ -215,6 +216,7 @@ def run_sliding_window(
                         mode=blend_mode,
                         sw_device=sw_device,
                         device=out_device,
+                        **(extra or {}),
                     )
                 else:
                     inferer = SliceInferer(
@@ -225,6 +227,7 @@ def run_sliding_window(
                         mode=blend_mode,
                         sw_device=sw_device,
                         device=out_device,
+                        **(extra or {}),
                     )
                     out = inferer(image, predictor)
             return out.float().cpu(), label

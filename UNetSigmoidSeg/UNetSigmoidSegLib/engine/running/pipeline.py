@@ -151,8 +151,14 @@ def segment(
         )
     elif opts.slice_axis is not None:
         warnings.append(f"the slice axis applies to 2-D networks; this one is {info.spatial_dims}-D: not used")
+    whole = info.inferer == "SimpleInferer" and not opts.roi_size  # the bundle runs the whole image at once
+    if whole:
+        say("note: the bundle's SimpleInferer: the whole image in one window (no sliding, no blending)")
     roi, requested, notes = window_roi(
-        opts.roi_size or info.roi_size, info.spatial_dims, info.divisors(info.spatial_dims), slice_axis
+        list(image.shape[1:]) if whole else (opts.roi_size or info.roi_size),
+        info.spatial_dims,
+        info.divisors(info.spatial_dims),
+        slice_axis,
     )
     for note in notes:
         say("note: " + note)
@@ -162,9 +168,9 @@ def segment(
     if not 0.0 <= overlap < 1.0:
         raise OptionError(f"Overlap {overlap} is outside [0, 1)", "e.g. --overlap 0.25")
     sw_batch = int(opts.sw_batch_size or info.sw_batch_size or 1)
-    blend_mode = opts.blend_mode or info.blend_mode or DEFAULT_BLEND_MODE
+    blend_mode = opts.blend_mode or info.blend_mode or ("constant" if whole else DEFAULT_BLEND_MODE)
     _guard_memory(volume, info, image.shape[1:], roi, sw_batch)
-    window = Window(roi, overlap, sw_batch, blend_mode, slice_axis, requested)
+    window = Window(roi, overlap, sw_batch, blend_mode, slice_axis, requested, dict(info.inferer_args))
     step("inference", 0.0, f"{window.describe()} on {choice.device}")
     tensor = image.as_tensor()[None] if hasattr(image, "as_tensor") else image[None]
     forward, backend, backend_warnings = _backend(
@@ -281,6 +287,7 @@ def _infer(network, tensor, window: Window, device, amp, progress, should_cancel
             overlap=window.overlap,
             blend_mode=window.blend_mode,
             slice_axis=window.slice_axis,
+            extra=window.extra,
             device=device,
             amp=amp,
             progress=progress,

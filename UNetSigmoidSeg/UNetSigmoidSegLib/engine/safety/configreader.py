@@ -2,13 +2,14 @@
 
 ``ConfigReader`` first makes a resolved plain-data copy of a section: ``@id`` / ``@id::key::0`` references
 are replaced by a copy of what they name (any top-level id but ``_meta_``, cycles and size bounded), disabled
-list items are dropped without looking inside them, and everything MONAI would turn into code or side effects
-is refused with the key path: ``$`` expressions, ``%`` macros, relative references, non-string or
-referenced ``_target_``, ``_requires_``, ``_debug_``, ``_mode_`` other than ``default``, any other ``_x_`` key.
-Then each component is checked against ``allowlist``: its ``_target_`` must be an exact allowed spelling for
-the section, every argument a listed name of a listed kind. Objects are built from that checked copy only:
-networks first on PyTorch's ``meta`` device, so a network that does not fit its weights is refused before
-any memory is allocated.
+list items are dropped without looking inside them, ``$`` expressions of the side-effect-free subset
+(``expressions``: aliases, arithmetic, ``torch.device``, dtypes, ``len``, …) are evaluated by our own reader, and
+everything else MONAI would turn into code or side effects is refused with the key path: other ``$`` expressions,
+``%`` macros, relative references, non-string or referenced ``_target_``, ``_requires_``, ``_debug_``, ``_mode_``
+other than ``default``, any other ``_x_`` key. Then each component is checked against ``allowlist``: its
+``_target_`` must be an exact allowed spelling for the section, every argument a listed name of a listed kind.
+Objects are built from that checked copy only: networks first on PyTorch's ``meta`` device, so a network that does
+not fit its weights is refused before any memory is allocated.
 """
 
 import re
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import ModelError
-from . import allowlist, targets
+from . import allowlist, expressions, targets
 from .kinds import Ignored, Refused
 
 TRUST_HINT = (
@@ -131,8 +132,8 @@ class ConfigReader:
         return value
 
     def _resolve_text(self, text: str, where: str, depth: int, chain: Tuple[str, ...]) -> Any:
-        if text.startswith("$"):
-            raise Refused(where, f"= {text[:60]!r} is a Python expression: it would run code")
+        if text.startswith("$"):  # only the side-effect-free subset (``expressions``); its references resolve here
+            return expressions.evaluate(text[1:], lambda top, path: self._lookup(top, path, where, depth, chain), where)
         if text.startswith("%"):
             raise Refused(where, f"= {text[:60]!r} is a macro: it would read another config file")
         if not text.startswith("@"):
@@ -214,15 +215,49 @@ def read_bundle(inference: Any, origin: str = "configs/inference.json") -> Bundl
     if "network_def" not in inference:
         raise ModelError(f"{origin} has no 'network_def'", "Add the network definition under 'network_def'.")
     reader = ConfigReader(inference)
-    try:
-        network = reader.section("network_def", "network_def")
-        pre = reader.section("preprocessing", "preprocessing") if "preprocessing" in inference else None
-        inferer = reader.section("inferer", "inferer") if "inferer" in inference else None
-        notes: List[str] = []
-        steps = _image_steps(pre, notes) if pre is not None else None
-    except Refused as exc:
-        raise refused(origin, exc) from None
-    return BundlePlan(network, steps, inferer, notes)
+    found: Dict[str, Any] = {}
+    problems: List[Refused] = []
+    notes: List[str] = []
+    for key in ("network_def", "preprocessing", "inferer"):  # every refusal at once, not only the first
+        if key in inference:
+            try:
+                found[key] = reader.section(key, key)
+                if key == "preprocessing":
+                    found[key] = _image_steps(found[key], notes)
+            except Refused as exc:
+                problems.append(exc)
+    if problems:
+        if len(problems) == 1:
+            raise refused(origin, problems[0])
+        listed = "; ".join(f"({i + 1}) {p}" for i, p in enumerate(problems))
+        raise ModelError(
+            f"Refused {origin} (untrusted model), {len(problems)} problems: {listed}. Nothing was run.", TRUST_HINT
+        )
+    return BundlePlan(found["network_def"], found.get("preprocessing"), found.get("inferer"), notes)
+
+
+BUNDLE_ROOT = "\x00bundle_root"  # what ``@bundle_root`` reads as in a weights path: the caller puts it in the bundle
+LOADER_SPELLINGS = ("CheckpointLoader", "monai.handlers.CheckpointLoader")
+
+
+def checkpoint_path(inference: Dict[str, Any], origin: str) -> Optional[str]:
+    """The ``load_path`` of the config's ``CheckpointLoader`` handler (in its ``handlers`` list) as text, or None.
+    Only that value is read (with the expression subset); ``@bundle_root`` in it reads as ``BUNDLE_ROOT``."""
+    handlers = inference.get("handlers")
+    if not isinstance(handlers, list):
+        return None
+    reader = ConfigReader(dict(inference, bundle_root=BUNDLE_ROOT))
+    for i, item in enumerate(handlers):
+        if isinstance(item, dict) and item.get("_target_") in LOADER_SPELLINGS and "load_path" in item:
+            where = f"handlers[{i}].load_path"
+            try:
+                value = reader.resolve(item["load_path"], where)
+            except Refused as exc:
+                raise refused(origin, exc) from None
+            if not isinstance(value, str) or not value:
+                raise refused(origin, Refused(where, f"must be a file name, got {_kind_of(value)}"))
+            return value
+    return None
 
 
 def read_network(network: Any, origin: str) -> Component:

@@ -1,0 +1,161 @@
+"""Real Model Zoo bundle configs (Testing/security/zoo/<bundle>/configs) load untrusted — their side-effect-free
+``$`` expressions read by our own reader —, with their weights where their CheckpointLoader puts them, their inferer
+honoured (SimpleInferer: the whole image; padding_mode), the postprocessing the product does not apply named, and
+the bundles whose own Python code must run refused naming it. Nothing in them runs (``guard``)."""
+
+import importlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from hostile import HERE, guard  # noqa: F401
+
+from conftest import blob_volume
+from UNetSigmoidSegLib.contract.options import SegmentOptions
+from UNetSigmoidSegLib.contract.volume import Volume
+from UNetSigmoidSegLib.engine.loading.model import load_model
+from UNetSigmoidSegLib.engine.running.pipeline import segment
+from UNetSigmoidSegLib.errors import ModelError
+
+ZOO = HERE / "zoo"
+# PyTorch creates its compiler's cache folder in the temp folder when torch._dynamo is first imported (building a
+# DynUNet on the meta device does, through torch.nn.init): imported here, outside the guarded temp folder, so the
+# guard sees what the product and the bundle leave, not PyTorch's import.
+importlib.import_module("torch._dynamo")
+
+
+def _bundle(tmp_path, name, weights="models/model.pt", **network_overrides):
+    """The zoo bundle's configs with random weights for its network where its config loads them (the network is
+    built by MONAI's own ConfigParser here: trusted test code)."""
+    from monai.bundle import ConfigParser
+
+    root = tmp_path / name
+    shutil.copytree(ZOO / name, root)
+    (root / "models").mkdir()
+    config = next((root / "configs").glob("inference.*"))
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["bundle_root"] = str(root)
+    for key, value in network_overrides.items():
+        parser[f"network_def#{key}"] = value
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / weights)
+    return root
+
+
+@pytest.mark.parametrize(
+    "name, weights, architecture, inferer, extra",
+    [
+        ("ventricular_short_axis_3label", "models/model.pt", "UNet", "SliceInferer", {}),
+        ("segmentation_template", "models/model.pt", "UNet", "SimpleInferer", {}),
+        (
+            "wholeBody_ct_segmentation",
+            "models/model.pt",
+            "SegResNet",
+            "SlidingWindowInferer",
+            {"padding_mode": "replicate"},
+        ),
+        ("prostate_mri_anatomy", "models/model.pt", "UNet", "SlidingWindowInferer", {}),
+        ("pediatric_abdominal_ct_segmentation", "models/dynunet_FT.pt", "DynUNet", "SlidingWindowInferer", {}),
+    ],
+)
+def test_zoo_bundle_loads_untrusted(tmp_path, guard, name, weights, architecture, inferer, extra):  # noqa: F811
+    loaded = load_model(str(_bundle(tmp_path, name, weights)))
+    info = loaded.info
+    assert (info.architecture, info.inferer, info.inferer_args) == (architecture, inferer, extra)
+    said = f"weights: {weights} (named by the CheckpointLoader of the config)"
+    assert (said in info.notes) == (weights != "models/model.pt")  # said only where they are not the usual file
+    named = [w for w in info.warnings if "is not applied" in w]
+    assert bool(named) == (name == "prostate_mri_anatomy")  # KeepLargestConnectedComponentd, said by name
+    if named:
+        assert "KeepLargestConnectedComponentd" in named[0] and "--largest-component" in named[0]
+
+
+@pytest.mark.parametrize(
+    "name, construct",
+    [
+        ("spleen_deepedit_annotation", "scripts.transforms.OrientationGuidanceMultipleLabelDeepEditd"),
+        ("renalStructures_CECT_segmentation", "scripts.my_transforms.ConcatImages"),
+    ],
+)
+def test_bundles_whose_own_code_must_run_are_refused_naming_it(tmp_path, guard, name, construct):  # noqa: F811
+    root = tmp_path / name
+    shutil.copytree(ZOO / name, root)  # no weights: the config is checked first and refused on its own
+    with pytest.raises(ModelError) as err:
+        load_model(str(root))
+    assert construct in str(err.value) and "configs/inference.json" in str(err.value)
+
+
+def test_refusals_name_the_real_config_file_and_every_problem(tmp_path, guard):  # noqa: F811
+    root = tmp_path / "b"
+    shutil.copytree(ZOO / "segmentation_template", root)
+    config = root / "configs" / "inference.yaml"
+    text = config.read_text()
+    text = text.replace("_target_: UNet", "_target_: scripts.net.MyUNet").replace(
+        "_target_: SimpleInferer", "_target_: scripts.inferer.MyInferer"
+    )
+    config.write_text(text)
+    with pytest.raises(ModelError) as err:
+        load_model(str(root))
+    message = str(err.value)
+    assert "configs/inference.yaml" in message and "2 problems" in message
+    assert "scripts.net.MyUNet" in message and "scripts.inferer.MyInferer" in message
+
+
+def test_weights_path_may_not_leave_the_bundle(tmp_path, guard):  # noqa: F811
+    root = _bundle(tmp_path, "prostate_mri_anatomy")
+    config = root / "configs" / "inference.json"
+    (tmp_path / "outside.pt").write_bytes((root / "models" / "model.pt").read_bytes())
+    for path in ("$@bundle_root + '/../outside.pt'", str(tmp_path / "outside.pt"), "../outside.pt"):
+        config.write_text(config.read_text().replace("$@bundle_root + '/models/model.pt'", path))
+        with pytest.raises(ModelError, match="lies outside the bundle"):
+            load_model(str(root))
+        config.write_text(config.read_text().replace(path, "$@bundle_root + '/models/model.pt'"))
+
+
+def test_simple_inferer_runs_the_whole_image_as_monai_does(tmp_path, guard):  # noqa: F811
+    """segmentation_template declares SimpleInferer: the product gives exactly the network on the whole image."""
+    from monai.inferers import SimpleInferer
+    from monai.transforms import ScaleIntensity
+
+    root = _bundle(tmp_path, "segmentation_template")
+    loaded = load_model(str(root))
+    array = (blob_volume((64, 48, 32)) * 200.0)[None].astype(np.float32)
+    result = segment(Volume(array, np.eye(4)), loaded, SegmentOptions(device="cpu"))
+    assert result.window.roi_size == [64, 48, 32] and result.window.blend_mode == "constant"
+    with torch.inference_mode():
+        logits = SimpleInferer()(ScaleIntensity()(torch.from_numpy(array))[None], loaded.network)[0]
+    expected = torch.softmax(logits, 0).argmax(0).numpy()
+    for s in range(result.masks.shape[0]):
+        np.testing.assert_array_equal(result.masks[s], expected == s + 1)
+
+
+def test_bundle_padding_mode_reaches_monai(tmp_path, guard, monkeypatch):  # noqa: F811
+    """wholeBody_ct_segmentation pads with ``replicate``: MONAI's sliding window gets it (a small network stands in
+    for the 105-label SegResNet: the same config with fewer filters), and on a volume smaller than the window the
+    padding changes the answer — so dropping it would be a silent difference."""
+    import monai.inferers
+    from monai.inferers import sliding_window_inference
+
+    root = _bundle(tmp_path, "wholeBody_ct_segmentation", init_filters=8)
+    config = root / "configs" / "inference.json"
+    config.write_text(config.read_text().replace('"init_filters": 32', '"init_filters": 8'))
+    loaded = load_model(str(root))
+    assert loaded.info.inferer_args == {"padding_mode": "replicate"}
+    calls = []
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return sliding_window_inference(*args, **kwargs)
+
+    monkeypatch.setattr(monai.inferers, "sliding_window_inference", recorded)
+    volume = Volume(blob_volume((40, 36, 20))[None].astype(np.float32), np.diag([1.5, 1.5, 1.5, 1.0]))
+    result = segment(volume, loaded, SegmentOptions(device="cpu"))
+    assert "padding_mode replicate" in result.window.describe()
+    assert calls and all(c.get("padding_mode") == "replicate" for c in calls)
+    image = torch.from_numpy(volume.array)[None]
+    with torch.inference_mode():
+        replicate = sliding_window_inference(image, [96, 96, 96], 1, loaded.network, 0.25, padding_mode="replicate")
+        constant = sliding_window_inference(image, [96, 96, 96], 1, loaded.network, 0.25)
+    assert not torch.equal(replicate, constant)
