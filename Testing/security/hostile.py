@@ -191,3 +191,25 @@ def _write_series(folder, uid, description, slices, seed):
             image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{description[:2]}{k:03d}.dcm"))
         writer.Execute(image)
+
+
+def zoo_bundle(tmp_path, name, weights="models/model.pt", **network_overrides):
+    """The zoo bundle's configs with random weights for its network where its config loads them (the network is
+    built by MONAI's own ConfigParser here: trusted test code)."""
+    import shutil
+
+    import torch
+    from monai.bundle import ConfigParser
+
+    root = tmp_path / name
+    shutil.copytree(HERE / "zoo" / name, root)
+    (root / "models").mkdir()
+    config = next((root / "configs").glob("inference.*"))
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser["bundle_root"] = str(root)
+    for key, value in network_overrides.items():
+        parser[f"network_def#{key}"] = value
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / weights)
+    return root

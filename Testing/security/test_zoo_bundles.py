@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from hostile import HERE, guard  # noqa: F401
+from hostile import HERE, guard, zoo_bundle  # noqa: F401
 
 from conftest import blob_volume
 from UNetSigmoidSegLib.contract.options import SegmentOptions
@@ -23,25 +23,6 @@ ZOO = HERE / "zoo"
 # DynUNet on the meta device does, through torch.nn.init): imported here, outside the guarded temp folder, so the
 # guard sees what the product and the bundle leave, not PyTorch's import.
 importlib.import_module("torch._dynamo")
-
-
-def _bundle(tmp_path, name, weights="models/model.pt", **network_overrides):
-    """The zoo bundle's configs with random weights for its network where its config loads them (the network is
-    built by MONAI's own ConfigParser here: trusted test code)."""
-    from monai.bundle import ConfigParser
-
-    root = tmp_path / name
-    shutil.copytree(ZOO / name, root)
-    (root / "models").mkdir()
-    config = next((root / "configs").glob("inference.*"))
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    parser["bundle_root"] = str(root)
-    for key, value in network_overrides.items():
-        parser[f"network_def#{key}"] = value
-    torch.manual_seed(0)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), root / weights)
-    return root
 
 
 @pytest.mark.parametrize(
@@ -61,7 +42,7 @@ def _bundle(tmp_path, name, weights="models/model.pt", **network_overrides):
     ],
 )
 def test_zoo_bundle_loads_untrusted(tmp_path, guard, name, weights, architecture, inferer, extra):  # noqa: F811
-    loaded = load_model(str(_bundle(tmp_path, name, weights)))
+    loaded = load_model(str(zoo_bundle(tmp_path, name, weights)))
     info = loaded.info
     assert (info.architecture, info.inferer, info.inferer_args) == (architecture, inferer, extra)
     said = f"weights: {weights} (named by the CheckpointLoader of the config)"
@@ -103,8 +84,8 @@ def test_refusals_name_the_real_config_file_and_every_problem(tmp_path, guard): 
     assert "scripts.net.MyUNet" in message and "scripts.inferer.MyInferer" in message
 
 
-def test_weights_path_may_not_leave_the_bundle(tmp_path, guard):  # noqa: F811
-    root = _bundle(tmp_path, "prostate_mri_anatomy")
+def test_weights_path_may_not_leave_thezoo_bundle(tmp_path, guard):  # noqa: F811
+    root = zoo_bundle(tmp_path, "prostate_mri_anatomy")
     config = root / "configs" / "inference.json"
     (tmp_path / "outside.pt").write_bytes((root / "models" / "model.pt").read_bytes())
     for path in ("$@bundle_root + '/../outside.pt'", str(tmp_path / "outside.pt"), "../outside.pt"):
@@ -119,7 +100,7 @@ def test_simple_inferer_runs_the_whole_image_as_monai_does(tmp_path, guard):  # 
     from monai.inferers import SimpleInferer
     from monai.transforms import ScaleIntensity
 
-    root = _bundle(tmp_path, "segmentation_template")
+    root = zoo_bundle(tmp_path, "segmentation_template")
     loaded = load_model(str(root))
     array = (blob_volume((64, 48, 32)) * 200.0)[None].astype(np.float32)
     result = segment(Volume(array, np.eye(4)), loaded, SegmentOptions(device="cpu"))
@@ -138,7 +119,7 @@ def test_bundle_padding_mode_reaches_monai(tmp_path, guard, monkeypatch):  # noq
     import monai.inferers
     from monai.inferers import sliding_window_inference
 
-    root = _bundle(tmp_path, "wholeBody_ct_segmentation", init_filters=8)
+    root = zoo_bundle(tmp_path, "wholeBody_ct_segmentation", init_filters=8)
     config = root / "configs" / "inference.json"
     config.write_text(config.read_text().replace('"init_filters": 32', '"init_filters": 8'))
     loaded = load_model(str(root))
