@@ -225,19 +225,8 @@ def overview_figure(
     return fig
 
 
-def write_overview(
-    path: str,
-    image: np.ndarray,
-    pred: np.ndarray,
-    reference: np.ndarray,
-    probabilities: np.ndarray,
-    affine: np.ndarray,
-    threshold: float,
-    title: str,
-    color: Tuple[float, float, float] = (0.9, 0.35, 0.25),
-) -> None:
-    """Save ``overview_figure(...)`` as a PNG at ``path``; the title is also its ``Description`` text chunk."""
-    fig = overview_figure(image, pred, reference, probabilities, affine, threshold, title, color)
+def write_overview(path: str, fig, title: str) -> None:
+    """Save an ``overview_figure(...)`` as a PNG at ``path``; the title is also its ``Description`` text chunk."""
     try:
         fig.savefig(path, metadata={"Description": title})
     except OSError as exc:
@@ -296,16 +285,11 @@ def run(output_dir: str, device: str = "auto", quiet: bool = False, resources: O
     reference_ml = float(ref.sum()) * volume.voxel_volume_ml
     overview: Optional[str] = files["png"]
     try:  # default red fill, not the segment's colour: brain's near-white would not show on the grey MRI
-        write_overview(
-            files["png"],
-            volume.array[0],
-            pred,
-            ref,
-            result.probabilities.as_float(0),
-            volume.affine,
-            result.thresholds[0],
-            overview_caption(score, volume_ml, reference_ml),
+        caption = overview_caption(score, volume_ml, reference_ml)
+        figure = overview_figure(
+            volume.array[0], pred, ref, result.probabilities.as_float(0), volume.affine, result.thresholds[0], caption
         )
+        write_overview(files["png"], figure, caption)
     except ImportError:
         overview = None
         notes.append("overview PNG skipped: matplotlib is not installed (pip install matplotlib)")
