@@ -5,6 +5,7 @@ the bundles whose own Python code must run refused naming it. Nothing in them ru
 
 import importlib
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -140,3 +141,40 @@ def test_bundle_padding_mode_reaches_monai(tmp_path, guard, monkeypatch):  # noq
         replicate = sliding_window_inference(image, [96, 96, 96], 1, loaded.network, 0.25, padding_mode="replicate")
         constant = sliding_window_inference(image, [96, 96, 96], 1, loaded.network, 0.25)
     assert not torch.equal(replicate, constant)
+
+
+def test_trusted_bundle_imports_its_own_scripts_and_builds_no_loader(tmp_path):
+    """Under --trust-bundle the bundle folder is importable while its config is parsed (as MONAI's runner makes it),
+    and its image loader (here one needing ITK, which is not installed) is not built: the image is given."""
+    import json
+
+    root = tmp_path / "scripted"
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    (root / "scripts").mkdir()
+    (root / "scripts" / "__init__.py").write_text("")
+    (root / "scripts" / "my_transforms.py").write_text(
+        "from monai.transforms import ScaleIntensityd\n\nclass MyScaled(ScaleIntensityd):\n    pass\n"
+    )
+    network = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 1,
+               "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}  # fmt: skip
+    config = {
+        "network_def": network,
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": "image", "reader": "ITKReader"},
+                {"_target_": "scripts.my_transforms.MyScaled", "keys": "image"},
+            ],
+        },
+    }
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    (root / "configs" / "metadata.json").write_text("{}")
+    from monai.networks.nets import UNet
+
+    torch.save(UNet(3, 1, 1, (4, 8, 16), (2, 2), num_res_units=1).state_dict(), root / "models" / "model.pt")
+    with pytest.raises(ModelError, match="scripts.my_transforms.MyScaled"):
+        load_model(str(root))  # untrusted: the bundle's own code is refused by name
+    loaded = load_model(str(root), trust_bundle=True)
+    assert loaded.info.preprocessing == {"bundle": ["MyScaled"]}
+    assert str(root) not in sys.path and "scripts.my_transforms" not in sys.modules

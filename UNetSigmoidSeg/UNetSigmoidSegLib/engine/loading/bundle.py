@@ -97,15 +97,34 @@ def read_bundle_configs(folder: str) -> Dict[str, Any]:
     return {"metadata": metadata or {}, "inference": inference, "origin": config_name(folder, "inference")}
 
 
+def _without_loading(node: Any) -> Any:
+    """``node`` with every image-loading step of a list disabled (``"_disabled_": true``): the product holds the image
+    already, and building a loader may need a reader that is not installed (``LoadImaged(reader="ITKReader")``)."""
+    if isinstance(node, dict):
+        return {k: _without_loading(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [
+            dict(v, _disabled_=True)
+            if isinstance(v, dict) and str(v.get("_target_", "")).endswith(LOADERS[:2])
+            else _without_loading(v)
+            for v in node
+        ]
+    return node
+
+
 def parse_trusted(folder: str, inference: Dict[str, Any]) -> Dict[str, Any]:
     """``{"network", "preprocessing", "inferer"}`` instantiated by MONAI's ``ConfigParser`` — runs the config's code.
 
-    Only for ``--trust-bundle``."""
+    Only for ``--trust-bundle``. As MONAI's runner does, the bundle folder is importable meanwhile (its ``scripts``
+    package); image loaders are not built (the image is given)."""
+    import sys
+
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser(dict(inference))
+    parser = ConfigParser(_without_loading(dict(inference)))
     parser["bundle_root"] = folder
     out: Dict[str, Any] = {}
+    sys.path.insert(0, folder)
     try:
         out["network"] = parser.get_parsed_content("network_def")
         out["preprocessing"] = parser.get_parsed_content("preprocessing") if "preprocessing" in parser.config else None
@@ -117,6 +136,15 @@ def parse_trusted(folder: str, inference: Dict[str, Any]) -> Dict[str, Any]:
             f"Cannot instantiate the bundle's config: {type(exc).__name__}: {str(exc)[:300]}",
             f"Check network_def / preprocessing in {config_name(folder, 'inference')}.",
         ) from None
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+        inside = (
+            os.path.realpath(folder) + os.sep
+        )  # its modules go too: another bundle's ``scripts`` is another package
+        for name, module in list(sys.modules.items()):
+            if os.path.realpath(getattr(module, "__file__", None) or os.sep).startswith(inside):
+                del sys.modules[name]
     return out
 
 
