@@ -11,7 +11,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 from .engine.files.paths import check_output_paths, protected_files
 from .errors import OutputError, UserError
 
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def expand_inputs(inputs: Sequence[str]) -> List[str]:

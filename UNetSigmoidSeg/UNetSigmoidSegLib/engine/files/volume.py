@@ -163,17 +163,16 @@ def _read_sitk(path: str, series: Optional[str] = None) -> sitk.Image:
 
 
 def read_volume(path: str, series: Optional[str] = None) -> Volume:
-    """Read NIfTI / NRRD / MHA / a DICOM series folder into a ``Volume`` (channel first).
+    """Read NIfTI / NRRD / MHA / PNG / JPEG / TIFF / a DICOM series folder into a ``Volume`` (channel first); a 2-D
+    image becomes a one-slice volume (its colour components: channels).
 
     A folder with several DICOM series is an error listing them unless ``series`` (a series instance UID) picks
     one; a truncated or corrupt file is an error, never an image with missing voxels."""
     image = _read_sitk(path, series)
     dim = image.GetDimension()
-    if dim == 2:
-        raise InputError(
-            f"{os.path.basename(path)} is a 2-D image {image.GetSize()}",
-            "The UNet needs a 3-D volume: give a 3-D image.",
-        )
+    if dim == 2:  # a PNG / JPEG / TIFF frame or a 2-D NIfTI: a one-slice volume (a 2-D network runs on it)
+        image = sitk.JoinSeries(image)
+        dim = 3
     if dim == 4:
         # Treat the 4th axis as channels (e.g. multi-modal stacks); validated against the model later.
         arr = sitk.GetArrayFromImage(image)  # (T, K, J, I)
