@@ -59,3 +59,19 @@ def test_inspect_prints_plain_values_not_python_reprs(capsys):
     assert "roi size         96×96×96" in out and "threshold        0.5" in out
     assert "channels 8 16 32 64, strides 2 2 2" in out
     assert not any(c in out for c in "{}[]'") and "None" not in out
+
+
+def test_settings_that_replace_the_models_are_said():
+    from UNetSigmoidSegLib.contract.model import ModelInfo
+    from UNetSigmoidSegLib.contract.options import SegmentOptions
+    from UNetSigmoidSegLib.engine.running.pipeline import overridden
+
+    info = ModelInfo(
+        "m", "bundle", "UNet", 1, 2, "softmax", "bundle postprocessing", roi_size=[96, 96, 96], overlap=0.25
+    )
+    said = overridden(SegmentOptions(roi_size=[64], overlap=0.5, blend_mode="constant"), info)
+    assert said == [
+        "roi [64] (asked) replaces the model's [96, 96, 96]",
+        "overlap 0.5 (asked) replaces the model's 0.25",
+    ]  # the blend mode: the model brings none
+    assert overridden(SegmentOptions(roi_size=[96]), info) == [] and overridden(SegmentOptions(), info) == []

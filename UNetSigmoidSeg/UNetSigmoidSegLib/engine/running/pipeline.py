@@ -160,7 +160,7 @@ def segment(
         info.divisors(info.spatial_dims),
         slice_axis,
     )
-    for note in notes:
+    for note in notes + overridden(opts, info):
         say("note: " + note)
     overlap = (
         opts.overlap if opts.overlap is not None else (info.overlap if info.overlap is not None else DEFAULT_OVERLAP)
@@ -255,6 +255,20 @@ def segment(
         window,
         backend,
     )
+
+
+def overridden(opts: SegmentOptions, info: ModelInfo) -> List[str]:
+    """One line per window setting the run was told that replaces the one the model brings."""
+    out = []
+    for label, asked, own in (
+        ("roi", opts.roi_size, info.roi_size),
+        ("overlap", opts.overlap, info.overlap),
+        ("windows per batch", opts.sw_batch_size, info.sw_batch_size),
+        ("blend mode", opts.blend_mode, info.blend_mode),
+    ):
+        if asked is not None and own is not None and asked != own and not (label == "roi" and set(asked) == set(own)):
+            out.append(f"{label} {asked} (asked) replaces the model's {own}")
+    return out
 
 
 def _backend(model: LoadedModel, tensor, window: Window, requested: str, device: str, context: str, step, say):
