@@ -272,6 +272,16 @@ def test_review_table_and_histogram_follow_the_threshold(scene, model_file):
         sum(hist_table.GetValueByName(r, "voxels").ToDouble() for r in range(hist_table.GetNumberOfRows()))
         >= 30 * 24 * 16
     )
+    # the user deletes the review nodes: the next threshold move makes new ones in the scene, never writes the dead
+    old_table, old_chart = live.table, live.plot[0]
+    scene.RemoveNode(old_table)
+    scene.RemoveNode(old_chart)
+    logic.setThreshold(seg, 0.4)
+    assert live.table is not old_table and live.table.GetScene() is scene
+    assert live.plot[0] is not old_chart and all(n.GetScene() is scene for n in live.plot)
+    assert live.table.GetTable().GetValueByName(0, "Threshold").ToDouble() == pytest.approx(0.4)
+    assert live.plot[0].GetNumberOfPlotSeriesNodes() == 2
+    assert scene.GetNodesByClass("vtkMRMLPlotChartNode").GetNumberOfItems() == 1  # the old set's survivors went
 
 
 @pytest.mark.parametrize(
@@ -632,3 +642,32 @@ def test_cli_seg_nrrd_has_the_names_colours_and_terminology_slicer_writes(scene,
     assert all(s["tags"]["UNetSigmoidSeg.Notice"] == notice for s in by_slicer["segments"])
     assert f"UNetSigmoidSeg.Notice:={notice}" in (tmp_path / "cli.seg.nrrd").read_bytes()[:8192].decode("latin-1")
     assert by_cli["segments"][2]["terminology"]["type"] == ["SCT", "85756007", "Tissue"]
+
+
+def test_output_into_a_surface_sourced_segmentation_converts_its_source_and_says_so(scene, model_file, tmp_path):
+    """Segments added as labelmaps into a segmentation whose source is closed surface would stay empty in 3-D and
+    on save: the source becomes binary labelmap (the user's surface segment converted, kept) and a warning says so."""
+    vol = add_volume(scene, blob_volume((30, 26, 16)))
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "surfaces")
+    seg.SetSourceRepresentationToClosedSurface()
+    bounds = [0.0] * 6
+    vol.GetRASBounds(bounds)
+    sphere = vtk.vtkSphereSource()
+    sphere.SetCenter([(bounds[2 * i] + bounds[2 * i + 1]) / 2 for i in range(3)])
+    sphere.SetRadius(6)
+    sphere.Update()
+    seg.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "ball", [1.0, 0.0, 0.0])
+    logic = UNetSigmoidSegLogic(scene)
+    engine = segment(volume_to_engine(vol), load_model(model_file(seed=2)), SegmentOptions(device="cpu"))
+    logic.applyResult(vol, engine, seg, "model.pt")
+    segmentation = seg.GetSegmentation()
+    assert segmentation.GetSourceRepresentationName() == "Binary labelmap"
+    assert any("converted to binary labelmap" in w for w in engine.warnings)
+    names = [segmentation.GetSegment(s).GetName() for s in segmentation.GetSegmentIDs()]
+    assert "ball" in names and len(names) == 2  # the user's segment is kept
+    storage = seg.CreateDefaultStorageNode()
+    storage.SetFileName(str(tmp_path / "saved.seg.nrrd"))
+    assert storage.WriteData(seg)
+    saved = slicerio.read_segmentation(str(tmp_path / "saved.seg.nrrd"))
+    ours = [s for s in saved["segments"] if s["name"] != "ball"][0]
+    assert slicerio.segment_mask(saved, ours).sum() == engine.masks[0].sum() > 0  # not empty on save

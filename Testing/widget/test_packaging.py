@@ -109,6 +109,15 @@ def test_extension_cmake_has_the_metadata_the_index_needs():
         )
     ]
     assert order == sorted(order)
+    # the minimum of Slicer 5.10's extension template (3.20.6...3.22.6), policies up to main's template (3.28.0)
+    minimum = re.match(r"cmake_minimum_required\(VERSION (\d+)\.(\d+)\.(\d+)\.\.\.(\d+)\.(\d+)", text)
+    assert (
+        minimum
+        and tuple(map(int, minimum.groups()[:3])) >= (3, 20, 6)
+        and tuple(map(int, minimum.groups()[3:])) >= (3, 28)
+    )
+    licence = (TOP_CMAKE.parent / "LICENSE").read_text()
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence  # the README's Apache-2.0
 
 
 # A stand-in for Slicer's CMake API, enough to configure the extension here: the real macros' argument

@@ -11,6 +11,7 @@ of each result (≤ 1 byte per voxel and segment) and re-thresholds them into th
 It never imports torch itself.
 """
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -24,12 +25,12 @@ from ..contract.options import Cleanup, SegmentOptions, check_thresholds
 from ..contract.request import run_request
 from ..contract.result import Probabilities, SegmentResult, threshold_map
 from ..contract.runner import Runner
-from ..errors import CancelledError, InputError, OptionError, UserError
+from ..errors import CancelledError, InputError, OptionError, OutputError, UserError
 from . import parameters as params_mod
 from .review import histogram, update_histogram_plot, update_statistics_table
 from .runhandle import RunHandle
 from .scene import default_scene, subject_hierarchy
-from .segments import SegmentWriter
+from .segments import BINARY, SegmentWriter
 from .volumes import add_probability_volume, volume_to_engine
 
 
@@ -209,6 +210,10 @@ class UNetSigmoidSegLogic:
             seg_node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", self.scene.GenerateUniqueName(name))
             seg_node.CreateDefaultDisplayNodes()
         seg_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        converted = labelmap_source(seg_node)
+        if converted:
+            result.warnings.append(converted)
+            logging.getLogger(__name__).warning(converted)
         old = self._live.pop(seg_node.GetID(), None)
         if old is not None:
             old.writer.check_edits()  # tags segments the user edited since: a re-run keeps them
@@ -347,3 +352,23 @@ class UNetSigmoidSegLogic:
             self.scene.RemoveObserver(tag)
         self._observers = []
         self.runner.close()
+
+
+def labelmap_source(segmentation_node: Any) -> str:
+    """Make ``segmentation_node``'s source representation binary labelmap, converting its segments (a surface-sourced
+    segmentation would keep the new labelmap segments empty in 3-D and on save); returns what was done, or ""."""
+    previous = segmentation_node.GetSegmentation().GetSourceRepresentationName()
+    if previous == BINARY:
+        return ""
+    if segmentation_node.GetSegmentation().GetNumberOfSegments() and not (
+        segmentation_node.CreateBinaryLabelmapRepresentation()
+    ):
+        raise OutputError(
+            f"{segmentation_node.GetName()} holds {previous} segments that cannot be converted to a labelmap",
+            "Choose another output segmentation (or Create new).",
+        )
+    segmentation_node.SetSourceRepresentationToBinaryLabelmap()
+    return (
+        f"{segmentation_node.GetName()}: its source representation was {previous}; converted to binary labelmap so "
+        "the new segments show and save (Segmentations module → Representations to change it)"
+    )

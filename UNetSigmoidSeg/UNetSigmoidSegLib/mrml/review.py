@@ -31,8 +31,9 @@ def update_statistics_table(
     thresholds: Sequence[float],
     notes: Sequence[str],
 ) -> Any:
-    """Table: Segment | Threshold | Voxels | Volume [mL] | Note. Created if ``node`` is None."""
-    if node is None:
+    """Table: Segment | Threshold | Voxels | Volume [mL] | Note. Created if ``node`` is None or no longer in the scene
+    (the user deleted it: a removed node is never written to again)."""
+    if node is None or node.GetScene() is not scene:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", "UNetSigmoidSeg statistics")
     table = vtk.vtkTable()
     cols = [
@@ -53,7 +54,12 @@ def update_statistics_table(
 
 
 def update_histogram_plot(scene: Any, nodes: List[Any], counts: np.ndarray, threshold: float) -> List[Any]:
-    """Plot chart with the histogram (bars) and a vertical threshold line; returns [chart, table, bars, line]."""
+    """Plot chart with the histogram (bars) and a vertical threshold line; returns [chart, table, bars, line]. Made
+    anew when any of them was deleted from the scene (the survivors of the old set are removed with it)."""
+    if nodes and any(n.GetScene() is not scene for n in nodes):
+        for survivor in [n for n in nodes if n.GetScene() is scene]:
+            scene.RemoveNode(survivor)
+        nodes = []
     if not nodes:
         table = scene.AddNewNodeByClass("vtkMRMLTableNode", "UNetSigmoidSeg histogram")
         bars = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", "probability histogram")
