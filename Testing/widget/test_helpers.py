@@ -363,6 +363,7 @@ def test_nothing_is_installed_without_consent():
         inst.ensure(report(torch=None, monai=None, psutil="5.9"))
     assert [c[0] for c in inst.calls] == ["ask"]
     assert "PyTorch extension" in inst.calls[0][1] and "monai>=1.3 (not installed): with pip" in inst.calls[0][1]
+    assert "with torchvision" in inst.calls[0][1]  # what the PyTorch extension installs with torch is said too
     message = str(err.value)
     assert message.startswith(
         "Nothing was installed; segmenting needs torch>=2.1 (not installed), monai>=1.3 (not installed)"

@@ -124,7 +124,10 @@ def consent_text(report: DependencyReport) -> Dict[str, str]:
     lines = []
     for item in report.missing + report.optional_missing:
         if item.name == "torch":
-            how = "through the PyTorch extension (light-the-torch picks the build for your GPU; several hundred MB)"
+            how = (
+                "through the PyTorch extension, with torchvision, which it installs alongside (light-the-torch picks "
+                "the build for your GPU; several hundred MB to a few GB)"
+            )
         elif item.optional:
             how = "with pip (optional: faster runs on the CPU)"
         else:
