@@ -77,7 +77,7 @@ class UNetSigmoidSegWidget(ScriptedLoadableModuleWidget):
             self.panel.cleanup()
 
     def onReload(self):
-        self.cleanup()
+        # no cleanup() here: slicer.util.reloadScriptedModule calls it (5.8, 5.10, main); twice would run it twice
         purge_modules()  # re-import the edited UNetSigmoidSegLib too, not only this file
         ScriptedLoadableModuleWidget.onReload(self)
 

@@ -496,6 +496,9 @@ def make_scripted_loadable_module(module_path: str) -> types.ModuleType:
             pass
 
         def onReload(self) -> None:
+            # slicer.util.reloadScriptedModule (5.8, 5.10, main) calls the old widget's cleanup(), then builds anew
+            if hasattr(self, "cleanup"):
+                self.cleanup()
             self.reloaded = True
 
     class ScriptedLoadableModuleTest(unittest.TestCase):

@@ -274,8 +274,12 @@ def test_scene_close_and_reload(slicer_app, in_process, tmp_path):
     )  # re-created for the new scene
     assert ui.outputSelector.currentNode() is None and not ui.showHistogramButton.enabled
     saved = {name: m for name, m in sys.modules.items() if name.startswith("UNetSigmoidSegLib")}
+    calls = []
+    real_cleanup = widget.cleanup
+    widget.cleanup = lambda: (calls.append(1), real_cleanup())
     try:
         widget.host.onReload()
+        assert len(calls) == 1  # once: Slicer's reloadScriptedModule calls it, the module does not again
         assert not [
             m for m in sys.modules if m.startswith("UNetSigmoidSegLib")
         ]  # the reload re-imports the library too
