@@ -3,7 +3,7 @@
 import numpy as np
 import SimpleITK as sitk
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from UNetSigmoidSegLib.contract.options import SegmentOptions
@@ -62,6 +62,8 @@ class PassThrough(torch.nn.Module):
 
 @settings(max_examples=15, deadline=None)
 @given(spacings, origins, rotations, st.booleans(), st.floats(0.8, 3.0))
+# a 45° oblique whose axes tie: MONAI's inverse orientation chose another axis order than its forward (found by CI)
+@example(spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), quat=(0.0, 0.5, 0.5, 0.75), flip=False, target=1.0)
 def test_preprocessing_inverts_onto_input_grid(spacing, origin, quat, flip, target):
     affine = _affine(spacing, origin, quat, flip)
     shape = (12, 10, 6)

@@ -5,8 +5,9 @@ Plain checkpoints get orientation / spacing / intensity options; bundles bring t
 Every spatial step is undone with MONAI's ``Invertd`` so outputs land on the input grid.
 """
 
+import itertools
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -100,3 +101,30 @@ def invert(transforms, data: Dict[str, Any], pred: torch.Tensor) -> torch.Tensor
             {"pred": pred_meta, "image": image}
         )
     return inverted["pred"]
+
+
+def onto_grid(pred: Any, affine: np.ndarray, shape: Tuple[int, ...]) -> Any:
+    """``pred`` (``(C, …)``, a MetaTensor after ``invert``) laid on the input grid (``affine``, ``shape``).
+
+    MONAI's inverse of an orientation can pick another axis order than its forward did where the axes of a rotated
+    volume tie (45° obliques: ``nibabel.io_orientation`` breaks the tie either way): the array is then the right data
+    on a permuted grid. Its own affine says which: of the 48 axis permutations and flips, the one whose affine is the
+    input's is applied. Anything else is returned as it is (the caller refuses a grid that does not fit)."""
+    if tuple(pred.shape[1:]) == tuple(shape) or not hasattr(pred, "affine"):
+        return pred
+    have = np.asarray(pred.affine, dtype=float)
+    want = np.asarray(affine, dtype=float)
+    tolerance = 1e-3 * float(np.linalg.norm(want[:3, :3], axis=0).min())
+    for perm in itertools.permutations(range(3)):
+        for flips in itertools.product((False, True), repeat=3):
+            moved = have.copy()
+            for j, (axis, flip) in enumerate(zip(perm, flips)):
+                moved[:3, j] = have[:3, axis] * (-1.0 if flip else 1.0)
+                if flip:
+                    moved[:3, 3] += have[:3, axis] * (pred.shape[1 + axis] - 1)
+            sizes = tuple(pred.shape[1 + axis] for axis in perm)
+            if sizes == tuple(shape) and np.allclose(moved, want, atol=tolerance):
+                out = pred.permute(0, *[1 + axis for axis in perm])
+                dims = [1 + j for j, flip in enumerate(flips) if flip]
+                return out.flip(dims) if dims else out
+    return pred
