@@ -52,6 +52,9 @@ def test_zoo_bundle_loads_untrusted(tmp_path, guard, name, weights, architecture
     assert bool(named) == (name == "prostate_mri_anatomy")  # KeepLargestConnectedComponentd, said by name
     if named:
         assert "KeepLargestConnectedComponentd" in named[0] and "--largest-component" in named[0]
+        # inspect lists each step, and which are not applied
+        assert info.postprocessing[:3] == ["Compose", "AsDiscreted", "KeepLargestConnectedComponentd (not applied)"]
+        assert "Invertd" in info.postprocessing
 
 
 @pytest.mark.parametrize(

@@ -256,6 +256,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("roi size", "×".join(str(r) for r in info.roi_size) if info.roi_size else "-"),
         ("inferer", (info.inferer or "-") + (f" ({_plain(info.inferer_args)})" if info.inferer_args else "")),
         ("preprocessing", _plain(info.preprocessing) or "not recorded"),
+        ("postprocessing", ", ".join(info.postprocessing) or "-"),
         ("network", _plain(info.network_args) or "-"),
     ]
     for key, value in rows:

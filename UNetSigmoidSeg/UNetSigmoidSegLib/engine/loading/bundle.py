@@ -9,7 +9,7 @@ that MONAI's ``ConfigParser`` would run. Untrusted (the default), ``configreader
 
 import math
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import ModelError
 from ..safety import allowlist
@@ -220,9 +220,10 @@ POST_NEAREST = {
 }
 
 
-def postprocessing_warnings(postprocessing: Any, origin: str) -> List[str]:
-    """One warning per step of the bundle's postprocessing that this product does not apply (read as data)."""
-    out: List[str] = []
+def postprocessing_steps(postprocessing: Any) -> List[Tuple[str, str, bool]]:
+    """``(name, key path, applied)`` of each step of the bundle's postprocessing (read as data, nothing built):
+    applied when this product does it itself or it does not change the mask (``POST_HONOURED``)."""
+    out: List[Tuple[str, str, bool]] = []
 
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
@@ -230,12 +231,7 @@ def postprocessing_warnings(postprocessing: Any, origin: str) -> List[str]:
             if isinstance(target, str):
                 short = target.rsplit(".", 1)[-1]
                 base = short[:-1] if short.endswith("d") and short[:-1] in POST_HONOURED + list(POST_NEAREST) else short
-                if base not in POST_HONOURED:
-                    nearest = POST_NEAREST.get(base)
-                    out.append(
-                        f"the bundle's postprocessing step {short} ({origin}: {where}) is not applied: the masks can "
-                        "differ from `monai.bundle run`" + (f"; the nearest here is {nearest}" if nearest else "")
-                    )
+                out.append((short, where, base in POST_HONOURED))
             for key, value in node.items():
                 walk(value, f"{where}.{key}")
         elif isinstance(node, list):
@@ -243,6 +239,19 @@ def postprocessing_warnings(postprocessing: Any, origin: str) -> List[str]:
                 walk(value, f"{where}[{i}]")
 
     walk(postprocessing, "postprocessing")
+    return out[:50]
+
+
+def postprocessing_warnings(postprocessing: Any, origin: str) -> List[str]:
+    """One warning per step of the bundle's postprocessing that this product does not apply."""
+    out = []
+    for short, where, applied in postprocessing_steps(postprocessing):
+        if not applied:
+            nearest = POST_NEAREST.get(short[:-1] if short.endswith("d") else short)
+            out.append(
+                f"the bundle's postprocessing step {short} ({origin}: {where}) is not applied: the masks can "
+                "differ from `monai.bundle run`" + (f"; the nearest here is {nearest}" if nearest else "")
+            )
     return out[:20]
 
 

@@ -301,6 +301,10 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         preprocessing={"bundle": [type(t).__name__ for t in kept.transforms] if kept is not None else []},
         notes=notes,
         warnings=bundle_mod.postprocessing_warnings(inference.get("postprocessing"), origin),
+        postprocessing=[
+            name + ("" if applied else " (not applied)")
+            for name, _where, applied in bundle_mod.postprocessing_steps(inference.get("postprocessing"))
+        ],
     )
     return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
 
