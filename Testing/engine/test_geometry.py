@@ -91,3 +91,18 @@ def test_preprocessing_inverts_onto_input_grid(spacing, origin, quat, flip, targ
     exact = segment(vol, model, SegmentOptions(activation="none", orientation="RAS", device="cpu"))
     np.testing.assert_allclose(exact.probabilities.as_float(0), arr[0], atol=0.5 / 255 + 1e-6)
     np.testing.assert_array_equal(vol.array, arr)  # the input is never modified, even by a network returning its input
+
+
+def test_a_cube_at_a_45_degree_tie_comes_back_on_its_own_axes():
+    """Same sizes on every axis: a grid on permuted axes would fit the shape, silently wrong; the affine decides."""
+    affine = _affine((1.0, 1.0, 1.0), (5.0, 0.0, -3.0), (0.0, 0.5, 0.5, 0.75), False)
+    arr = np.random.default_rng(0).random((1, 8, 8, 8)).astype(np.float32) * 0.5 + 0.2
+    model = LoadedModel(
+        PassThrough(),
+        ModelInfo(path="mem", format="checkpoint", architecture="identity", in_channels=1, out_channels=1,
+                  activation="none", activation_source="test"),
+    )  # fmt: skip
+    result = segment(
+        Volume(arr.copy(), affine), model, SegmentOptions(activation="none", orientation="RAS", device="cpu")
+    )
+    np.testing.assert_allclose(result.probabilities.as_float(0), arr[0], atol=0.5 / 255 + 1e-6)

@@ -110,11 +110,13 @@ def onto_grid(pred: Any, affine: np.ndarray, shape: Tuple[int, ...]) -> Any:
     volume tie (45° obliques: ``nibabel.io_orientation`` breaks the tie either way): the array is then the right data
     on a permuted grid. Its own affine says which: of the 48 axis permutations and flips, the one whose affine is the
     input's is applied. Anything else is returned as it is (the caller refuses a grid that does not fit)."""
-    if tuple(pred.shape[1:]) == tuple(shape) or not hasattr(pred, "affine"):
+    if not hasattr(pred, "affine"):
         return pred
     have = np.asarray(pred.affine, dtype=float)
     want = np.asarray(affine, dtype=float)
     tolerance = 1e-3 * float(np.linalg.norm(want[:3, :3], axis=0).min())
+    if tuple(pred.shape[1:]) == tuple(shape) and np.allclose(have, want, atol=tolerance):
+        return pred  # the usual case: on the input grid already (a cube whose axes tie is checked too)
     for perm in itertools.permutations(range(3)):
         for flips in itertools.product((False, True), repeat=3):
             moved = have.copy()
@@ -127,4 +129,6 @@ def onto_grid(pred: Any, affine: np.ndarray, shape: Tuple[int, ...]) -> Any:
                 out = pred.permute(0, *[1 + axis for axis in perm])
                 dims = [1 + j for j, flip in enumerate(flips) if flip]
                 return out.flip(dims) if dims else out
+    if tuple(pred.shape[1:]) == tuple(shape):
+        raise RuntimeError(f"internal: the inverted output's grid {have.round(4).tolist()} is not the input's")
     return pred
