@@ -213,7 +213,7 @@ def segment(
         warnings += activation_warnings(probs, "sigmoid")
     del logits
     step("postprocess", 0.3, "inverting preprocessing")
-    probs = preprocess.onto_grid(preprocess.invert(transforms, data, probs), volume.affine, volume.spatial_shape)
+    probs = preprocess.invert(transforms, data, probs, volume.affine, volume.spatial_shape)
     probs_np = np.asarray(probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else probs, dtype=np.float32)
     if tuple(probs_np.shape[1:]) != volume.spatial_shape:
         raise RuntimeError(

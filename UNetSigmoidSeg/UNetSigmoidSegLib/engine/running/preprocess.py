@@ -82,8 +82,11 @@ def apply(transforms, image) -> Dict[str, Any]:
     return transforms({"image": image})
 
 
-def invert(transforms, data: Dict[str, Any], pred: torch.Tensor) -> torch.Tensor:
-    """Undo the spatial preprocessing on ``pred`` ``(C, ...)`` (bilinear: it holds probabilities)."""
+def invert(
+    transforms, data: Dict[str, Any], pred: torch.Tensor, affine: np.ndarray, shape: Tuple[int, ...]
+) -> torch.Tensor:
+    """Undo the spatial preprocessing on ``pred`` ``(C, ...)`` (bilinear: it holds probabilities), onto the input's
+    grid (``affine``, ``shape``: see ``onto_grid``)."""
     from monai.data import MetaTensor
     from monai.transforms import Invertd, InvertibleTransform
 
@@ -100,7 +103,7 @@ def invert(transforms, data: Dict[str, Any], pred: torch.Tensor) -> torch.Tensor
         inverted = Invertd(keys="pred", transform=transforms, orig_keys="image", nearest_interp=False)(
             {"pred": pred_meta, "image": image}
         )
-    return inverted["pred"]
+    return onto_grid(inverted["pred"], affine, shape)
 
 
 def onto_grid(pred: Any, affine: np.ndarray, shape: Tuple[int, ...]) -> Any:
