@@ -148,6 +148,18 @@ class ModelInfo:
         values = [int(d)] * n if isinstance(d, (int, float)) else [int(v) for v in d]
         return values if len(values) == n else [max(values)] * n
 
+    @property
+    def activation_recorded(self) -> bool:
+        """The activation comes from the model (a bundle's postprocessing, the JSON beside a checkpoint), not from
+        counting its output channels."""
+        return not self.activation_source.endswith("output channel(s)")
+
+    def sigmoid_unconfirmed(self, activation: str) -> bool:
+        """``activation`` is sigmoid on several output channels the model does not record as sigmoid: a
+        softmax-trained model's channel 0 is the background, so the run needs ``multi_label`` to confirm it."""
+        recorded_sigmoid = self.activation_recorded and self.activation == "sigmoid"
+        return activation == "sigmoid" and (self.out_channels or 0) > 1 and not recorded_sigmoid
+
     def summary(self) -> str:
         """One line for the panel and the CLI."""
         n_in = self.in_channels if self.in_channels is not None else "?"

@@ -162,16 +162,13 @@ def model_question(info: Optional[ModelInfo], params: Any) -> Tuple[str, bool]:
         return "", False
     if params.normalization in ("ct", "range-sigmoid") and len(params.ctWindow) != 2:
         return f"Normalisation {params.normalization} needs a window: type LOW HIGH, e.g. -57 164.", True
-    recorded = not info.activation_source.endswith("output channel(s)")
-    channels = info.out_channels or 0
-    if params.activation == "sigmoid" and channels > 1 and not params.multiLabel:
-        if not (recorded and info.activation == "sigmoid"):
-            return (
-                f"Sigmoid on {channels} output channels the model does not record as independent labels: a "
-                "softmax-trained model's channel 0 is the background. Choose softmax (or auto), or tick Independent "
-                "labels if the channels are multi-label.",
-                True,
-            )
+    if not params.multiLabel and info.sigmoid_unconfirmed(params.activation):
+        return (
+            f"Sigmoid on {info.out_channels} output channels the model does not record as independent labels: a "
+            "softmax-trained model's channel 0 is the background. Choose softmax (or auto), or tick Independent "
+            "labels if the channels are multi-label.",
+            True,
+        )
     if params.normalization == "model" and not info.format.startswith("bundle"):
         if "normalization" not in info.preprocessing:
             return (

@@ -351,14 +351,16 @@ def check_before_run(opts: SegmentOptions, info: ModelInfo, activation: str) -> 
 def check_multi_label(opts: SegmentOptions, info: ModelInfo, activation: str) -> None:
     """Sigmoid asked for a model with several output channels that does not record sigmoid needs ``multi_label``:
     a softmax-trained model's channel 0 is the background, which sigmoid would make a segment."""
-    recorded = not info.activation_source.endswith("output channel(s)")
-    n_out = info.out_channels or 0
-    if activation != "sigmoid" or n_out < 2 or opts.multi_label or (recorded and info.activation == "sigmoid"):
+    if opts.multi_label or not info.sigmoid_unconfirmed(activation):
         return
-    said = f"records {info.activation} ({info.activation_source})" if recorded else "does not record its activation"
+    said = (
+        f"records {info.activation} ({info.activation_source})"
+        if info.activation_recorded
+        else "does not record its activation"
+    )
     raise OptionError(
-        f"Sigmoid asked for a model with {n_out} output channels that {said}: trained with softmax (as MONAI's "
-        "tutorials do), its channel 0 is the background, and sigmoid would make the background a segment",
+        f"Sigmoid asked for a model with {info.out_channels} output channels that {said}: trained with softmax "
+        "(as MONAI's tutorials do), its channel 0 is the background, and sigmoid would make the background a segment",
         "Use activation softmax (or auto). If the channels are independent labels (multi-label, BCEWithLogitsLoss), "
         'confirm with --multi-label (multiLabel=True), or record {"activation": "sigmoid"} in the JSON next to the '
         "checkpoint.",
