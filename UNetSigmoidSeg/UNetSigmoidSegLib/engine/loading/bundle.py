@@ -242,10 +242,10 @@ def postprocessing_steps(postprocessing: Any) -> List[Tuple[str, str, bool]]:
     return out[:50]
 
 
-def postprocessing_warnings(postprocessing: Any, origin: str) -> List[str]:
-    """One warning per step of the bundle's postprocessing that this product does not apply."""
+def postprocessing_warnings(steps: List[Tuple[str, str, bool]], origin: str) -> List[str]:
+    """One warning per step (``postprocessing_steps``) that this product does not apply."""
     out = []
-    for short, where, applied in postprocessing_steps(postprocessing):
+    for short, where, applied in steps:
         if not applied:
             nearest = POST_NEAREST.get(short[:-1] if short.endswith("d") else short)
             out.append(

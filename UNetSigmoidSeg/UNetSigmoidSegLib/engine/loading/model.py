@@ -274,6 +274,7 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         net = _load_torchscript(ts).network
         fmt = "bundle (TorchScript)"
     post = bundle_mod.bundle_activation(inference.get("postprocessing"))
+    steps = bundle_mod.postprocessing_steps(inference.get("postprocessing"))
     labels = bundle_mod.bundle_labels(configs["metadata"])
     conv = _first_conv(net)
     out_ch = network_args.get("out_channels")
@@ -300,11 +301,8 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
         preprocessing={"bundle": [type(t).__name__ for t in kept.transforms] if kept is not None else []},
         notes=notes,
-        warnings=bundle_mod.postprocessing_warnings(inference.get("postprocessing"), origin),
-        postprocessing=[
-            name + ("" if applied else " (not applied)")
-            for name, _where, applied in bundle_mod.postprocessing_steps(inference.get("postprocessing"))
-        ],
+        warnings=bundle_mod.postprocessing_warnings(steps, origin),
+        postprocessing=[name + ("" if applied else " (not applied)") for name, _where, applied in steps],
     )
     return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
 
