@@ -53,6 +53,10 @@ CONSTANTS = {  # MONAI's key names, as configs spell them
     for where in ("", "enums.")
     for key in ("IMAGE", "LABEL", "PRED", "LOSS", "METADATA")
 }
+# dotted names that only ever lead to an allowed call or constant (each checked where it is used)
+PREFIXES = {"torch.device", "torch.cuda", "torch.cuda.is_available"} | {
+    c.rsplit(".", n)[0] for c in CONSTANTS for n in (1, 2, 3)
+}
 OPERATORS = {
     ast.Add: lambda a, b: a + b,
     ast.Sub: lambda a, b: a - b,
@@ -131,7 +135,7 @@ class _Reader:
                 raise self.refuse(f"names {node.id!r}")
             return
         if isinstance(node, ast.Attribute):
-            if self._dtype(node) is None and not self._known_attribute(node):
+            if self._named_value(node) is None and not self._known_attribute(node):
                 raise self.refuse(f"reads the attribute {node.attr!r}")
             return
         if isinstance(node, ast.Call):
@@ -152,7 +156,7 @@ class _Reader:
             node = node.value
         return ".".join([node.id] + parts[::-1]) if isinstance(node, ast.Name) else ""
 
-    def _dtype(self, node: ast.Attribute) -> Any:
+    def _named_value(self, node: ast.Attribute) -> Any:
         """A dtype's name or a MONAI key constant's value for a dotted name of the tables, else None."""
         dotted = self._dotted(node)
         if dotted in CONSTANTS:
@@ -164,11 +168,7 @@ class _Reader:
 
     def _known_attribute(self, node: ast.Attribute) -> bool:
         """Attributes that only ever appear as the function of an allowed call (checked there)."""
-        dotted = self._dotted(node)
-        prefixes = ("torch.device", "torch.cuda", "torch.cuda.is_available") + tuple(
-            c.rsplit(".", n)[0] for c in CONSTANTS for n in (1, 2, 3)
-        )
-        return dotted in prefixes or (
+        return self._dotted(node) in PREFIXES or (
             node.attr == "to" and isinstance(node.value, ast.Name) and self._ref_index(node.value.id) is not None
         )
 
@@ -198,10 +198,10 @@ class _Reader:
         if isinstance(node, (ast.List, ast.Tuple)):
             return self.bounded([self.value(e) for e in node.elts])
         if isinstance(node, ast.Attribute):
-            dtype = self._dtype(node)
-            if dtype is None:
+            named = self._named_value(node)
+            if named is None:
                 raise self.refuse(f"uses {self._dotted(node) or node.attr!r} as a value")
-            return dtype
+            return named
         if isinstance(node, ast.Call):
             return self.call(node)
         if isinstance(node, ast.IfExp):
