@@ -65,3 +65,24 @@ def emit(env: Dict[str, Any], results: List[Dict[str, Any]], json_path: Optional
         with open(json_path, "w") as f:
             json.dump({"environment": env, "results": results}, f, indent=2, default=str)
     return 0
+
+
+def blob_probabilities(shape: Tuple[int, ...]) -> Any:
+    """A blob-shaped probability field (I, J, K) in [0, 1], float32, so thresholds move a real boundary."""
+    import numpy as np
+
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    r2 = sum(((g - s / 2) / (s / 3)) ** 2 for g, s in zip(grids, shape))
+    return (1.0 / (1.0 + np.exp(4 * (r2 - 1)))).astype(np.float32)
+
+
+def empty_volume_node(scene: Any, shape: Tuple[int, ...]) -> Any:
+    """A scalar volume node of ``shape`` (int16 voxels, unset) in ``scene``: the grid a result is shown on."""
+    import vtk
+
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "vol")
+    image = vtk.vtkImageData()
+    image.SetDimensions(*shape)
+    image.AllocateScalars(vtk.VTK_SHORT, 1)
+    node.SetAndObserveImageData(image)
+    return node

@@ -91,8 +91,7 @@ def child(tree: str, repeats: int, out: str) -> None:
 
 
 def threshold_step(np, repeats: int) -> float:
-    import vtk
-
+    from bench_common import blob_probabilities, empty_volume_node
     from UNetSigmoidSegLib.contract.options import Cleanup
     from UNetSigmoidSegLib.contract.result import DeviceChoice, SegmentResult, make_probabilities
     from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic
@@ -100,14 +99,8 @@ def threshold_step(np, repeats: int) -> float:
 
     shape = (256, 256, 256)
     scene = create_headless_scene()
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "vol")
-    image = vtk.vtkImageData()
-    image.SetDimensions(*shape)
-    image.AllocateScalars(vtk.VTK_SHORT, 1)
-    node.SetAndObserveImageData(image)
-    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
-    p = 1.0 / (1.0 + np.exp(4 * (sum(((g - s / 2) / (s / 3)) ** 2 for g, s in zip(grids, shape)) - 1)))
-    p = p.astype(np.float32)[None]
+    node = empty_volume_node(scene, shape)
+    p = blob_probabilities(shape)[None]
     result = SegmentResult(
         make_probabilities(p, "sigmoid"), p >= 0.5, ["organ"], [(0.9, 0.3, 0.2)], [0.5], "sigmoid",
         np.diag([-1.0, -1.0, 1.0, 1.0]), np.ones(3), DeviceChoice("cpu", "bench"), "CPU", Cleanup(),

@@ -23,28 +23,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 
+from bench_common import blob_probabilities, empty_volume_node  # noqa: E402
 from UNetSigmoidSegLib.contract.options import Cleanup  # noqa: E402
 from UNetSigmoidSegLib.contract.result import DeviceChoice, SegmentResult, level, make_probabilities  # noqa: E402
 from UNetSigmoidSegLib.mrml.logic import UNetSigmoidSegLogic  # noqa: E402
 from UNetSigmoidSegLib.mrml.scene import create_headless_scene, volumes_logic  # noqa: E402
 
 
-def _smooth_probabilities(shape, seed=0):
-    """A blob-shaped probability field (I, J, K) in [0, 1], so thresholds change a real boundary."""
-    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
-    r2 = sum(((g - s / 2) / (s / 3)) ** 2 for g, s in zip(grids, shape))
-    return (1.0 / (1.0 + np.exp(4 * (r2 - 1)))).astype(np.float32)
-
-
 def _setup(shape):
     scene = create_headless_scene()
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "vol")
-    image = vtk.vtkImageData()
-    image.SetDimensions(*shape)
-    image.AllocateScalars(vtk.VTK_SHORT, 1)
-    node.SetAndObserveImageData(image)
+    node = empty_volume_node(scene, shape)
     node.SetSpacing(0.8, 0.8, 1.5)
-    p = _smooth_probabilities(shape)[None]
+    p = blob_probabilities(shape)[None]
     affine = np.diag([-0.8, -0.8, 1.5, 1.0])
     result = SegmentResult(
         make_probabilities(p, "sigmoid"),
