@@ -75,3 +75,7 @@ def test_settings_that_replace_the_models_are_said():
         "overlap 0.5 (asked) replaces the model's 0.25",
     ]  # the blend mode: the model brings none
     assert overridden(SegmentOptions(roi_size=[96]), info) == [] and overridden(SegmentOptions(), info) == []
+    anisotropic = ModelInfo("m", "bundle", "UNet", 1, 2, "softmax", "bundle postprocessing", roi_size=[96, 64, 96])
+    assert overridden(SegmentOptions(roi_size=[64, 96, 96]), anisotropic) == [
+        "roi [64, 96, 96] (asked) replaces the model's [96, 64, 96]"  # the same sizes on other axes: another window
+    ]

@@ -266,7 +266,11 @@ def overridden(opts: SegmentOptions, info: ModelInfo) -> List[str]:
         ("windows per batch", opts.sw_batch_size, info.sw_batch_size),
         ("blend mode", opts.blend_mode, info.blend_mode),
     ):
-        if asked is not None and own is not None and asked != own and not (label == "roi" and set(asked) == set(own)):
+        if label == "roi" and asked is not None and own is not None and len(asked) == 1:
+            asked_all = list(asked) * len(own)  # one size for every axis
+        else:
+            asked_all = asked
+        if asked is not None and own is not None and asked_all != own:
             out.append(f"{label} {asked} (asked) replaces the model's {own}")
     return out
 
