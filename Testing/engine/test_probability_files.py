@@ -64,6 +64,10 @@ def test_threshold_command_equals_a_rerun(tmp_path, volume_file, out_channels, a
     rerun_names, rerun_voxels = _masks(rerun)
     assert names == rerun_names == labels
     assert voxels.any() and np.array_equal(voxels, rerun_voxels)
+    by_folder = tmp_path / "by_folder"  # a folder of runs: its *_probabilities files only (not a.seg.nrrd, the model)
+    assert main(["threshold", str(tmp_path), "--threshold", threshold, "-o", str(by_folder) + "/"]) == 0
+    assert sorted(p.name for p in by_folder.iterdir()) == ["ct.seg.nrrd"]
+    assert np.array_equal(_masks(by_folder / "ct.seg.nrrd")[1], rerun_voxels)
     first_names, first = _masks(tmp_path / "a.seg.nrrd")
     assert not np.array_equal(first, voxels), "the new threshold must change something for this test to mean much"
 

@@ -11,7 +11,7 @@ import sys
 from typing import Any, Dict, List
 
 from . import NOT_CLINICAL
-from .cli_paths import expand_inputs, output_folders, output_paths, stem
+from .cli_paths import output_folders, output_paths, stem
 from .contract.options import Cleanup
 from .engine.files.paths import protected_files
 
@@ -48,19 +48,18 @@ def add_parser(sub: Any) -> None:
 
 def _inputs(items: List[str]) -> List[str]:
     """Files as given; a folder gives its ``*_probabilities.nrrd|mha`` files."""
+    from .engine.files.probfile import EXTENSIONS
+
     out: List[str] = []
     for item in items:
-        if os.path.isdir(item):
-            out += sorted(
-                os.path.join(item, f) for f in os.listdir(item) if stem(f).endswith(SUFFIX) and is_probability(f)
-            )
-        else:
-            out += expand_inputs([item])
+        if not os.path.isdir(item):
+            out.append(item)
+            continue
+        for name in sorted(os.listdir(item)):
+            low = name.lower()
+            if stem(name).endswith(SUFFIX) and low.endswith(EXTENSIONS) and not low.endswith(".seg.nrrd"):
+                out.append(os.path.join(item, name))
     return out
-
-
-def is_probability(name: str) -> bool:
-    return name.lower().endswith((".nrrd", ".mha")) and not name.lower().endswith(".seg.nrrd")
 
 
 def cmd_threshold(args: argparse.Namespace) -> int:
