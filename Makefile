@@ -11,12 +11,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 # Slicer-version matrix: the Slicer adapter's tests against the newest slicer-core build of every release line on
 # the package index from 5.11 on (5.11 and 5.12 pin vtk 9.6.0, 5.13 pins vtk 9.6.2), each in its own virtualenv
-# .venv-slicer-<version>/ holding only what those tests need; then the same tests once more with Slicer 5.8's
+# .venv-slicer-<version>/ holding only that slicer-core and its vtk (~0.8 GB; the other packages come from $(VENV)
+# through a .pth file, see Testing/slicer_matrix_venv.py); then the same tests once more with Slicer 5.8's
 # vtkSegment, checking every Slicer method the module calls against Slicer 5.8.0's and 5.10.0's headers.
 SLICER_CORE_VERSIONS ?= 5.11.0.6 5.12.4.0 5.13.31053.0
-SLICER_MATRIX_PACKAGES := monai numpy SimpleITK slicerio psutil pyyaml nibabel openvino onnx pytest  # pyproject's dependencies + pytest
 SLICER_MATRIX_TESTS := Testing/mrml Testing/widget/test_panel.py
-SLICER_MATRIX_KEY := $(shell echo "$(TORCH_SPEC) $(SLICER_MATRIX_PACKAGES)" | cksum | cut -d' ' -f1)
+SLICER_MATRIX_KEY := $(shell cat Testing/slicer_matrix_venv.py | cksum | cut -d' ' -f1)
 PYTEST := -m pytest -q -p no:cacheprovider
 
 .PHONY: demo test test-suite test-slicer bench setup clean
@@ -41,11 +41,8 @@ test-suite: $(STAMP)
 	$(PY) -m ruff format --check --quiet UNetSigmoidSeg Testing Resources
 	$(PY) $(PYTEST)
 
-.venv-slicer-%/.installed-$(SLICER_MATRIX_KEY):
-	rm -rf .venv-slicer-$*
-	$(PYTHON) -m venv .venv-slicer-$*
-	.venv-slicer-$*/bin/python -m pip install -q "$(TORCH_SPEC)"
-	.venv-slicer-$*/bin/python -m pip install -q "slicer-core==$*" $(SLICER_MATRIX_PACKAGES)
+.venv-slicer-%/.installed-$(SLICER_MATRIX_KEY): $(STAMP) Testing/slicer_matrix_venv.py
+	$(PY) Testing/slicer_matrix_venv.py $* .venv-slicer-$*
 	touch $@
 
 test-slicer: $(foreach v,$(SLICER_CORE_VERSIONS),.venv-slicer-$(v)/.installed-$(SLICER_MATRIX_KEY))
