@@ -1,6 +1,7 @@
 """Real Model Zoo bundle configs (Testing/security/zoo/<bundle>/configs) load untrusted — their side-effect-free
 ``$`` expressions read by our own reader —, with their weights where their CheckpointLoader puts them, their inferer
-honoured (SimpleInferer: the whole image; padding_mode), the postprocessing the product does not apply named, and
+honoured (SimpleInferer: the whole image; padding_mode), their KeepLargestConnectedComponent applied where the
+product gives it exactly, the postprocessing the product does not apply named, and
 the bundles whose own Python code must run refused naming it. Nothing in them runs (``guard``)."""
 
 import importlib
@@ -48,13 +49,43 @@ def test_zoo_bundle_loads_untrusted(tmp_path, guard, name, weights, architecture
     assert (info.architecture, info.inferer, info.inferer_args) == (architecture, inferer, extra)
     said = f"weights: {weights} (named by the CheckpointLoader of the config)"
     assert (said in info.notes) == (weights != "models/model.pt")  # said only where they are not the usual file
-    named = [w for w in info.warnings if "is not applied" in w]
-    assert bool(named) == (name == "prostate_mri_anatomy")  # KeepLargestConnectedComponentd, said by name
-    if named:
-        assert "KeepLargestConnectedComponentd" in named[0] and "--largest-component" in named[0]
-        # inspect lists each step, and which are not applied
-        assert info.postprocessing[:3] == ["Compose", "AsDiscreted", "KeepLargestConnectedComponentd (not applied)"]
-        assert "Invertd" in info.postprocessing
+    assert not [w for w in info.warnings if "is not applied" in w]  # every step of these bundles is applied
+    prostate = name == "prostate_mri_anatomy"
+    # prostate_mri_anatomy ends in KeepLargestConnectedComponentd(applied_labels=[1, 2]) after its argmax: applied
+    assert info.cleanup == ({"largest_component": True} if prostate else {})
+    assert any("KeepLargestConnectedComponentd" in n and "is applied" in n for n in info.notes) == prostate
+    if prostate:  # inspect lists each step; its masks are made before Invertd, on the grid of its Spacingd: said
+        assert info.postprocessing[:4] == ["Compose", "AsDiscreted", "KeepLargestConnectedComponentd", "Invertd"]
+        assert [w for w in info.warnings if "before Invertd" in w and "Spacingd" in w]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"independent": False},
+        {"num_components": 2},
+        {"connectivity": 1},
+        {"applied_labels": [1]},
+        {"is_onehot": True},
+        {"applied_labels": "$[1, 2]"},
+        {"keys": "pred", "_target_": "monai.transforms.KeepLargestConnectedComponentd", "extra": 1},
+    ],
+    ids=["dependent", "two-components", "face-connectivity", "one-label", "onehot", "expression", "unknown-key"],
+)
+def test_keep_largest_forms_not_given_exactly_are_named_not_applied(tmp_path, guard, change):  # noqa: F811
+    import json
+
+    root = zoo_bundle(tmp_path, "prostate_mri_anatomy")
+    config = root / "configs" / "inference.json"
+    data = json.loads(config.read_text())
+    [node] = [t for t in data["postprocessing"]["transforms"] if "KeepLargest" in t["_target_"]]
+    node.update(change)
+    config.write_text(json.dumps(data))
+    info = load_model(str(root)).info
+    assert info.cleanup == {}
+    [named] = [w for w in info.warnings if "is not applied" in w]
+    assert "KeepLargestConnectedComponentd" in named and "--largest-component" in named
+    assert "KeepLargestConnectedComponentd (not applied)" in info.postprocessing
 
 
 @pytest.mark.parametrize(
@@ -181,3 +212,40 @@ def test_trusted_bundle_imports_its_own_scripts_and_builds_no_loader(tmp_path):
     loaded = load_model(str(root), trust_bundle=True)
     assert loaded.info.preprocessing == {"bundle": ["MyScaled"]}
     assert str(root) not in sys.path and "scripts.my_transforms" not in sys.modules
+
+
+def test_flexible_unet_bundle_runs_untrusted_on_a_png_as_trusted(tmp_path, guard):  # noqa: F811
+    """endoscopic_tool_segmentation: a 2-D FlexibleUNet (efficientnet-b2, no pretrained download) on RGB frames,
+    Resized to 736×480, SimpleInferer. Untrusted (our reader) gives what --trust-bundle (MONAI's ConfigParser) gives
+    on an RGB PNG made from the real CT; ``pretrained: true`` (a download) is refused naming it."""
+    import SimpleITK as sitk
+
+    from conftest import shared_data
+
+    root = zoo_bundle(tmp_path, "endoscopic_tool_segmentation")
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data("totalsegmentator", "example_ct_sm.nii.gz"))))
+    slice_ = np.clip((ct[ct.shape[0] // 2] + 200) / 600 * 255, 0, 255).astype(np.uint8)  # (J, I)
+    rgb = np.stack([slice_, slice_[::-1], np.roll(slice_, 7, 1)], -1)
+    frame = tmp_path / "frame.png"
+    sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(frame))
+    from UNetSigmoidSegLib.engine.files.volume import read_volume
+
+    volume = read_volume(str(frame))
+    untrusted = load_model(str(root))
+    assert (untrusted.info.architecture, untrusted.info.spatial_dims, untrusted.info.in_channels) == (
+        "FlexibleUNet",
+        2,
+        3,
+    )
+    options = SegmentOptions(device="cpu", keep_probabilities=True)
+    got = segment(volume, untrusted, options)
+    want = segment(volume, load_model(str(root), trust_bundle=True), options)
+    assert got.masks.shape == (1, *volume.spatial_shape) and got.window.roi_size[:2] == [736, 480]
+    np.testing.assert_array_equal(got.masks, want.masks)
+    probabilities = got.probabilities.exact
+    np.testing.assert_array_equal(probabilities, want.probabilities.exact)
+    assert probabilities.shape == (2, *volume.spatial_shape) and float(probabilities.std()) > 1e-4  # not constant
+    config = root / "configs" / "inference.json"
+    config.write_text(config.read_text().replace('"pretrained": false', '"pretrained": true'))
+    with pytest.raises(ModelError, match="pretrained"):
+        load_model(str(root))

@@ -16,6 +16,26 @@ from conftest import REPO, shared_data
 
 CT = shared_data("totalsegmentator", "example_ct_sm.nii.gz")
 T1 = shared_data("itk-t1", "KmeansTest_T1UCharRaw.nii.gz")
+MR = shared_data("totalsegmentator", "example_mr_sm.nii.gz")
+
+
+def _monai_bundle_run(out, config, root, source):
+    """``monai.bundle run`` of ``config`` on ``source``: its one output image."""
+    runner = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root", str(root)]
+    runner += ["--dataset_dir", str(source.parent), "--output_dir", str(out), "--datalist", repr([str(source)])]
+    done = subprocess.run(runner, cwd=out.parent, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [expected_file] = [p for p in out.rglob("*.nii*")]
+    return sitk.ReadImage(str(expected_file))
+
+
+def _cli_segment(ours, root, source):
+    """``unetsigmoidseg segment`` of ``source`` with the bundle, untrusted: its output image."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "UNetSigmoidSeg"), os.environ.get("PYTHONPATH", "")]))
+    cli = [sys.executable, "-m", "UNetSigmoidSegLib.cli", "segment", str(source), "--model", str(root), "-o", str(ours)]
+    done = subprocess.run(cli + ["-q"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sitk.ReadImage(str(ours))
 
 
 def _t1_divisible_by_8(folder):
@@ -41,18 +61,8 @@ def test_untrusted_run_equals_monai_bundle_run(tmp_path, name, image, overrides,
     data = tmp_path / "data"
     data.mkdir()
     source = _t1_divisible_by_8(data) if image == "t1" else CT
-    out = tmp_path / "monai"
-    runner = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root", str(root)]
-    runner += ["--dataset_dir", str(data), "--output_dir", str(out), "--datalist", repr([str(source)])]
-    done = subprocess.run(runner, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    [expected_file] = [p for p in out.rglob("*.nii*")]
-    ours = tmp_path / "ours.nii.gz"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "UNetSigmoidSeg"), os.environ.get("PYTHONPATH", "")]))
-    cli = [sys.executable, "-m", "UNetSigmoidSegLib.cli", "segment", str(source), "--model", str(root), "-o", str(ours)]
-    done = subprocess.run(cli + ["-q"], capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got, want = sitk.ReadImage(str(ours)), sitk.ReadImage(str(expected_file))
+    want = _monai_bundle_run(tmp_path / "monai", config, root, source)
+    got = _cli_segment(tmp_path / "ours.nii.gz", root, source)
     assert got.GetSize() == want.GetSize()[:3]
     np.testing.assert_allclose(got.GetSpacing(), want.GetSpacing()[:3], atol=1e-5)
     np.testing.assert_allclose(got.GetOrigin(), want.GetOrigin()[:3], atol=1e-4)
@@ -63,3 +73,41 @@ def test_untrusted_run_equals_monai_bundle_run(tmp_path, name, image, overrides,
     for k in labels:
         dice = 2 * np.sum((a == k) & (b == k)) / (np.sum(a == k) + np.sum(b == k))
         assert dice >= 0.999, f"label {k}: Dice {dice:.5f} against monai.bundle run"
+
+
+def test_prostate_keep_largest_component_equals_monai_bundle_run(tmp_path):
+    """prostate_mri_anatomy: argmax, then ``KeepLargestConnectedComponentd(applied_labels=[1, 2])``, then Invertd.
+    The real MR with its spacing given as the bundle's 0.5 mm (so its Spacingd keeps the grid and only the clean-up
+    is compared); a smaller UNet of the same shape stands in. The step must change the masks (checked against the
+    bundle run without it) and the product must give MONAI's result."""
+    import json
+
+    small = {"channels": [4, 8, 16, 32, 64, 128], "num_res_units": 1}
+    root = zoo_bundle(tmp_path, "prostate_mri_anatomy", **small)
+    config = root / "configs" / "inference.json"
+    data = json.loads(config.read_text())
+    data["network_def"].update(small)
+    config.write_text(json.dumps(data))
+    data["postprocessing"]["transforms"] = [
+        t for t in data["postprocessing"]["transforms"] if "KeepLargest" not in t["_target_"]
+    ]
+    plain = tmp_path / "without_step.json"
+    plain.write_text(json.dumps(data))
+    image = sitk.ReadImage(str(MR))
+    image.SetSpacing((0.5, 0.5, 0.5))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    source = folder / "mr.nii.gz"
+    sitk.WriteImage(image, str(source))
+    want = _monai_bundle_run(tmp_path / "monai", config, root, source)
+    without = _monai_bundle_run(tmp_path / "monai_plain", plain, root, source)
+    got = _cli_segment(tmp_path / "ours.nii.gz", root, source)
+    assert got.GetSize() == want.GetSize()[:3]
+    a, b = sitk.GetArrayFromImage(got), np.squeeze(sitk.GetArrayFromImage(want)).round().astype(int)
+    c = np.squeeze(sitk.GetArrayFromImage(without)).round().astype(int)
+    assert set(np.unique(b).tolist()) == {0, 1, 2}
+    assert np.sum(b != c) > 100, "the bundle's KeepLargestConnectedComponentd must change its masks here"
+    for k in (1, 2):
+        dice = 2 * np.sum((a == k) & (b == k)) / (np.sum(a == k) + np.sum(b == k))
+        assert dice >= 0.999, f"label {k}: Dice {dice:.5f} against monai.bundle run"
+

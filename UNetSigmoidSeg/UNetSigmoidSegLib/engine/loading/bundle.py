@@ -9,7 +9,7 @@ that MONAI's ``ConfigParser`` would run. Untrusted (the default), ``configreader
 
 import math
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...errors import ModelError
 from ..safety import allowlist
@@ -220,18 +220,15 @@ POST_NEAREST = {
 }
 
 
-def postprocessing_steps(postprocessing: Any) -> List[Tuple[str, str, bool]]:
-    """``(name, key path, applied)`` of each step of the bundle's postprocessing (read as data, nothing built):
-    applied when this product does it itself or it does not change the mask (``POST_HONOURED``)."""
-    out: List[Tuple[str, str, bool]] = []
+def _steps(postprocessing: Any) -> List[Tuple[str, str, dict]]:
+    """``(class name, key path, node)`` of each ``_target_`` in the postprocessing, depth first (at most 50)."""
+    out: List[Tuple[str, str, dict]] = []
 
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
             target = node.get("_target_")
             if isinstance(target, str):
-                short = target.rsplit(".", 1)[-1]
-                base = short[:-1] if short.endswith("d") and short[:-1] in POST_HONOURED + list(POST_NEAREST) else short
-                out.append((short, where, base in POST_HONOURED))
+                out.append((target.rsplit(".", 1)[-1], where, node))
             for key, value in node.items():
                 walk(value, f"{where}.{key}")
         elif isinstance(node, list):
@@ -240,6 +237,80 @@ def postprocessing_steps(postprocessing: Any) -> List[Tuple[str, str, bool]]:
 
     walk(postprocessing, "postprocessing")
     return out[:50]
+
+
+def postprocessing_steps(postprocessing: Any, honoured: Sequence[str] = ()) -> List[Tuple[str, str, bool]]:
+    """``(name, key path, applied)`` of each step of the bundle's postprocessing (read as data, nothing built):
+    applied when this product does it itself or it does not change the mask (``POST_HONOURED``), or its key path is
+    in ``honoured`` (``bundle_cleanup``)."""
+    out = []
+    for short, where, _node in _steps(postprocessing):
+        base = short[:-1] if short.endswith("d") and short[:-1] in POST_HONOURED + list(POST_NEAREST) else short
+        out.append((short, where, base in POST_HONOURED or where in honoured))
+    return out
+
+
+KEEP_LARGEST_KEYS = {"_target_", "keys", "allow_missing_keys", "applied_labels", "is_onehot", "independent"}
+KEEP_LARGEST_KEYS |= {"connectivity", "num_components"}
+
+
+def bundle_cleanup(
+    postprocessing: Any, out_channels: Optional[int], spatial_dims: int
+) -> Tuple[Dict[str, Any], List[str]]:
+    """The clean-up the bundle's postprocessing asks for that this product gives exactly, and the key paths of those
+    steps: a ``KeepLargestConnectedComponent(d)`` after the ``AsDiscrete`` that makes the masks, with MONAI's
+    defaults (independent, one component, full connectivity) over every segment — the labels 1… of an argmax label
+    map, label 1 of a one-channel mask, every channel of a multi-channel one — is ``Cleanup.largest_component``
+    (``engine.running.postprocess.keep_largest``, MONAI's rule). Any other form keeps its warning."""
+    post = bundle_activation(postprocessing)
+    steps = _steps(postprocessing)
+    discrete = [i for i, (short, _w, _n) in enumerate(steps) if short in ("AsDiscrete", "AsDiscreted")]
+    if out_channels is None or not discrete:
+        return {}, []
+    label_map = post["argmax"] or out_channels == 1
+    expected = set(range(1, out_channels)) if post["argmax"] else set(range(out_channels))
+    expected = {1} if out_channels == 1 else expected
+    honoured = []
+    for i, (short, where, node) in enumerate(steps):
+        if short not in ("KeepLargestConnectedComponent", "KeepLargestConnectedComponentd") or i < discrete[0]:
+            continue
+        labels = node.get("applied_labels")
+        labels = [labels] if isinstance(labels, int) else labels
+        plain = isinstance(labels, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
+        covers = plain and expected <= set(labels) and (label_map or set(labels) <= expected)
+        if (
+            set(node) <= KEEP_LARGEST_KEYS
+            and node.get("independent", True) is True
+            and node.get("num_components", 1) == 1
+            and node.get("connectivity") in (None, spatial_dims)
+            and node.get("is_onehot") is None
+            and (covers or (labels is None and label_map))
+        ):
+            honoured.append(where)
+    return ({"largest_component": True} if honoured else {}), honoured
+
+
+RESAMPLING = {"Spacing", "Spacingd", "Resize", "Resized", "Zoom", "Zoomd", "ResampleToMatch", "ResampleToMatchd"}
+
+
+def grid_order_warning(inference: Dict[str, Any], origin: str) -> List[str]:
+    """The bundle makes its masks (``AsDiscrete``) before ``Invertd`` after a resampling preprocessing: it thresholds
+    and cleans on its own grid, this product on the input grid (it inverts the probabilities first), so borders can
+    differ from ``monai.bundle run`` by a voxel. Said, never silent."""
+    names = [short for short, _where, _node in _steps(inference.get("postprocessing"))]
+    pre = inference.get("preprocessing")
+    if isinstance(pre, str) and pre.lstrip("$").startswith("@"):  # an alias ("$@transforms"): one level
+        pre = inference.get(pre.lstrip("$")[1:])
+    resampled = [short for short, _w, _n in _steps(pre) if short in RESAMPLING]
+    inverted = [i for i, short in enumerate(names) if short in ("Invertd", "Invert")]
+    discrete = [i for i, short in enumerate(names) if short in ("AsDiscrete", "AsDiscreted")]
+    if not (resampled and inverted and discrete and discrete[0] < inverted[0]):
+        return []
+    return [
+        f"the bundle's postprocessing ({origin}) makes its masks before Invertd, on the grid of its {resampled[0]}; "
+        "here the probabilities are inverted to the input grid first and thresholded and cleaned there: mask "
+        "borders can differ from `monai.bundle run` by a voxel"
+    ]
 
 
 def postprocessing_warnings(steps: List[Tuple[str, str, bool]], origin: str) -> List[str]:

@@ -274,11 +274,15 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         net = _load_torchscript(ts).network
         fmt = "bundle (TorchScript)"
     post = bundle_mod.bundle_activation(inference.get("postprocessing"))
-    steps = bundle_mod.postprocessing_steps(inference.get("postprocessing"))
     labels = bundle_mod.bundle_labels(configs["metadata"])
     conv = _first_conv(net)
     out_ch = network_args.get("out_channels")
     out_ch = out_ch if isinstance(out_ch, int) and not isinstance(out_ch, bool) else None
+    dims = int(conv.ndim - 2) if conv is not None else 3
+    cleanup, honoured = bundle_mod.bundle_cleanup(inference.get("postprocessing"), out_ch, dims)
+    steps = bundle_mod.postprocessing_steps(inference.get("postprocessing"), honoured)
+    largest = [f"{name} ({origin}: {where})" for name, where, _applied in steps if where in honoured]
+    notes += [f"the bundle's {step} is applied: the largest component of every segment" for step in largest]
     info = ModelInfo(
         path=folder,
         format=fmt,
@@ -297,12 +301,13 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         slice_axis=getattr(inferer, "spatial_dim", None),  # a SliceInferer's
         inferer=type(inferer).__name__ if inferer is not None else None,
         inferer_args=inferer_extra(inferer),
-        size_divisor=network_divisor(net, int(conv.ndim - 2) if conv is not None else 3) or 1,
-        spatial_dims=int(conv.ndim - 2) if conv is not None else 3,
+        size_divisor=network_divisor(net, dims) or 1,
+        spatial_dims=dims,
         preprocessing={"bundle": [type(t).__name__ for t in kept.transforms] if kept is not None else []},
         notes=notes,
-        warnings=bundle_mod.postprocessing_warnings(steps, origin),
+        warnings=bundle_mod.postprocessing_warnings(steps, origin) + bundle_mod.grid_order_warning(inference, origin),
         postprocessing=[name + ("" if applied else " (not applied)") for name, _where, applied in steps],
+        cleanup=cleanup,
     )
     return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
 

@@ -22,7 +22,7 @@ from ..safety.netguard import CheckedNetwork
 from . import plausibility, preprocess
 from .inference import count_windows, default_slice_axis, run_sliding_window, select_device, window_roi
 from .memory import check_memory, network_width, predicted_spatial_shape
-from .postprocess import clean_mask
+from .postprocess import clean_mask, with_model_cleanup
 from .probabilities import activate, activation_warnings, threshold_float
 
 BACKGROUND_NAMES = ("background", "bg", "0")  # a first label that names channel 0, the background
@@ -138,7 +138,8 @@ def segment(
     predicted = predicted_spatial_shape(transforms, volume.spatial_shape, volume.affine)
     asked = window_roi(opts.roi_size or info.roi_size, info.spatial_dims, info.divisors(info.spatial_dims))[0]
     _guard_memory(volume, info, predicted, asked, int(opts.sw_batch_size or info.sw_batch_size or 1))
-    data = preprocess.apply(transforms, preprocess.to_meta(volume.array, volume.affine))
+    flat = info.spatial_dims == 2 and model.bundle_preprocessing is not None and volume.spatial_shape[2] == 1
+    data = preprocess.apply_volume(transforms, volume.array, volume.affine, flat)
     image = data["image"]
     timings["preprocess_s"] = time.perf_counter() - t0
     plausibility.check_input(image, normalization_known, NORMALIZATION_HINT[info.format == "checkpoint"])
@@ -226,8 +227,9 @@ def segment(
     probabilities = make_probabilities(probs_np, activation, keep=opts.keep_probabilities)
     masks = threshold_float(probs_np, thresholds, activation)
     del probs_np, probs
-    if opts.cleanup.active:
-        masks = np.stack([clean_mask(m, volume.spacing, opts.cleanup) for m in masks])
+    cleanup = with_model_cleanup(opts.cleanup, info.cleanup)  # a bundle's KeepLargestConnectedComponent
+    if cleanup.active:
+        masks = np.stack([clean_mask(m, volume.spacing, cleanup) for m in masks])
     labels = segment_labels(opts.labels or info.labels, n_seg, warnings, softmax=activation == "softmax")
     warnings += plausibility.mask_warnings(masks, labels, activation, n_out)
     timings["postprocess_s"] = time.perf_counter() - t2
@@ -249,7 +251,7 @@ def segment(
         volume.spacing,
         choice,
         placement,
-        opts.cleanup,
+        cleanup,
         timings,
         warnings,
         window,

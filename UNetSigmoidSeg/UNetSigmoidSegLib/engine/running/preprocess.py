@@ -82,6 +82,26 @@ def apply(transforms, image) -> Dict[str, Any]:
     return transforms({"image": image})
 
 
+def apply_volume(transforms, array: np.ndarray, affine: np.ndarray, flat: bool) -> Dict[str, Any]:
+    """``apply`` on a ``(C, I, J, K)`` volume. ``flat``: a 2-D bundle's preprocessing on a one-slice volume (a PNG
+    frame): it runs on the 2-D image ``(C, I, J)`` as MONAI's ``LoadImage`` gives a frame (a 2-D ``Resized`` needs
+    that), and its result comes back with the slice axis, ``(C, H, W, 1)``; the 2-D image stays under
+    ``"image_2d"`` for ``invert``."""
+    from monai.data import MetaTensor
+
+    if not flat:
+        return apply(transforms, to_meta(array, affine))
+    plane = np.delete(np.delete(np.asarray(affine, dtype=np.float64), 2, 0), 2, 1)  # the I, J axes and the origin
+    data = apply(transforms, to_meta(array[..., 0], plane))
+    image_2d = data["image"]
+    grid = np.asarray(affine, dtype=np.float64).copy()
+    have = np.asarray(image_2d.affine, dtype=np.float64)
+    grid[:2, :2], grid[:2, 3] = have[:2, :2], have[:2, 2]
+    grid[2, :2], grid[:2, 2] = 0.0, 0.0  # K: the volume's own slice direction (one slice)
+    image = MetaTensor(image_2d.as_tensor()[..., None], affine=torch.as_tensor(grid), meta=dict(image_2d.meta))
+    return {**data, "image": image, "image_2d": image_2d}
+
+
 def invert(
     transforms, data: Dict[str, Any], pred: torch.Tensor, affine: np.ndarray, shape: Tuple[int, ...]
 ) -> torch.Tensor:
@@ -93,6 +113,10 @@ def invert(
     flat = transforms.flatten().transforms if hasattr(transforms, "flatten") else getattr(transforms, "transforms", ())
     if not any(isinstance(t, InvertibleTransform) for t in flat or ()):
         return pred  # nothing to undo (e.g. intensity only): MONAI would only warn that it has nothing to invert
+    if "image_2d" in data:  # apply_volume(flat=True): undone on the 2-D image, then the slice axis back
+        plain = {k: v for k, v in data.items() if k != "image_2d"}
+        pred_2d = invert(transforms, {**plain, "image": data["image_2d"]}, pred[..., 0], affine, shape[:2])
+        return torch.as_tensor(pred_2d)[..., None]
     image = data["image"]
     meta = {k: v for k, v in image.meta.items() if k != "affine"}  # the affine is passed once, explicitly
     pred_meta = MetaTensor(pred, affine=image.affine, meta=meta)
@@ -113,7 +137,7 @@ def onto_grid(pred: Any, affine: np.ndarray, shape: Tuple[int, ...]) -> Any:
     volume tie (45° obliques: ``nibabel.io_orientation`` breaks the tie either way): the array is then the right data
     on a permuted grid. Its own affine says which: of the 48 axis permutations and flips, the one whose affine is the
     input's is applied. Anything else is returned as it is (the caller refuses a grid that does not fit)."""
-    if not hasattr(pred, "affine"):
+    if not hasattr(pred, "affine") or len(shape) != 3:
         return pred
     have = np.asarray(pred.affine, dtype=float)
     want = np.asarray(affine, dtype=float)

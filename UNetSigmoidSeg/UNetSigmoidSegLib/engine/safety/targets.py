@@ -18,6 +18,7 @@ def classes(section: str) -> Dict[str, Callable[..., Any]]:
             "DynUNet": nets.DynUNet,
             "SegResNet": nets.SegResNet,
             "SegResNetDS": nets.SegResNetDS,
+            "FlexibleUNet": nets.FlexibleUNet,
             "VNet": nets.VNet,
             "HighResNet": nets.HighResNet,
         }
@@ -62,6 +63,7 @@ _MODULES = {  # where MONAI defines them: "monai.networks.nets.unet.UNet" is acc
     "DynUNet": "dynunet",
     "SegResNet": "segresnet",
     "SegResNetDS": "segresnet_ds",
+    "FlexibleUNet": "flexible_unet",
     "VNet": "vnet",
     "HighResNet": "highresnet",
     "SimpleInferer": "inferer",
