@@ -207,11 +207,21 @@ PAYLOADS = {
         lambda m: {"network_def": {"_target_": "scripts.net.Net"}},
         r"network_def\._target_ = 'scripts\.net\.Net'",
     ),
-    "class not on the allow-list (FlexibleUNet downloads weights)": (
+    "class not on the allow-list": (
+        lambda m: {"network_def": {"_target_": "SwinUNETR", "in_channels": 1, "out_channels": 1}},
+        r"network_def\._target_ = 'SwinUNETR' is not a MONAI class on the allow-list",
+    ),
+    "FlexibleUNet asked to download its backbone's weights": (
         lambda m: {
-            "network_def": {"_target_": "FlexibleUNet", "in_channels": 1, "out_channels": 1, "pretrained": True}
+            "network_def": {
+                "_target_": "FlexibleUNet",
+                "in_channels": 1,
+                "out_channels": 1,
+                "backbone": "resnet18",
+                "pretrained": True,
+            }
         },
-        r"network_def\._target_ = 'FlexibleUNet' is not a MONAI class on the allow-list",
+        r"network_def\.pretrained = True",
     ),
     "unknown special key": (
         lambda m: {"network_def": {**UNET_DEF, "_import_": "os"}},

@@ -249,3 +249,26 @@ def test_flexible_unet_bundle_runs_untrusted_on_a_png_as_trusted(tmp_path, guard
     config.write_text(config.read_text().replace('"pretrained": false', '"pretrained": true'))
     with pytest.raises(ModelError, match="pretrained"):
         load_model(str(root))
+
+
+def test_inspect_says_what_of_the_bundle_is_honoured_replaced_skipped_or_not_applied(tmp_path, guard, capsys):  # noqa: F811
+    from UNetSigmoidSegLib.cli import main
+
+    assert main(["inspect", str(zoo_bundle(tmp_path, "prostate_mri_anatomy"))]) == 0
+    table = capsys.readouterr().out.split("  the bundle:\n")[1]
+    said = {}
+    for line in table.splitlines():
+        if not line.startswith("    ") or line.startswith("  warning"):
+            break
+        key, value = line[4:22].strip(), line[23:]
+        said.setdefault(key, []).append(value)
+    assert (
+        "preprocessing: Orientationd, Spacingd, ScaleIntensityd, NormalizeIntensityd, EnsureTyped" in said["honoured"]
+    )
+    assert "inferer: SlidingWindowInferer (roi 96 96 96, overlap 0.5)" in said["honoured"]
+    assert "postprocessing: AsDiscreted, KeepLargestConnectedComponentd, Invertd" in said["honoured"]
+    assert said["skipped"] == ["LoadImaged, EnsureChannelFirstd, SaveImaged (image in, files out: this product's)"]
+    assert "--roi-size" in said["replaced if given"][0] and "not applied" not in said
+    assert main(["inspect", str(zoo_bundle(tmp_path, "endoscopic_tool_segmentation"))]) == 0
+    table = capsys.readouterr().out.split("  the bundle:\n")[1]
+    assert "    not applied        Lambdad (warned on every run)" in table.splitlines()

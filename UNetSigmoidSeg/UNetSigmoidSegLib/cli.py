@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import NOT_CLINICAL, cli_threshold, exits
 from .cli_parser import build_parser
@@ -226,6 +226,32 @@ def _plain(values: Dict[str, Any]) -> str:
     return ", ".join(f"{key} {text(value)}" for key, value in values.items())
 
 
+BUNDLE_DONE_HERE = ("Activations", "AsDiscrete", "Invert", "KeepLargestConnectedComponent")
+BUNDLE_OPTIONS = "--roi-size, --overlap, --sw-batch-size, --blend-mode, --threshold, --activation (each run says which)"
+
+
+def bundle_table(info: Any) -> List[Tuple[str, str]]:
+    """What ``inspect`` says of a bundle: each section and step honoured, replaced when asked, skipped or not
+    applied (warned on every run)."""
+    post = [name for name in info.postprocessing if name != "Compose"]
+    done = [n for n in post if not n.endswith(" (not applied)") and n.rstrip("d") in BUNDLE_DONE_HERE]
+    inert = [n for n in post if not n.endswith(" (not applied)") and n not in done]
+    window = _plain({k: v for k, v in (("roi", info.roi_size), ("overlap", info.overlap)) if v is not None})
+    rows = [
+        ("honoured", "preprocessing: " + (", ".join(info.preprocessing.get("bundle", [])) or "-")),
+        ("honoured", f"inferer: {info.inferer or '-'}" + (f" ({window})" if window else "")),
+        ("honoured", "postprocessing: " + (", ".join(done) or "-")),
+        ("replaced if given", BUNDLE_OPTIONS),
+        (
+            "skipped",
+            ", ".join(info.skipped + inert) + " (image in, files out: this product's)",
+        ),
+    ]
+    skipped = [n[: -len(" (not applied)")] for n in post if n not in done + inert]
+    rows += [("not applied", name + " (warned on every run)") for name in skipped]
+    return rows
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .runners import make_runner
 
@@ -261,6 +287,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     ]
     for key, value in rows:
         print(f"  {key:<16} {value}")
+    if info.format.startswith("bundle"):
+        print("  the bundle:")
+        for key, value in bundle_table(info):
+            print(f"    {key:<18} {value}")
     for note in info.notes:
         print(f"  note: {note}")
     for warning in info.warnings:

@@ -139,6 +139,7 @@ class ModelInfo:
     inferer_args: Dict[str, Any] = field(default_factory=dict)  # a bundle's padding_mode / sigma_scale / cval
     postprocessing: List[str] = field(default_factory=list)  # a bundle's steps, "(not applied)" where so
     cleanup: Dict[str, Any] = field(default_factory=dict)  # Cleanup fields the model brings (a bundle's steps)
+    skipped: List[str] = field(default_factory=list)  # a bundle's steps left out: it is given the image (loaders)
     preprocessing: Dict[str, Any] = field(default_factory=dict)  # normalization / spacing / orientation / ct_window
     notes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)  # what may make a result wrong: repeated with every run

@@ -290,6 +290,25 @@ def bundle_cleanup(
     return ({"largest_component": True} if honoured else {}), honoured
 
 
+def _section(inference: Dict[str, Any], key: str) -> Any:
+    """``inference[key]``, an alias (``"$@transforms"``) followed one level, also as a ``Compose``'s transforms."""
+
+    def alias(value: Any) -> Any:
+        if isinstance(value, str) and value.lstrip("$").startswith("@"):
+            return inference.get(value.lstrip("$")[1:])
+        return value
+
+    value = alias(inference.get(key))
+    if isinstance(value, dict) and "transforms" in value:
+        value = {**value, "transforms": alias(value["transforms"])}
+    return value
+
+
+def skipped_loaders(inference: Dict[str, Any]) -> List[str]:
+    """The bundle's image loading steps, which this product leaves out (it is given the image)."""
+    return [short for short, _w, _n in _steps(_section(inference, "preprocessing")) if short in LOADERS]
+
+
 RESAMPLING = {"Spacing", "Spacingd", "Resize", "Resized", "Zoom", "Zoomd", "ResampleToMatch", "ResampleToMatchd"}
 
 
@@ -298,10 +317,7 @@ def grid_order_warning(inference: Dict[str, Any], origin: str) -> List[str]:
     and cleans on its own grid, this product on the input grid (it inverts the probabilities first), so borders can
     differ from ``monai.bundle run`` by a voxel. Said, never silent."""
     names = [short for short, _where, _node in _steps(inference.get("postprocessing"))]
-    pre = inference.get("preprocessing")
-    if isinstance(pre, str) and pre.lstrip("$").startswith("@"):  # an alias ("$@transforms"): one level
-        pre = inference.get(pre.lstrip("$")[1:])
-    resampled = [short for short, _w, _n in _steps(pre) if short in RESAMPLING]
+    resampled = [short for short, _w, _n in _steps(_section(inference, "preprocessing")) if short in RESAMPLING]
     inverted = [i for i, short in enumerate(names) if short in ("Invertd", "Invert")]
     discrete = [i for i, short in enumerate(names) if short in ("AsDiscrete", "AsDiscreted")]
     if not (resampled and inverted and discrete and discrete[0] < inverted[0]):

@@ -309,6 +309,7 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         postprocessing=[name + ("" if applied else " (not applied)") for name, _where, applied in steps],
         cleanup=cleanup,
     )
+    info.skipped = bundle_mod.skipped_loaders(inference)
     return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
 
 
