@@ -195,7 +195,7 @@ def _write_series(folder, uid, description, slices, seed):
 
 def zoo_bundle(tmp_path, name, weights="models/model.pt", **network_overrides):
     """The zoo bundle's configs with random weights for its network where its config loads them (the network is
-    built by MONAI's own ConfigParser here: trusted test code)."""
+    built by MONAI's own ConfigParser here: trusted test code, with ``network_overrides``; None leaves one out)."""
     import shutil
 
     import torch
@@ -208,8 +208,11 @@ def zoo_bundle(tmp_path, name, weights="models/model.pt", **network_overrides):
     parser = ConfigParser()
     parser.read_config(str(config))
     parser["bundle_root"] = str(root)
-    for key, value in network_overrides.items():
-        parser[f"network_def#{key}"] = value
+    for key, value in network_overrides.items():  # None: the argument is left out
+        if value is None:
+            parser["network_def"] = {k: v for k, v in parser["network_def"].items() if k != key}
+        else:
+            parser[f"network_def#{key}"] = value
     torch.manual_seed(0)
     torch.save(parser.get_parsed_content("network_def").state_dict(), root / weights)
     return root

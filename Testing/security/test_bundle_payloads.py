@@ -3,6 +3,7 @@ refused untrusted with the key path and the --trust-bundle hint, and no payload 
 process, no debugger, no read of stdin, no copy of the patient image. Controls prove the payloads are real:
 with --trust-bundle MONAI runs them."""
 
+import importlib
 import json
 import re
 
@@ -11,6 +12,11 @@ from hostile import UNET_DEF, Guard, assert_user_error, cli, guard, make_bundle,
 
 from UNetSigmoidSegLib.engine.loading.model import load_model
 from UNetSigmoidSegLib.errors import ModelError as Refusal
+
+# PyTorch creates its compiler's cache folder in the temp folder when torch._dynamo is first imported (building a
+# network on the meta device can, through torch.nn.init): imported here, outside the guarded temp folder, so the
+# guard sees what the product and the bundle leave, not PyTorch's import (as in test_zoo_bundles.py)
+importlib.import_module("torch._dynamo")
 
 
 def _sh(marker):
@@ -208,8 +214,25 @@ PAYLOADS = {
         r"network_def\._target_ = 'scripts\.net\.Net'",
     ),
     "class not on the allow-list": (
-        lambda m: {"network_def": {"_target_": "SwinUNETR", "in_channels": 1, "out_channels": 1}},
-        r"network_def\._target_ = 'SwinUNETR' is not a MONAI class on the allow-list",
+        lambda m: {"network_def": {"_target_": "ViTAutoEnc", "in_channels": 1, "img_size": 96, "patch_size": 16}},
+        r"network_def\._target_ = 'ViTAutoEnc' is not a MONAI class on the allow-list",
+    ),
+    "UNETR attending over too many patches at once": (
+        lambda m: {"network_def": {"_target_": "UNETR", "in_channels": 1, "out_channels": 2, "img_size": 512}},
+        r"network_def\.img_size = 512 makes 32768 patches for UNETR's attention",
+    ),
+    "SwinUNETR far larger than its weights (53 G parameters)": (
+        lambda m: {
+            "network_def": {
+                "_target_": "SwinUNETR",
+                "in_channels": 1,
+                "out_channels": 2,
+                "feature_size": 960,
+                "depths": [32, 32, 32, 32],
+                "num_heads": [32, 32, 32, 32],
+            }
+        },
+        r"The weights do not fit the bundle network SwinUNETR: missing keys",
     ),
     "FlexibleUNet asked to download its backbone's weights": (
         lambda m: {

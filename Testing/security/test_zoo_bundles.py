@@ -267,7 +267,9 @@ def test_inspect_says_what_of_the_bundle_is_honoured_replaced_skipped_or_not_app
     )
     assert "inferer: SlidingWindowInferer (roi 96 96 96, overlap 0.5)" in said["honoured"]
     assert "postprocessing: AsDiscreted, KeepLargestConnectedComponentd, Invertd" in said["honoured"]
-    assert said["skipped"] == ["LoadImaged, EnsureChannelFirstd, SaveImaged (image in, files out: this product's)"]
+    assert said["skipped"] == [
+        "LoadImaged, EnsureChannelFirstd, SaveImaged (this product reads the image and writes the files)"
+    ]
     assert "--roi-size" in said["replaced if given"][0] and "not applied" not in said
     assert main(["inspect", str(zoo_bundle(tmp_path, "endoscopic_tool_segmentation"))]) == 0
     table = capsys.readouterr().out.split("  the bundle:\n")[1]

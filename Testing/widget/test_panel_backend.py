@@ -40,7 +40,14 @@ def test_without_openvino_the_panel_runs_and_offers_it_only_on_request(slicer_ap
     """OpenVINO and onnx are optional requirements: missing, the logic exists, Segment runs without a question, the
     label says what is missing and Install… offers them (declined: nothing changes; accepted: pip gets them)."""
     monkeypatch.setattr(dependencies, "pick_python", lambda which=None: None)  # in-process runner
-    versions = {"torch": "2.13.0", "monai": "1.6.1", "psutil": "7.0", "pyyaml": "6.0", "nibabel": "5.3"}
+    versions = {
+        "torch": "2.13.0",
+        "monai": "1.6.1",
+        "psutil": "7.0",
+        "pyyaml": "6.0",
+        "nibabel": "5.3",
+        "einops": "0.8",
+    }
     real_check = dependencies.check
 
     def report(path):  # the real requirements file, read against these versions

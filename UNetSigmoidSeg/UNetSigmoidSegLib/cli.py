@@ -244,7 +244,7 @@ def bundle_table(info: Any) -> List[Tuple[str, str]]:
         ("replaced if given", BUNDLE_OPTIONS),
         (
             "skipped",
-            ", ".join(info.skipped + inert) + " (image in, files out: this product's)",
+            ", ".join(info.skipped + inert) + " (this product reads the image and writes the files)",
         ),
     ]
     skipped = [n[: -len(" (not applied)")] for n in post if n not in done + inert]

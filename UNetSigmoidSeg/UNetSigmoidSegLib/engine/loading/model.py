@@ -61,6 +61,9 @@ def network_divisor(net: torch.nn.Module, spatial_dims: int) -> Optional[List[in
     if isinstance(net, torch.jit.ScriptModule):
         found = torchscript_unet(net)
         return size_divisor(found[0]["strides"], spatial_dims) if found else None
+    patch = getattr(net, "patch_size", None)
+    if type(net).__name__ == "SwinUNETR" and isinstance(patch, int):  # its _check_input_size: patch_size**5
+        return [patch**5] * spatial_dims
     shape_factor = getattr(net, "shape_factor", None)
     if callable(shape_factor):
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import ModelError
-from . import allowlist, expressions, targets
+from . import allowlist, expressions, networks, targets
 from .kinds import Ignored, Refused
 
 TRUST_HINT = (
@@ -198,6 +198,8 @@ class ConfigReader:
             checked = kind.check(item, f"{where}.{key}")
             if not isinstance(kind, Ignored):
                 args[key] = checked
+        if table == "network_def":
+            networks.check(name, args, where)
         return Component(name, args, where, parts)
 
 
@@ -316,10 +318,21 @@ def build(component: Component, table: str) -> Any:
 
 
 def build_probe(component: Component) -> Any:
-    """The network of ``component`` on PyTorch's ``meta`` device: its parameter names and shapes, no memory."""
+    """The network of ``component`` on PyTorch's ``meta`` device: its parameter names and shapes, no memory. Every
+    tensor factory makes meta tensors except ``torch.linspace``, whose few values SwinUNETR reads while it is built
+    (its drop-path schedule)."""
     import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._device import _device_constructors
 
-    with torch.device("meta"):
+    class MetaExceptLinspace(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if func in _device_constructors() and func is not torch.linspace and kwargs.get("device") is None:
+                kwargs["device"] = "meta"
+            return func(*args, **kwargs)
+
+    with MetaExceptLinspace():
         return build(component, "network_def")
 
 

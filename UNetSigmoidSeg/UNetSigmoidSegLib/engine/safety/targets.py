@@ -19,6 +19,8 @@ def classes(section: str) -> Dict[str, Callable[..., Any]]:
             "SegResNet": nets.SegResNet,
             "SegResNetDS": nets.SegResNetDS,
             "FlexibleUNet": nets.FlexibleUNet,
+            "SwinUNETR": nets.SwinUNETR,
+            "UNETR": nets.UNETR,
             "VNet": nets.VNet,
             "HighResNet": nets.HighResNet,
         }
@@ -64,6 +66,8 @@ _MODULES = {  # where MONAI defines them: "monai.networks.nets.unet.UNet" is acc
     "SegResNet": "segresnet",
     "SegResNetDS": "segresnet_ds",
     "FlexibleUNet": "flexible_unet",
+    "SwinUNETR": "swin_unetr",
+    "UNETR": "unetr",
     "VNet": "vnet",
     "HighResNet": "highresnet",
     "SimpleInferer": "inferer",
