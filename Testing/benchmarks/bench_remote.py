@@ -7,10 +7,12 @@ R3  bytes on the wire (request body + result body; and all bodies with the progr
     volume + float32 probabilities                                                            goal ≤ 0.5×
 R4  a threshold move in the Slicer logic after a remote run vs after a local one, and the requests it makes
                                                                                     goal: same cost, 0 requests
+R5  an authenticated client's run while 500 idle connections (kept open: closed ones are reopened at once, as an
+    attacker would) hold the server, vs the same run without them (issue #20)                 goal ≤ 1.5×
 Both sides run torch with the same thread count (``--threads``, default 1: steadiest on a shared machine); runs
 go in pairs (who goes first alternates) and the ratio is the median of the per-pair ratios.
 
-Usage: python Testing/benchmarks/bench_remote.py [--repeats 5] [--threads 1] [--json out.json]
+Usage: python Testing/benchmarks/bench_remote.py [--repeats 5] [--threads 1] [--json out.json] [--only R5]
 """
 
 import argparse
@@ -143,6 +145,69 @@ def end_to_end(name, worker, remote, volume, local_spec, remote_spec, options, r
     return [end, wire]
 
 
+class Flood:
+    """``count`` connections to ``port`` that send nothing, kept open from a thread (reopened when the server
+    closes them) until ``stop()``; ``opened``: how many it opened in all."""
+
+    def __init__(self, port: int, count: int) -> None:
+        import socket
+        import threading
+
+        self.port, self.count, self.socket_mod = port, count, socket
+        self.socks, self.opened, self.done = [], 0, threading.Event()
+        self.fill()
+        self.thread = threading.Thread(target=self.keep, daemon=True)
+        self.thread.start()
+
+    def fill(self) -> None:
+        while len(self.socks) < self.count:
+            try:
+                self.socks.append(self.socket_mod.create_connection(("127.0.0.1", self.port), timeout=5))
+                self.opened += 1
+            except OSError:
+                break
+
+    def keep(self) -> None:
+        import select
+
+        while not self.done.wait(0.1):
+            readable = select.select(self.socks, [], [], 0)[0]  # closed by the server: end of stream
+            for s in readable:
+                s.close()
+                self.socks.remove(s)
+            self.fill()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+        for s in self.socks:
+            s.close()
+
+
+def under_flood(remote, port, volume, spec, options, repeats, count=500):
+    """R5: the same remote run with and without ``count`` idle connections held open, alternating."""
+    remote.submit(volume, spec, options).wait()
+    quiet, flooded, ratios, opened = [], [], [], 0
+    for i in range(repeats):
+        for side in ("quiet", "flood") if i % 2 == 0 else ("flood", "quiet"):
+            flood = Flood(port, count) if side == "flood" else None
+            t0 = time.perf_counter()
+            remote.submit(volume, spec, options).wait()
+            (flooded if flood else quiet).append(time.perf_counter() - t0)
+            if flood:
+                opened += flood.opened
+                flood.stop()
+        ratios.append(flooded[-1] / quiet[-1])
+    return {
+        "name": f"R5 remote run under {count} idle connections vs without, {'x'.join(map(str, volume.spatial_shape))}",
+        "quiet_s": round(statistics.median(quiet), 3),
+        "flood_s": round(statistics.median(flooded), 3),
+        "ratio": round(statistics.median(ratios), 3),
+        "connections_opened": opened,
+        "goal": "<= 1.5",
+    }
+
+
 def threshold_moves(remote, volume, spec_local, spec_remote, options, repeats, health):
     """R4: the same threshold moves in the Slicer logic after a local and after a remote run."""
     from mrml_helpers import add_volume
@@ -187,6 +252,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server and the worker")
     parser.add_argument("--json", help="write results here")
+    parser.add_argument("--only", choices=["R5"], help="run only this case (R5: the idle-connection flood)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment(load_avg_start=os.getloadavg(), side_threads=args.threads)
@@ -209,6 +275,12 @@ def main(argv=None):
             assert time.time() < deadline
             time.sleep(0.2)
         t1 = read_volume(T1)
+        port = int(url.rsplit(":", 1)[1])
+        if args.only == "R5":
+            results.append(
+                under_flood(remote, port, t1, ModelSpec(name="BrainT1UNet"), SegmentOptions(device="cpu"), 3)
+            )
+            return emit(env, results, args.json)
         results += end_to_end(
             "R1 remote (loopback) vs local warm worker, demo bundle on the T1 head",
             worker,
@@ -242,6 +314,7 @@ def main(argv=None):
                 remote.health,
             )
         )
+        results.append(under_flood(remote, port, t1, ModelSpec(name="BrainT1UNet"), SegmentOptions(device="cpu"), 3))
     finally:
         worker.close()
         os.killpg(proc.pid, signal.SIGTERM)

@@ -99,10 +99,11 @@ def test_wrong_token_gives_a_clear_error_to_the_runner(server):
     assert runner.connection_error is not None and runner.connection_error.reason == "auth"
 
 
-def test_token_file_is_private_and_the_token_was_printed_at_first_start(server):
+def test_token_file_is_private_and_the_token_is_not_printed_into_a_service_log(server):
     assert stat.S_IMODE(os.stat(server.token_file).st_mode) == 0o600
-    shown = [line for line in server.banner if server.token in line]
-    assert len(shown) == 1 and "shown this once" in shown[0]
+    # stdout is a pipe here, as under systemd or docker, whose logs would keep it: the banner names the file only
+    assert not [line for line in server.banner if server.token in line]
+    assert any(str(server.token_file) in line and "not printed" in line for line in server.banner)
     assert any("ssh -N -L" in line for line in server.banner)  # how to reach it from another computer
     assert any("--certfile cert.pem --keyfile key.pem" in line for line in server.banner)
 

@@ -305,6 +305,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:2] == ["serve", "token"]:  # the server's named tokens (remote.identity): standard library only
+        return _guarded(lambda: _token_command(words[2:]), argv)
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete): answer and exit
         import argcomplete
@@ -321,9 +324,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "serve": serve.cmd_serve,
         "threshold": cli_threshold.cmd_threshold,
     }
+    return _guarded(lambda: commands[args.command](args), argv)
+
+
+def _token_command(words: List[str]) -> int:
+    from .remote.identity import token_main
+
+    try:
+        return token_main(words)
+    except SystemExit as exc:  # --help (0), or a word argparse refused (2)
+        return int(exc.code or 0)
+
+
+def _guarded(command: Any, argv: Optional[Sequence[str]]) -> int:
+    """Run ``command()`` as every command runs: a user error is exit 2 with its fix, a signal ends it cleanly, anything
+    else is a bug (exit 1, with the log's location)."""
     with exits.signals_as_exceptions():
         try:
-            return commands[args.command](args)
+            return command()
         except UserError as exc:
             exits.say(f"error: {exc.message}" + (f"\nfix: {exc.hint}" if exc.hint else ""))
             return exits.EXIT_USER

@@ -40,9 +40,10 @@ class ServerJob:
     """One submitted run. ``request``: ``{"run": RunRequest, "upload": dict | None}`` (an upload's model is loaded
     from the body), validated when it arrived."""
 
-    def __init__(self, job_id: str, spool: str, client: str, request: Dict[str, Any]) -> None:
+    def __init__(self, job_id: str, spool: str, client: str, request: Dict[str, Any], owner: str = "owner") -> None:
         self.id, self.spool = job_id, spool
         self.client = client
+        self.owner = owner  # the name of the token that submitted it (remote.identity): only it may see the job
         self.request = request
         self.state = "queued"  # queued | running | done
         self.messages: List[Dict[str, Any]] = []
@@ -144,20 +145,20 @@ class JobQueue:
         with self._cond:
             self._reserved = max(0, self._reserved - 1)
 
-    def add(self, spool: str, client: str, request: Dict[str, Any]) -> ServerJob:
+    def add(self, spool: str, client: str, request: Dict[str, Any], owner: str = "owner") -> ServerJob:
         """Queue a job for ``spool`` (renamed to the job's id) in the place ``reserve`` held for it."""
         with self._cond:
             self._reserved = max(0, self._reserved - 1)
             job_id = secrets.token_urlsafe(12)
             path = os.path.join(self.temp_dir, job_id + ".body")
             os.replace(spool, path)
-            job = ServerJob(job_id, path, client, request)
+            job = ServerJob(job_id, path, client, request, owner)
             job.wake()
             self._queue.append(job)
             self._jobs[job_id] = job
             self._post(job, {"type": "queue", "ahead": self._ahead(job)})
             self._cond.notify_all()
-        self.log(f"job {job_id[:6]} from {client} queued ({self._ahead(job)} ahead)")
+        self.log(f"job {job_id[:6]} from {client}, token {owner}, queued ({self._ahead(job)} ahead)")
         return job
 
     def queued(self) -> int:

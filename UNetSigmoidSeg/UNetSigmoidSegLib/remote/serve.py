@@ -15,6 +15,7 @@ from typing import Any
 
 from ..contract.options import DEVICES, check_choice
 from ..errors import OptionError, UserError
+from .identity import tokens_file
 from .tokens import default_token_file, load_or_create_token
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -31,7 +32,12 @@ def is_loopback(host: str) -> bool:
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve the models of a folder to remote clients (GPU server)")
+    p = sub.add_parser(
+        "serve",
+        help="serve the models of a folder to remote clients (GPU server)",
+        epilog="A token per user: unetsigmoidseg serve token add NAME [--expires-days N] | list | revoke NAME "
+        "[--token-file F] (no restart needed).",
+    )
     p.add_argument("--models", required=True, metavar="DIR", help="folder of models (files and bundle folders)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
@@ -59,6 +65,12 @@ def add_parser(sub: Any) -> None:
         default=60.0,
         help="cancel a job whose client is silent this long, in s (default 60)",
     )
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may wait for its next request head before it is closed (default 10)",
+    )
     p.add_argument("--temp-dir", help="where request bodies are spooled (default: the system temp folder)")
 
 
@@ -81,10 +93,15 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _banner(args: argparse.Namespace, url: str, port: int, token_file: str, token: str, created: bool) -> str:
     lines = [f"UNetSigmoidSeg server: models in {os.path.abspath(args.models)}", f"Listening on {url}"]
-    if created:
+    if created and sys.stdout.isatty():
         lines.append(f"Token (shown this once; kept in {token_file}, mode 0600): {token}")
+    elif created:  # a service's stdout goes to journald / docker logs, which would keep it
+        lines.append(f"Token: created in {token_file}, mode 0600 (not printed: stdout is not a terminal)")
     else:
         lines.append(f"Token: in {token_file} (not shown; --rotate-token makes a new one)")
+    lines.append(
+        f"Named tokens for each user: unetsigmoidseg serve token add NAME (kept hashed in {tokens_file(token_file)})"
+    )
     lines.append("Clients: unetsigmoidseg segment … --server URL --token-file FILE (or $UNETSIGMOIDSEG_TOKEN)")
     if is_loopback(args.host):
         lines += [
@@ -106,6 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
+        from .connections import guarded_protocol
         from .server import ServerConfig, create_app
     except ImportError as exc:
         raise UserError(
@@ -135,6 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if args.max_queue < 0 or args.max_request_mb <= 0 or args.max_volume_mb <= 0 or args.client_timeout <= 0:
         raise OptionError("--max-queue must be ≥ 0 and the sizes and --client-timeout > 0", "e.g. --max-queue 4")
+    if not 0.1 <= args.head_timeout <= 3600:
+        raise OptionError(f"--head-timeout {args.head_timeout} is outside 0.1–3600 s", "e.g. --head-timeout 10")
     token_file = os.path.abspath(os.path.expanduser(args.token_file or default_token_file()))
     token, created = load_or_create_token(token_file, rotate=args.rotate_token)
     config = ServerConfig(
@@ -147,6 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_upload=bool(args.allow_upload),
         client_timeout_s=float(args.client_timeout),
         temp_root=args.temp_dir,
+        tokens_file=tokens_file(token_file),
     )
     sock = _listen(args.host, args.port)  # first: a taken port is said before anything is created
     try:
@@ -170,9 +191,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
             proxy_headers=False,
             server_header=False,
-            timeout_keep_alive=30,
+            http=guarded_protocol(args.head_timeout),  # idle / slow connections never crowd out requests
+            timeout_keep_alive=max(1, int(args.head_timeout)),
             timeout_graceful_shutdown=5,
-            limit_concurrency=256,
+            limit_concurrency=None,  # counted sockets: the job queue bounds the requests in progress
         )
     )
     server.run(sockets=[sock])

@@ -32,10 +32,10 @@ from starlette.requests import ClientDisconnect
 
 from ..contract import wire
 from ..errors import ModelError, OptionError, UserError
+from .identity import TokenStore
 from .jobs import Busy, JobQueue
 from .requests import UploadRefused, job_request, upload_fields
 from .store import ModelStore, UnknownModel
-from .tokens import same_token
 
 API = "/v1"
 PROTOCOL = 1
@@ -54,6 +54,7 @@ class ServerConfig:
     client_timeout_s: float = 60.0
     temp_root: Optional[str] = None
     max_wait_s: float = 30.0  # the longest long poll
+    tokens_file: str = ""  # named tokens (remote.identity), read again when it changes; "": the owner's token only
 
 
 def error(status: int, kind: str, message: str, hint: str = "", **extra: Any) -> JSONResponse:
@@ -64,9 +65,9 @@ def error(status: int, kind: str, message: str, hint: str = "", **extra: Any) ->
 class Guard:
     """ASGI middleware in front of everything: the bearer token, then the announced body size."""
 
-    def __init__(self, app: Any, token: str, max_body: int, counter: Dict[str, int]) -> None:
+    def __init__(self, app: Any, tokens: TokenStore, max_body: int, counter: Dict[str, int]) -> None:
         self.app = app
-        self.expected = token.encode("utf-8")
+        self.tokens = tokens
         self.max_body = int(max_body)
         self.counter = counter
 
@@ -75,13 +76,15 @@ class Guard:
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"authorization", b"")
-        if not (given[:7].lower() == b"bearer " and same_token(given[7:].strip(), self.expected)):
+        name = self.tokens.identify(given[7:].strip()) if given[:7].lower() == b"bearer " else None
+        if name is None:
             client = scope.get("client") or ("?", 0)
             path = str(scope.get("path", "")).encode("unicode_escape").decode("ascii")[:200]  # no forged log lines
             LOG.warning("authentication failed: %s %s from %s", scope.get("method"), path, client[0])
             response = JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
             return await response(scope, receive, send)
         self.counter["requests"] += 1
+        scope.setdefault("state", {})["token"] = name  # who this is: jobs belong to it, the log names it
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -244,7 +247,7 @@ def create_app(config: ServerConfig) -> Any:
             with open(spool, "rb") as f:
                 fields, descriptors = wire.read_header(f, received)
             validated = job_request(fields, descriptors, store, config, jobs.max_decoded_bytes)
-            job = jobs.add(spool, client, validated)
+            job = jobs.add(spool, client, validated, owner=request.state.token)
         except Busy as exc:
             return error(
                 503,
@@ -265,17 +268,22 @@ def create_app(config: ServerConfig) -> Any:
                 os.remove(spool)
         return {"job": job.id, "ahead": jobs.ahead(job), "instance": state["instance"]}
 
-    @app.get(API + "/jobs/{job_id}/events")
-    async def events(job_id: str, after: int = 0, wait: float = 10.0) -> Any:
+    def own_job(request: Request, job_id: str) -> Any:
+        """The job, if the request's token submitted it (another token's job answers as an unknown one)."""
         job = jobs.get(job_id)
+        return job if job is not None and job.owner == request.state.token else None
+
+    @app.get(API + "/jobs/{job_id}/events")
+    async def events(request: Request, job_id: str, after: int = 0, wait: float = 10.0) -> Any:
+        job = own_job(request, job_id)
         if job is None:
             return _no_job(state)
         await jobs.wait(job, after, max(0.0, min(float(wait), config.max_wait_s)))
         return dict(jobs.events(job, after), instance=state["instance"])
 
     @app.get(API + "/jobs/{job_id}/result")
-    async def result(job_id: str) -> Any:
-        job = jobs.get(job_id)
+    async def result(request: Request, job_id: str) -> Any:
+        job = own_job(request, job_id)
         if job is None:
             return _no_job(state)
         if job.result is None:
@@ -283,13 +291,13 @@ def create_app(config: ServerConfig) -> Any:
         return Response(job.result, media_type="application/octet-stream")
 
     @app.delete(API + "/jobs/{job_id}")
-    async def cancel(job_id: str) -> Any:
-        job = jobs.get(job_id)
+    async def cancel(request: Request, job_id: str) -> Any:
+        job = own_job(request, job_id)
         if job is None:
             return _no_job(state)
-        return {"job": job.id, "state": jobs.cancel(job)}
+        return {"job": job.id, "state": jobs.cancel(job, f"cancelled by token {request.state.token}")}
 
-    return Guard(app, config.token, config.max_request_bytes, counter)
+    return Guard(app, TokenStore(config.token, config.tokens_file), config.max_request_bytes, counter)
 
 
 def _load_upload(spool: str, temp_dir: str, store: ModelStore, limit: int) -> Any:

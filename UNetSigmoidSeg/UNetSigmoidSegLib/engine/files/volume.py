@@ -142,11 +142,26 @@ def _pick_series(folder: str, series: Optional[str]) -> List[str]:
     return found[0]["files"]
 
 
+PERMISSION_FIX = "Make it readable for you (e.g. chmod u+r), or copy it to a folder of yours."
+
+
 def _read_sitk(path: str, series: Optional[str] = None) -> sitk.Image:
-    if not os.path.exists(path):
-        raise InputError(f"Input not found: {path}", "Check the path (quote paths with spaces).")
+    try:
+        os.stat(path)
+    except PermissionError:  # a folder on the way this user may not enter
+        raise InputError(f"Cannot reach {path}: permission denied on a folder above it", PERMISSION_FIX) from None
+    except OSError:
+        raise InputError(f"Input not found: {path}", "Check the path (quote paths with spaces).") from None
     if series is not None and not os.path.isdir(path):
         raise InputError(f"--series {series} was given, but {path} is a file, not a DICOM folder", SERIES_FIX)
+    try:  # a file (or folder) this user may not read: said as such, before any reader guesses at it
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+    except PermissionError:
+        raise InputError(f"Cannot read {path}: permission denied", PERMISSION_FIX) from None
     try:
         if os.path.isdir(path):
             reader = sitk.ImageSeriesReader()
