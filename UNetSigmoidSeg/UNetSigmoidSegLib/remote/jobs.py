@@ -117,7 +117,7 @@ class JobQueue:
             if self.running is not None:
                 self.running.cancel.set()
             self._cond.notify_all()
-        self._thread.join(10.0)
+        self._thread.join(4.0)  # a job stuck in a network that never returns is left to the process's end
         remove_dir(self.temp_dir)
 
     @property

@@ -182,7 +182,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    server = uvicorn.Server(
+
+    class Server(uvicorn.Server):
+        async def serve(self, sockets: Any = None) -> None:
+            code = 0
+            try:
+                await super().serve(sockets=sockets)
+            except BaseException as exc:  # noqa: BLE001 - uvicorn re-raises the signal that stopped it, after
+                # its shutdown: exits.Interrupted (SIGTERM: 143), KeyboardInterrupt (130); anything else is a failure
+                code = int(getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 1))
+                logging.getLogger("unetsigmoidseg").info("stopped (%s): exit %d", type(exc).__name__, code)
+            finally:
+                # Requests have ended or were cancelled and the spool is removed (the app's shutdown). A load or run
+                # still in a thread (a network whose forward never returns) would keep the process alive for good
+                # (asyncio.run joins the executor's threads after this), so the process ends here.
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+
+    server = Server(
         uvicorn.Config(
             app,
             ssl_certfile=args.certfile,
@@ -193,7 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server_header=False,
             http=guarded_protocol(args.head_timeout),  # idle / slow connections never crowd out requests
             timeout_keep_alive=max(1, int(args.head_timeout)),
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=3,
             limit_concurrency=None,  # counted sockets: the job queue bounds the requests in progress
         )
     )
