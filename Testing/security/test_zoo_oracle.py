@@ -48,6 +48,17 @@ def _cli_segment(ours, root, source, *more):
     return sitk.ReadImage(str(ours))
 
 
+def _assert_same_labels(got, want):
+    """Per label of MONAI's output (at least two), Dice ≥ 0.999 against ours; each printed (pytest -s)."""
+    a, b = sitk.GetArrayFromImage(got), np.squeeze(sitk.GetArrayFromImage(want))
+    labels = sorted(set(np.unique(b).tolist()) - {0})
+    assert len(labels) >= 2, "the reference must not be trivial"
+    for k in labels:
+        dice = 2 * np.sum((a == k) & (b == k)) / (np.sum(a == k) + np.sum(b == k))
+        print(f"oracle: label {k}: Dice {dice:.6f}, {np.sum((a == k) != (b == k))} voxels differ")
+        assert dice >= 0.999, f"label {k}: Dice {dice:.5f} against monai.bundle run"
+
+
 def _t1_divisible_by_8(folder):
     """The T1 cropped to 128×128×56: SimpleInferer runs the network on the whole image, which a UNet with three
     strides of 2 takes only in multiples of 8 (MONAI's own run fails otherwise)."""
@@ -78,13 +89,7 @@ def test_untrusted_run_equals_monai_bundle_run(tmp_path, name, image, overrides,
     np.testing.assert_allclose(got.GetSpacing(), want.GetSpacing()[:3], atol=1e-5)
     np.testing.assert_allclose(got.GetOrigin(), want.GetOrigin()[:3], atol=1e-4)
     np.testing.assert_allclose(got.GetDirection(), np.asarray(want.GetDirection()).reshape(-1)[:9], atol=1e-6)
-    a, b = sitk.GetArrayFromImage(got), np.squeeze(sitk.GetArrayFromImage(want))
-    labels = sorted(set(np.unique(b).tolist()) - {0})
-    assert len(labels) >= 2, "the reference must not be trivial"
-    for k in labels:
-        dice = 2 * np.sum((a == k) & (b == k)) / (np.sum(a == k) + np.sum(b == k))
-        print(f"oracle: label {k}: Dice {dice:.6f}, {np.sum((a == k) != (b == k))} voxels differ")  # -s shows it
-        assert dice >= 0.999, f"label {k}: Dice {dice:.5f} against monai.bundle run"
+    _assert_same_labels(got, want)
 
 
 def test_prostate_keep_largest_component_equals_monai_bundle_run(tmp_path):
@@ -146,13 +151,7 @@ def test_pediatric_dynunet_equals_monai_bundle_run(tmp_path):
     assert got.GetSize() == want.GetSize()[:3]
     np.testing.assert_allclose(got.GetSpacing(), want.GetSpacing()[:3], atol=1e-5)
     np.testing.assert_allclose(got.GetOrigin(), want.GetOrigin()[:3], atol=1e-4)
-    a, b = sitk.GetArrayFromImage(got), np.squeeze(sitk.GetArrayFromImage(want))
-    labels = sorted(set(np.unique(b).tolist()) - {0})
-    assert len(labels) >= 2, "the reference must not be trivial"
-    for k in labels:
-        dice = 2 * np.sum((a == k) & (b == k)) / (np.sum(a == k) + np.sum(b == k))
-        print(f"oracle: label {k}: Dice {dice:.6f}, {np.sum((a == k) != (b == k))} voxels differ")  # -s shows it
-        assert dice >= 0.999, f"label {k}: Dice {dice:.5f} against monai.bundle run"
+    _assert_same_labels(got, want)
 
 
 def test_endoscopic_flexible_unet_on_a_png_equals_monai_bundle_run(tmp_path):
@@ -215,10 +214,4 @@ def test_swin_unetr_equals_monai_bundle_run(tmp_path):
     want = _monai_bundle_run(tmp_path / "monai", config, root, CT)
     assert got.GetSize() == want.GetSize()[:3]
     np.testing.assert_allclose(got.GetOrigin(), want.GetOrigin()[:3], atol=1e-4)
-    a, b = sitk.GetArrayFromImage(got), np.squeeze(sitk.GetArrayFromImage(want))
-    labels = sorted(set(np.unique(b).tolist()) - {0})
-    assert len(labels) >= 2, "the reference must not be trivial"
-    for k in labels:
-        dice = 2 * np.sum((a == k) & (b == k)) / (np.sum(a == k) + np.sum(b == k))
-        print(f"oracle: label {k}: Dice {dice:.6f}, {np.sum((a == k) != (b == k))} voxels differ")  # -s shows it
-        assert dice >= 0.999, f"label {k}: Dice {dice:.5f} against monai.bundle run"
+    _assert_same_labels(got, want)

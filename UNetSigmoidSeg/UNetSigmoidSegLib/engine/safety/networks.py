@@ -32,15 +32,18 @@ from .kinds import (
 Args = Dict[str, Kind]
 UNETR_MAX_PATCHES = 4096  # UNETR attends over every 16-voxel patch of its img_size at once (256³: 4,096 patches)
 
+_STRIDED: Args = {  # MONAI's UNet and AttentionUnet: channels per level, a stride between levels
+    "spatial_dims": DIMS,
+    "in_channels": Int(1, 64),
+    "out_channels": Int(1, 1024),
+    "channels": ListOf(CHANNELS, 2, 16),
+    "strides": ListOf(STRIDE, 1, 15),
+    "kernel_size": KERNEL,
+    "up_kernel_size": KERNEL,
+}
 NETWORK_ARGS: Dict[str, Args] = {
     "UNet": {
-        "spatial_dims": DIMS,
-        "in_channels": Int(1, 64),
-        "out_channels": Int(1, 1024),
-        "channels": ListOf(CHANNELS, 2, 16),
-        "strides": ListOf(STRIDE, 1, 15),
-        "kernel_size": KERNEL,
-        "up_kernel_size": KERNEL,
+        **_STRIDED,
         "num_res_units": Int(0, 16),
         "act": Layer(),
         "norm": Layer(),
@@ -60,13 +63,7 @@ NETWORK_ARGS: Dict[str, Args] = {
         "upsample": UPSAMPLE,
     },
     "AttentionUnet": {
-        "spatial_dims": DIMS,
-        "in_channels": Int(1, 64),
-        "out_channels": Int(1, 1024),
-        "channels": ListOf(CHANNELS, 2, 16),
-        "strides": ListOf(STRIDE, 1, 15),
-        "kernel_size": KERNEL,
-        "up_kernel_size": KERNEL,
+        **_STRIDED,
         "dropout": Num(0, 1),
     },
     "DynUNet": {
