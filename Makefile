@@ -39,7 +39,7 @@ test: test-suite test-slicer
 test-suite: $(STAMP)
 	$(PY) -m ruff check UNetSigmoidSeg Testing Resources
 	$(PY) -m ruff format --check --quiet UNetSigmoidSeg Testing Resources
-	$(PY) $(PYTEST)
+	$(PY) $(PYTEST) --durations=20
 
 .venv-slicer-%/.installed-$(SLICER_MATRIX_KEY): $(STAMP) Testing/slicer_matrix_venv.py
 	$(PY) Testing/slicer_matrix_venv.py $* .venv-slicer-$*

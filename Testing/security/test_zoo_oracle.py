@@ -23,8 +23,11 @@ def _monai_bundle_run(out, config, root, source, as_dicts=False):
     """``monai.bundle run`` of ``config`` on ``source``: its one output image. ``as_dicts``: the config's dataset
     takes a decathlon datalist (``[{"image": path}]``) rather than paths."""
     runner = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--bundle_root", str(root)]
-    if '"evaluating"' in config.read_text():  # an older bundle's entry point, as its README runs it
+    text = config.read_text()
+    if '"evaluating"' in text:  # an older bundle's entry point, as its README runs it
         runner += ["--run_id", "evaluating"]
+    if "num_workers" in text:  # one image: no loader processes (they change nothing but the time)
+        runner += ["--dataloader#num_workers", "0"]
     runner += [
         "--dataset_dir",
         str(source.parent),
@@ -68,14 +71,14 @@ def _t1_divisible_by_8(folder):
 
 
 @pytest.mark.parametrize(
-    "name, image, overrides, config_edit",
+    "name, image, overrides, config_edit, trusted",
     [
-        ("segmentation_template", "t1", {}, None),  # SimpleInferer, YAML, `$@transforms`, CommonKeys
-        ("wholeBody_ct_segmentation", "ct", {"init_filters": 8}, ('"init_filters": 32', '"init_filters": 8')),
-        ("ventricular_short_axis_3label", "mr", {}, None),  # 2-D UNet, SliceInferer 256×256, `$torch.device(…)`
+        ("segmentation_template", "t1", {}, None, True),  # SimpleInferer, YAML, `$@transforms`, CommonKeys
+        ("wholeBody_ct_segmentation", "ct", {"init_filters": 8}, ('"init_filters": 32', '"init_filters": 8'), False),
+        ("ventricular_short_axis_3label", "mr", {}, None, True),  # 2-D UNet, SliceInferer 256×256, `$torch.device`
     ],
 )
-def test_untrusted_run_equals_monai_bundle_run(tmp_path, name, image, overrides, config_edit):
+def test_untrusted_and_trusted_runs_equal_monai_bundle_run(tmp_path, name, image, overrides, config_edit, trusted):
     root = zoo_bundle(tmp_path, name, **overrides)
     config = next((root / "configs").glob("inference.*"))
     if config_edit:
@@ -90,6 +93,9 @@ def test_untrusted_run_equals_monai_bundle_run(tmp_path, name, image, overrides,
     np.testing.assert_allclose(got.GetOrigin(), want.GetOrigin()[:3], atol=1e-4)
     np.testing.assert_allclose(got.GetDirection(), np.asarray(want.GetDirection()).reshape(-1)[:9], atol=1e-6)
     _assert_same_labels(got, want)
+    if trusted:  # --trust-bundle: MONAI's ConfigParser builds the bundle's objects (its code runs), same result
+        again = _cli_segment(tmp_path / "trusted.nii.gz", root, source, "--trust-bundle")
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(got))
 
 
 def test_prostate_keep_largest_component_equals_monai_bundle_run(tmp_path):
@@ -197,21 +203,26 @@ def test_swin_unetr_equals_monai_bundle_run(tmp_path):
     """swin_unetr_btcv_segmentation: SwinUNETR (windowed attention), 14 labels, Orientationd, Spacingd 1.5×1.5×2,
     ScaleIntensityRanged; softmax, Invertd, argmax. Its config passes ``img_size``, which MONAI 1.5 removed from
     SwinUNETR: MONAI's own run fails on it, untrusted it is checked and ignored (it only checked the input size). The
-    oracle runs the config without it; feature_size 12 instead of 48 and overlap 0.25 instead of 0.5 (minutes on a
-    CPU otherwise), on both sides."""
+    oracle runs the config without it; feature_size 12 instead of 48, one block per stage instead of two, overlap
+    0.25 instead of 0.5 and a quarter of the CT (minutes on a CPU otherwise), on both sides."""
     import json
 
-    root = zoo_bundle(tmp_path, "swin_unetr_btcv_segmentation", img_size=None, feature_size=12)
+    small = {"feature_size": 12, "depths": [1, 1, 1, 1]}
+    root = zoo_bundle(tmp_path, "swin_unetr_btcv_segmentation", img_size=None, **small)
     config = root / "configs" / "inference.json"
     data = json.loads(config.read_text())
-    data["network_def"]["feature_size"] = 12
+    data["network_def"].update(small)
     data["inferer"]["overlap"] = 0.25  # fewer windows: seconds instead of minutes
     config.write_text(json.dumps(data))
-    got = _cli_segment(tmp_path / "ours.nii.gz", root, CT)  # with the config's img_size
+    source = tmp_path / "data" / "ct.nii.gz"  # a quarter of the CT (both halves of its axial plane): 4 windows
+    source.parent.mkdir()
+    image = sitk.ReadImage(str(CT))
+    sitk.WriteImage(image[: image.GetWidth() // 2, image.GetHeight() // 2 :, :], str(source))
+    got = _cli_segment(tmp_path / "ours.nii.gz", root, source)  # with the config's img_size
     del data["network_def"]["img_size"]
     data["preprocessing"]["transforms"][0].pop("reader")  # ITKReader needs itk (not installed); ours never reads
     config.write_text(json.dumps(data))
-    want = _monai_bundle_run(tmp_path / "monai", config, root, CT)
+    want = _monai_bundle_run(tmp_path / "monai", config, root, source)
     assert got.GetSize() == want.GetSize()[:3]
     np.testing.assert_allclose(got.GetOrigin(), want.GetOrigin()[:3], atol=1e-4)
     _assert_same_labels(got, want)
