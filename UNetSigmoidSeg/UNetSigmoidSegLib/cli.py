@@ -247,8 +247,8 @@ def bundle_table(info: Any) -> List[Tuple[str, str]]:
             ", ".join(info.skipped + inert) + " (this product reads the image and writes the files)",
         ),
     ]
-    skipped = [n[: -len(" (not applied)")] for n in post if n not in done + inert]
-    rows += [("not applied", name + " (warned on every run)") for name in skipped]
+    unapplied = [n[: -len(" (not applied)")] for n in post if n not in done + inert]
+    rows += [("not applied", name + " (warned on every run)") for name in unapplied]
     return rows
 
 

@@ -44,10 +44,6 @@ class _Waiting:
             if not mine:
                 del self.by_client[conn.client_key]
 
-    def oldest(self, client_key: Optional[str] = None) -> Optional[Any]:
-        group = self.all if client_key is None else self.by_client.get(client_key, {})
-        return next(iter(group), None)
-
 
 def guarded_protocol(
     head_timeout_s: float = HEAD_TIMEOUT_S,
@@ -84,16 +80,12 @@ def guarded_protocol(
 
         def start_waiting(self) -> None:
             self.stop_waiting()
-            for key in (self.client_key, None):
-                limit = max_waiting_per_client if key is not None else max_waiting
-                group = waiting.by_client.get(key, {}) if key is not None else waiting.all
-                while len(group) >= limit:
-                    oldest = waiting.oldest(key)
-                    if oldest is None:
-                        break
-                    oldest.close_waiting("evicted: too many idle connections")
+            mine = waiting.by_client.get(self.client_key, {})
+            for group, limit in ((mine, max_waiting_per_client), (waiting.all, max_waiting)):
+                while len(group) >= limit:  # too many idle: the oldest goes (closing it leaves the group)
+                    next(iter(group)).close_waiting()
             waiting.add(self)
-            self.head_timer = self.loop.call_later(head_timeout_s, self.close_waiting, "no request head in time")
+            self.head_timer = self.loop.call_later(head_timeout_s, self.close_waiting)  # no request head in time
 
         def stop_waiting(self) -> None:
             waiting.discard(self)
@@ -101,7 +93,7 @@ def guarded_protocol(
                 self.head_timer.cancel()
                 self.head_timer = None
 
-        def close_waiting(self, _why: str) -> None:
+        def close_waiting(self) -> None:
             self.stop_waiting()
             if not self.transport.is_closing():
                 self.transport.close()

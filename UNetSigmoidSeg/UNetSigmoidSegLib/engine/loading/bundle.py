@@ -220,8 +220,9 @@ POST_NEAREST = {
 }
 
 
-def _steps(postprocessing: Any) -> List[Tuple[str, str, dict]]:
-    """``(class name, key path, node)`` of each ``_target_`` in the postprocessing, depth first (at most 50)."""
+def _steps(section: Any, root: str = "postprocessing") -> List[Tuple[str, str, dict]]:
+    """``(class name, key path, node)`` of each ``_target_`` in the config section ``root``, depth first (at most
+    50)."""
     out: List[Tuple[str, str, dict]] = []
 
     def walk(node: Any, where: str) -> None:
@@ -235,7 +236,7 @@ def _steps(postprocessing: Any) -> List[Tuple[str, str, dict]]:
             for i, value in enumerate(node):
                 walk(value, f"{where}[{i}]")
 
-    walk(postprocessing, "postprocessing")
+    walk(section, root)
     return out[:50]
 
 
@@ -255,20 +256,20 @@ KEEP_LARGEST_KEYS |= {"connectivity", "num_components"}
 
 
 def bundle_cleanup(
-    postprocessing: Any, out_channels: Optional[int], spatial_dims: int
+    postprocessing: Any, out_channels: Optional[int], spatial_dims: int, argmax: bool
 ) -> Tuple[Dict[str, Any], List[str]]:
     """The clean-up the bundle's postprocessing asks for that this product gives exactly, and the key paths of those
     steps: a ``KeepLargestConnectedComponent(d)`` after the ``AsDiscrete`` that makes the masks, with MONAI's
     defaults (independent, one component, full connectivity) over every segment — the labels 1… of an argmax label
     map, label 1 of a one-channel mask, every channel of a multi-channel one — is ``Cleanup.largest_component``
-    (``engine.running.postprocess.keep_largest``, MONAI's rule). Any other form keeps its warning."""
-    post = bundle_activation(postprocessing)
+    (``engine.running.postprocess.keep_largest``, MONAI's rule). Any other form keeps its warning. ``argmax``: the
+    postprocessing makes a label map (``bundle_activation``)."""
     steps = _steps(postprocessing)
     discrete = [i for i, (short, _w, _n) in enumerate(steps) if short in ("AsDiscrete", "AsDiscreted")]
     if out_channels is None or not discrete:
         return {}, []
-    label_map = post["argmax"] or out_channels == 1
-    expected = set(range(1, out_channels)) if post["argmax"] else set(range(out_channels))
+    label_map = argmax or out_channels == 1
+    expected = set(range(1, out_channels)) if argmax else set(range(out_channels))
     expected = {1} if out_channels == 1 else expected
     honoured = []
     for i, (short, where, node) in enumerate(steps):
@@ -306,7 +307,9 @@ def _section(inference: Dict[str, Any], key: str) -> Any:
 
 def skipped_loaders(inference: Dict[str, Any]) -> List[str]:
     """The bundle's image loading steps, which this product leaves out (it is given the image)."""
-    return [short for short, _w, _n in _steps(_section(inference, "preprocessing")) if short in LOADERS]
+    return [
+        short for short, _w, _n in _steps(_section(inference, "preprocessing"), "preprocessing") if short in LOADERS
+    ]
 
 
 RESAMPLING = {"Spacing", "Spacingd", "Resize", "Resized", "Zoom", "Zoomd", "ResampleToMatch", "ResampleToMatchd"}
@@ -317,7 +320,8 @@ def grid_order_warning(inference: Dict[str, Any], origin: str) -> List[str]:
     and cleans on its own grid, this product on the input grid (it inverts the probabilities first), so borders can
     differ from ``monai.bundle run`` by a voxel. Said, never silent."""
     names = [short for short, _where, _node in _steps(inference.get("postprocessing"))]
-    resampled = [short for short, _w, _n in _steps(_section(inference, "preprocessing")) if short in RESAMPLING]
+    pre = _steps(_section(inference, "preprocessing"), "preprocessing")
+    resampled = [short for short, _w, _n in pre if short in RESAMPLING]
     inverted = [i for i, short in enumerate(names) if short in ("Invertd", "Invert")]
     discrete = [i for i, short in enumerate(names) if short in ("AsDiscrete", "AsDiscreted")]
     if not (resampled and inverted and discrete and discrete[0] < inverted[0]):

@@ -282,7 +282,7 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
     out_ch = network_args.get("out_channels")
     out_ch = out_ch if isinstance(out_ch, int) and not isinstance(out_ch, bool) else None
     dims = int(conv.ndim - 2) if conv is not None else 3
-    cleanup, honoured = bundle_mod.bundle_cleanup(inference.get("postprocessing"), out_ch, dims)
+    cleanup, honoured = bundle_mod.bundle_cleanup(inference.get("postprocessing"), out_ch, dims, post["argmax"])
     steps = bundle_mod.postprocessing_steps(inference.get("postprocessing"), honoured)
     largest = [f"{name} ({origin}: {where})" for name, where, _applied in steps if where in honoured]
     notes += [f"the bundle's {step} is applied: the largest component of every segment" for step in largest]
@@ -311,8 +311,8 @@ def _load_bundle_dir(folder: str, trust: bool) -> LoadedModel:
         warnings=bundle_mod.postprocessing_warnings(steps, origin) + bundle_mod.grid_order_warning(inference, origin),
         postprocessing=[name + ("" if applied else " (not applied)") for name, _where, applied in steps],
         cleanup=cleanup,
+        skipped=bundle_mod.skipped_loaders(inference),
     )
-    info.skipped = bundle_mod.skipped_loaders(inference)
     return LoadedModel(net.eval(), info, bundle_preprocessing=kept)
 
 

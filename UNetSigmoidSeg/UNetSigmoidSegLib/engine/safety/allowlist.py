@@ -4,7 +4,7 @@ arguments each class takes.
 A ``_target_`` is looked up as an exact string in this table (short name ``UNet``, package path
 ``monai.networks.nets.UNet`` or defining module ``monai.networks.nets.unet.UNet``); the class comes from
 this module's own imports — no config string is ever imported, located or evaluated. Every argument is
-checked by name and by kind (``Kind`` below); an argument not listed (MONAI's callables, classes, file
+checked by name and by kind (``kinds.Kind``); an argument not listed (MONAI's callables, classes, file
 paths, ``**kwargs``) refuses the config. Numbers are finite and bounded; layer names come from MONAI's
 factories. ``configreader`` applies the table; the JSON next to a checkpoint reuses the UNet entry.
 """
@@ -27,19 +27,16 @@ from .kinds import (
     Const,
     Ignored,
     Int,
-    Kind,
     ListOf,
     Num,
     Text,
     one_or_list,
 )
-from .networks import NETWORK_ARGS
+from .networks import NETWORK_ARGS, Args  # the networks' table, and check() for limits over several arguments
 
 _COMMON = {"keys": KEYS, "allow_missing_keys": Bool()}
 _LAZY = {"lazy": Const(False)}
 
-Args = Dict[str, Kind]
-# the networks' table lives in .networks (NETWORK_ARGS, and check() for limits over several arguments)
 
 # Preprocessing: dictionary transforms on the image. Loaders are checked but never built (the product already
 # holds the image, channel first); the array spellings are read as their dictionary transform on the image.
