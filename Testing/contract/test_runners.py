@@ -22,7 +22,7 @@ from UNetSigmoidSegLib.engine.running.pipeline import segment  # noqa: E402
 from UNetSigmoidSegLib.errors import CancelledError, ModelError, OptionError  # noqa: E402
 from UNetSigmoidSegLib.runners import make_runner  # noqa: E402
 
-RUNNERS = ("in-process", "worker", "remote")
+RUNNERS = ("in-process", "worker", "remote", "ray")
 OPTIONS = SegmentOptions(device="cpu", roi_size=[32, 32, 16])
 LONG = SegmentOptions(device="cpu", roi_size=[16, 16, 16], overlap=0.5)
 STAGES = ("load", "preprocess", "inference", "postprocess")
@@ -58,6 +58,10 @@ def subject(request, models):
     if request.param == "remote":
         srv = request.getfixturevalue("server")
         runner = make_runner(server=srv.url, token=srv.token)
+    elif request.param == "ray":  # a private local Ray cluster, one warm actor
+        from UNetSigmoidSegLib.runners.ray_pool import RayRunner
+
+        runner = RayRunner(replicas=1, num_cpus=2)
     else:
         runner = make_runner(worker=request.param == "worker", worker_python=sys.executable)
     yield Subject(request.param, runner, models, request.param == "remote")
@@ -66,7 +70,7 @@ def subject(request, models):
 
 def test_every_runner_implements_the_protocol_and_says_where_it_runs(subject):
     assert isinstance(subject.runner, Runner)
-    assert subject.runner.runs_here is (not subject.remote)
+    assert subject.runner.runs_here is (subject.name in ("in-process", "worker"))  # Ray: on its cluster
     job = subject.runner.inspect(subject.spec("tiny"))
     assert isinstance(job, Job)
     info = job.wait(timeout=300)
@@ -169,4 +173,5 @@ def test_the_warm_model_is_reused(subject):
     again.wait(timeout=300)
     assert again.info.cache_hit is True and again.info.load_count == first.info.load_count
     summary = again.info.summary()
-    assert set(summary) == ({"server"} if subject.remote else {"worker"} if subject.name == "worker" else set())
+    sections = {"remote": {"server"}, "worker": {"worker"}, "ray": {"ray"}}
+    assert set(summary) == sections.get(subject.name, set())

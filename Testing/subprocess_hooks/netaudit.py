@@ -5,10 +5,28 @@ computer. ``install(path)`` adds an audit hook (PEP 578) that appends one JSON l
 
 import json
 import os
+import socket
 import sys
 from typing import Any, List
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+
+
+def _own_addresses() -> frozenset:
+    """The addresses of this computer's own network interfaces (a Ray node names itself by one): a packet to them
+    is routed back inside this computer, never onto a network."""
+    try:
+        import psutil
+
+        families = (socket.AF_INET, socket.AF_INET6)
+        return frozenset(
+            a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs if a.family in families
+        )
+    except Exception:  # noqa: BLE001 - without psutil only loopback counts
+        return frozenset()
+
+
+OWN = _own_addresses()
 
 
 def loopback(host: Any) -> bool:
@@ -18,7 +36,7 @@ def loopback(host: Any) -> bool:
     text = str(host)
     if text.startswith("/") or text.startswith("\0"):  # a Unix socket
         return True
-    if text.lower() in LOOPBACK_NAMES or text.startswith("127.") or text in ("::1", "0.0.0.0", "::"):
+    if text.lower() in LOOPBACK_NAMES or text.startswith("127.") or text in ("::1", "0.0.0.0", "::") or text in OWN:
         return True
     return text.startswith("::ffff:127.")
 

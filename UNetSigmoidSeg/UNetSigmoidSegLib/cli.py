@@ -13,12 +13,13 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import NOT_CLINICAL, cli_threshold, exits
+from .cli_cases import case_row, write_case
 from .cli_parser import build_parser
 from .cli_paths import expand_inputs, output_folders, output_paths, stem
 from .contract.model import ModelInfo, ModelSpec, looks_like_path
 from .contract.options import Cleanup, SegmentOptions
 from .engine.files.paths import protected_files
-from .errors import UserError
+from .errors import OptionError, UserError
 from .progress import Progress
 from .remote import serve
 
@@ -81,6 +82,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if spec.trust_bundle:
         print(TRUST_WARNING, file=sys.stderr)
     inputs = expand_inputs(args.inputs)
+    if args.ray:
+        if args.worker or args.server:
+            raise OptionError("--ray runs on the Ray cluster: not with --worker or --server", "Leave one out.")
+        from .cli_ray import segment_cohort
+
+        with output_folders(args.output, args.probabilities):
+            return segment_cohort(args, inputs, spec, options)
     with output_folders(args.output, args.probabilities):
         cases = output_paths(inputs, args.output, args.probabilities, _model_files(spec), args.overwrite)
         t0 = time.perf_counter()
@@ -101,8 +109,6 @@ def _segment_cases(
     info: ModelInfo,
     load_s: float,
 ) -> int:
-    from .engine.files.outputs import write_segmentation
-    from .engine.files.probfile import write_probabilities
     from .engine.files.volume import read_volume
 
     def log(message: str) -> None:  # -q hides progress and notes, never a warning
@@ -143,33 +149,14 @@ def _segment_cases(
         job = runner.submit(volume, spec, options)
         result = job.wait(progress=progress, log=log)
         t2 = time.perf_counter()
-        warning = write_segmentation(result, case["segmentation"], reads)
-        if warning:
-            result.warnings.append(warning)
+        for warning in write_case(result, case, reads):
             log("warning: " + warning)
-        if case["probabilities"]:
-            write_probabilities(result, case["probabilities"], reads + [case["segmentation"]])
         progress("write", 1.0, os.path.basename(case["segmentation"] or ""))
         progress.end_line()
-        stats = result.statistics()
         timings = dict(result.timings, read_s=read_s, write_s=time.perf_counter() - t2)
         timings["total_s"] = time.perf_counter() - t1  # reading, the run (and its waits) and writing
-        window = result.window.to_dict() if result.window is not None else None
-        row = {
-            "input": case["input"],
-            "segmentation": case["segmentation"],
-            "probabilities": case["probabilities"],
-            "device": result.device.device,
-            "device_reason": result.device.reason,
-            "placement": result.placement,
-            "activation": result.activation,
-            "thresholds": result.thresholds,
-            "window": window,
-            "backend": result.backend.to_dict() if result.backend is not None else None,
-            "segments": stats,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "warnings": result.warnings,
-        }
+        row = case_row(case, result, timings)
+        stats = row["segments"]
         row.update(job.info.summary())  # how the worker or the server ran it
         summary["cases"].append(row)
         if not args.json:

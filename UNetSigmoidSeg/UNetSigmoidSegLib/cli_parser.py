@@ -148,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="run inference in a background worker process (one warm worker for the batch)",
     )
     w.add_argument("--worker-python", help="interpreter for the worker, with torch + MONAI (default: this Python)")
+    r = s.add_argument_group("Ray cluster (a cohort on many GPUs / machines; pip install ray)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the cases on a Ray cluster: without ADDRESS one on this computer, 'auto' the one `ray start` made "
+        "here, or HOST:PORT; finished cases are skipped when the command is run again",
+    )
+    r.add_argument(
+        "--actors", type=int, default=0, help="warm model replicas (default: one per GPU, or CPUs / --threads)"
+    )
+    r.add_argument("--threads", type=int, default=2, help="CPU threads per replica (default: 2)")
     _remote_args(s, "--model")
     _model_args(s)
     i = sub.add_parser("inspect", help="print what was detected in a model")

@@ -43,7 +43,8 @@ class JobInfo:
     cache_hit: Optional[bool] = None
     load_count: Optional[int] = None
     load_s: Optional[float] = None
-    pid: Optional[int] = None  # the worker process
+    pid: Optional[int] = None  # the worker process (a Ray actor's)
+    node: Optional[str] = None  # the Ray node (host name) that ran it
     peak_rss_bytes: Optional[int] = None
     timings: Dict[str, float] = field(default_factory=dict)
     url: Optional[str] = None  # the server, and what it said
@@ -58,6 +59,7 @@ class JobInfo:
     server_s: Optional[float] = None
     REPORTED = {
         "worker": ("pid", "cache_hit", "load_count", "peak_rss_bytes"),
+        "ray": ("node", "pid", "cache_hit", "load_count"),
         "server": ("server_job", "max_ahead", "cache_hit", "request_bytes", "result_bytes", "server_s", "url"),
     }
 
