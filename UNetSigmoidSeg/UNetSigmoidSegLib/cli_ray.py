@@ -163,13 +163,13 @@ def _run(
     run: Dict[str, Any],
     summary_files: List[str],
 ) -> Dict[str, Any]:
-    from .runners.ray_pool import RayRunner, lost
+    from .runners.ray_pool import RayPool, lost
 
     gpus = 1.0 if options.device.startswith("cuda") else 0.0
-    runner = RayRunner(args.ray, replicas=args.actors, threads=args.threads, gpus=gpus, retries=2)
+    runner = RayPool(args.ray, replicas=args.actors, threads=args.threads, gpus=gpus, retries=2)
     ray = runner.ray
     try:
-        info = runner.inspect(spec).wait()  # a model that cannot load stops here, before any case
+        info = runner.inspect(spec)[0]  # a model that cannot load stops here, before any case
     except BaseException:
         runner.close()
         raise

@@ -1,7 +1,7 @@
 """Facts about this process and machine, for logs and guards (standard library, psutil when present)."""
 
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 
 def peak_rss_bytes() -> Optional[int]:
@@ -46,3 +46,31 @@ def package_version(dist: str) -> str:
         return version(dist)
     except Exception:  # noqa: BLE001
         return "unknown"
+
+
+def trim_heap() -> None:
+    """Give the freed heap back to the system (glibc ``malloc_trim``): a long-running server's memory then falls back
+    after each big job instead of staying at its peak. Elsewhere a no-op."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
+def rss_bytes() -> Optional[int]:
+    """This process's resident memory now (psutil), or None."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 - psutil is optional for the server
+        return None

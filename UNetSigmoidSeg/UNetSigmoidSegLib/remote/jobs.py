@@ -23,6 +23,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional
 from ..contract import wire
 from ..contract.messages import Error, Log, Message, Progress, message_for
 from ..errors import UserError
+from ..sysinfo import rss_bytes, trim_heap
 from ..worker.handoff import remove_dir, sweep_stale, write_pid_file
 
 DIR_PREFIX = "unetseg-remote-"
@@ -66,7 +67,9 @@ class ServerJob:
 
 
 class JobQueue:
-    """The queue, the executor thread and the job registry. ``limits``: ``max_volume_bytes``, ``max_request_bytes``."""
+    """The queue, the executor threads and the job registry. ``limits``: ``max_volume_bytes``, ``max_request_bytes``.
+    ``pool``: a ``runners.ray_pool.RayPool`` that runs the jobs (``serve --ray``; one executor per replica; uploads
+    still run on the store's own host), else ``store.host`` runs them, one at a time."""
 
     def __init__(
         self,
@@ -77,8 +80,10 @@ class JobQueue:
         client_timeout_s: float = 60.0,
         temp_root: Optional[str] = None,
         log: Callable[[str], None] = lambda _m: None,
+        pool: Any = None,
     ) -> None:
         self.store = store
+        self.pool = pool
         self.max_queue = int(max_queue)
         self.device = device
         self.limits = dict(limits)
@@ -91,12 +96,20 @@ class JobQueue:
         self._queue: Deque[ServerJob] = deque()
         self._reserved = 0  # queue places held by bodies still arriving
         self._jobs: Dict[str, ServerJob] = {}
-        self.running: Optional[ServerJob] = None
+        self.active: List[ServerJob] = []  # running now, oldest first
         self.loop: Any = None
         self._stop = False
         self.ready = threading.Event()  # set once the engine is imported (set by the server's preload)
         self.done_count = 0
-        self._thread = threading.Thread(target=self._executor, name="unetseg-remote-executor", daemon=True)
+        workers = len(pool.actors) if pool is not None else 1
+        self._threads = [
+            threading.Thread(target=self._executor, name=f"unetseg-remote-executor-{i}", daemon=True)
+            for i in range(workers)
+        ]
+
+    @property
+    def running(self) -> Optional[ServerJob]:
+        return self.active[0] if self.active else None
 
     # ---------------------------------------------------------------- life
     def start(self, loop: Any) -> None:
@@ -106,7 +119,8 @@ class JobQueue:
         write_pid_file(os.path.join(self.temp_dir, "owner.pid"), os.getpid())
         self.store.temp_roots.append(self.temp_dir)
         self.loop = loop
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         """Cancel every job, stop the executor, remove the temp folder."""
@@ -114,10 +128,12 @@ class JobQueue:
             self._stop = True
             for job in list(self._queue):
                 job.cancel.set()
-            if self.running is not None:
-                self.running.cancel.set()
+            for job in self.active:
+                job.cancel.set()
             self._cond.notify_all()
-        self._thread.join(4.0)  # a job stuck in a network that never returns is left to the process's end
+        deadline = time.monotonic() + 4.0  # a job stuck in a network that never returns is left to the process's end
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         remove_dir(self.temp_dir)
 
     @property
@@ -177,7 +193,7 @@ class JobQueue:
     def _ahead(self, job: ServerJob) -> int:
         if job.state != "queued":
             return 0
-        return list(self._queue).index(job) + (1 if self.running is not None else 0)
+        return list(self._queue).index(job) + (1 if len(self.active) >= len(self._threads) else 0)
 
     async def wait(self, job: ServerJob, after: int, timeout: float) -> None:
         """Until ``job`` has a message after ``after`` or ``timeout`` seconds passed."""
@@ -238,7 +254,7 @@ class JobQueue:
         with self._cond:
             running = self.running
             return {
-                "busy": running is not None,
+                "busy": len(self.active) >= len(self._threads),
                 "running_for_s": round(time.monotonic() - (running.started_at or running.created), 1)
                 if running is not None
                 else None,
@@ -246,7 +262,7 @@ class JobQueue:
                 "max_queue": self.max_queue,
                 "jobs_done": self.done_count,
                 "held": len(self._jobs),  # jobs known: queued, running, or finished and not yet collected
-                "rss_bytes": _rss_bytes(),
+                "rss_bytes": rss_bytes(),
                 "ready": self.ready.is_set(),
             }
 
@@ -286,7 +302,8 @@ class JobQueue:
                 if self._stop:
                     return
                 job = self._queue.popleft()
-                job.state, self.running = "running", job
+                job.state = "running"
+                self.active.append(job)
                 job.started_at = time.monotonic()
                 self._requeue_positions()
             t0 = time.perf_counter()
@@ -294,7 +311,7 @@ class JobQueue:
             terminal["server_s"] = round(time.perf_counter() - t0, 3)
             try:
                 with self._cond:
-                    self.running = None
+                    self.active.remove(job)
                     self._requeue_positions()
                 self._finish(job, terminal)
                 self.log(f"job {job.id[:6]} {terminal['type']} in {terminal['server_s']:.1f} s")
@@ -324,7 +341,8 @@ class JobQueue:
                 )
             array = arrays.pop("volume")
             del arrays
-            result, how = self.store.host.run(request, array, emit, job.cancel.is_set, loaded)
+            host = self.pool if self.pool is not None and loaded is None else self.store.host
+            result, how = host.run(request, array, emit, job.cancel.is_set, loaded)
             del array
             result_fields, result_arrays = result.to_wire()
             del result
@@ -350,7 +368,7 @@ class JobQueue:
             torch = sys.modules.get("torch")
             if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
                 torch.cuda.empty_cache()
-            _trim_heap()
+            trim_heap()
 
     def _emitter(self, job: ServerJob) -> Callable[[Message], None]:
         """The host's messages → this job's numbered events; log text without the server's paths."""
@@ -361,31 +379,3 @@ class JobQueue:
             self._post(job, message.to_dict())
 
         return emit
-
-
-def _trim_heap() -> None:
-    """Give the freed heap back to the system (glibc ``malloc_trim``): a long-running server's memory then falls back
-    after each big job instead of staying at its peak. Elsewhere a no-op."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
-        except OSError:
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
-
-
-def _rss_bytes() -> Optional[int]:
-    """This server's resident memory now (psutil), or None."""
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except Exception:  # noqa: BLE001 - psutil is optional for the server
-        return None

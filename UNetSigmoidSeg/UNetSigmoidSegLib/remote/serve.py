@@ -72,6 +72,17 @@ def add_parser(sub: Any) -> None:
         help="seconds a connection may wait for its next request head before it is closed (default 10)",
     )
     p.add_argument("--temp-dir", help="where request bodies are spooled (default: the system temp folder)")
+    r = p.add_argument_group("Ray cluster (a department's GPU pool; pip install ray)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run jobs on warm model replicas of a Ray cluster (no ADDRESS: one on this computer; 'auto'; HOST:PORT); "
+        "the models folder must be readable at the same path on every node",
+    )
+    r.add_argument("--ray-replicas", type=int, default=0, help="replicas (default: one per GPU, or CPUs / threads)")
+    r.add_argument("--ray-threads", type=int, default=2, help="CPU threads per replica (default: 2)")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -130,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"The server needs FastAPI and uvicorn ({exc})", 'Install them: pip install "unetsigmoidseg[server]"'
         ) from None
     device = check_choice("device", args.device, DEVICES, "--device")
-    if device != "auto":  # a device this machine lacks refuses to start, rather than failing every job
+    if device != "auto" and not args.ray:  # a device this machine lacks refuses to start (not: the cluster has it)
         from ..engine.running.inference import select_device
 
         select_device(device)
@@ -168,6 +179,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         client_timeout_s=float(args.client_timeout),
         temp_root=args.temp_dir,
         tokens_file=tokens_file(token_file),
+        ray=args.ray,
+        ray_replicas=args.ray_replicas,
+        ray_threads=args.ray_threads,
     )
     sock = _listen(args.host, args.port)  # first: a taken port is said before anything is created
     try:

@@ -55,6 +55,9 @@ class ServerConfig:
     temp_root: Optional[str] = None
     max_wait_s: float = 30.0  # the longest long poll
     tokens_file: str = ""  # named tokens (remote.identity), read again when it changes; "": the owner's token only
+    ray: Optional[str] = None  # run jobs on a Ray cluster's model replicas (runners.ray_pool): its address
+    ray_replicas: int = 0
+    ray_threads: int = 2
 
 
 def error(status: int, kind: str, message: str, hint: str = "", **extra: Any) -> JSONResponse:
@@ -108,7 +111,16 @@ def create_app(config: ServerConfig) -> Any:
     """The ASGI application (the ``Guard`` around FastAPI) serving ``config.models_dir``."""
     store = ModelStore(config.models_dir, log=LOG.info)
     limits = {"max_request_bytes": config.max_request_bytes, "max_volume_bytes": config.max_volume_bytes}
-    jobs = JobQueue(store, config.max_queue, config.device, limits, config.client_timeout_s, config.temp_root, LOG.info)
+    pool = None
+    if config.ray:
+        from ..runners.ray_pool import RayPool
+
+        gpus = 1.0 if config.device.startswith("cuda") else 0.0
+        pool = RayPool(config.ray, config.ray_replicas, config.ray_threads, gpus, retries=1)
+        LOG.info("jobs run on Ray: %s", pool.describe())
+    jobs = JobQueue(
+        store, config.max_queue, config.device, limits, config.client_timeout_s, config.temp_root, LOG.info, pool
+    )
     state: Dict[str, Any] = {"instance": uuid.uuid4().hex, "started": time.time(), "versions": None}
     counter = {"requests": 0}
 
@@ -161,6 +173,8 @@ def create_app(config: ServerConfig) -> Any:
         finally:
             task.cancel()
             await run_in_threadpool(jobs.stop)
+            if pool is not None:
+                await run_in_threadpool(pool.close)
 
     app = FastAPI(title="UNetSigmoidSeg server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.jobs = jobs

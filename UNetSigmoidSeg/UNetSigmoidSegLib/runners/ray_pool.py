@@ -13,7 +13,7 @@ import os
 import queue
 import socket
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..contract.messages import Error, Message, message_for
 from ..contract.model import ModelSpec
@@ -153,12 +153,12 @@ def lost(exc: BaseException, what: str) -> Error:
     )
 
 
-class RayRunner:
-    """A ``Runner`` on a pool of ``replicas`` warm model actors; a job waits for a free one. ``address``: see
-    ``connect``. ``threads``: CPU threads per actor; ``gpus``: GPUs per actor (0: CPU). ``retries``: times an
-    actor's lost call is run again (on the restarted actor) before the job fails."""
-
-    runs_here = False
+class RayPool:
+    """A pool of ``replicas`` warm model actors with the engine host's ``run`` / ``inspect``: the server's executors
+    (``serve --ray``) and ``RayRunner`` call it as they call an ``EngineHost``; a call waits for a free actor.
+    ``address``: see ``connect``. ``threads``: CPU threads per actor; ``gpus``: GPUs per actor (0: CPU);
+    ``replicas`` 0: one per GPU, or the cluster's CPUs / ``threads``. ``retries``: times an actor's lost call is run
+    again (on the restarted actor) before it fails."""
 
     def __init__(
         self,
@@ -180,52 +180,55 @@ class RayRunner:
         for actor in self.actors:
             self._idle.put(actor)
 
-    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> QueueJob:
-        request = RunRequest(model, options, volume.affine).to_wire()
-        return self._start(lambda actor: actor.segment.remote(request, volume.array), "this run")
+    def run(
+        self,
+        request: RunRequest,
+        array: Any,
+        emit: Callable[[Message], None],
+        should_cancel: Callable[[], bool],
+        loaded: Any = None,
+    ) -> Tuple[Any, Dict[str, Any]]:
+        """``EngineHost.run`` on a free actor: (``SegmentResult``, how it ran). ``loaded`` (a network the caller
+        loaded itself) cannot travel: the caller runs those on its own host."""
+        if loaded is not None:
+            raise ValueError("a network loaded by the caller runs on the caller's own host")
+        wire = request.to_wire()
+        return self._call(lambda actor: actor.segment.remote(wire, array), emit, should_cancel, "this run")
 
-    def inspect(self, model: ModelSpec) -> QueueJob:
-        return self._start(lambda actor: actor.inspect.remote(model.to_dict()), "this inspection")
+    def inspect(self, spec: ModelSpec) -> Tuple[Any, Dict[str, Any]]:
+        return self._call(lambda actor: actor.inspect.remote(spec.to_dict()), None, lambda: False, "this inspection")
 
-    def _start(self, call: Any, what: str) -> QueueJob:
-        held: Dict[str, Any] = {}
-
-        def cancel(_job: QueueJob) -> None:
-            if "actor" in held:
-                held["actor"].cancel.remote()
-
-        def work(job: QueueJob) -> Any:
-            held["actor"] = actor = self._idle.get()
-            try:
-                return self._follow(job, actor, call(actor), what)
-            finally:
-                self._idle.put(actor)
-
-        return QueueJob("ray", cancel, section="ray").start_thread(work, "unetsigmoidseg-ray-job")
-
-    def _follow(self, job: QueueJob, actor: Any, ref: Any, what: str) -> Any:
-        seen = 0
-        while True:
-            ready, _ = self.ray.wait([ref], timeout=POLL_S)
-            try:
-                news = self.ray.get(actor.messages.remote(seen))
-            except self.ray.exceptions.RayActorError:
-                news = []  # restarting: its call is run again, its messages start anew
-            for message in news:
-                job.put(message)
-            seen += len(news)
-            if ready:
-                break
+    def _call(self, call: Any, emit: Any, should_cancel: Callable[[], bool], what: str) -> Tuple[Any, Dict[str, Any]]:
+        actor = self._idle.get()
         try:
-            kind, value, how = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError as exc:
-            raise lost(exc, what).exception() from None
+            ref = call(actor)
+            seen = 0
+            cancelled = False
+            while True:
+                ready, _ = self.ray.wait([ref], timeout=POLL_S)
+                if should_cancel() and not cancelled:
+                    cancelled = True
+                    actor.cancel.remote()
+                try:
+                    news = self.ray.get(actor.messages.remote(seen)) if emit is not None else []
+                except self.ray.exceptions.RayActorError:
+                    news = []  # restarting: its call is run again, its messages start anew
+                for message in news:
+                    emit(message)
+                seen += len(news)
+                if ready:
+                    break
+            try:
+                kind, value, how = self.ray.get(ref)
+            except self.ray.exceptions.RayActorError as exc:
+                raise lost(exc, what).exception() from None
+        finally:
+            self._idle.put(actor)
         if kind == "error":
             raise value.exception()
-        job.info.update(how)
-        return value
+        return value, how
 
-    def describe(self) -> Optional[Dict[str, Any]]:
+    def describe(self) -> Dict[str, Any]:
         resources = self.ray.cluster_resources()
         return {
             "runner": "ray",
@@ -235,12 +238,49 @@ class RayRunner:
             "gpus": resources.get("GPU", 0),
         }
 
-    def keep_warm(self, keep: bool) -> None:
-        """Actors keep their model; a pool is warm by design."""
-
     def close(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
         if self._started and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+class RayRunner:
+    """The ``Runner`` of a ``RayPool`` (the console, the conformance tests): each job a thread that waits on the
+    pool. Keywords: ``RayPool``'s."""
+
+    runs_here = False
+
+    def __init__(self, address: Optional[str] = None, **pool: Any) -> None:
+        self.pool = RayPool(address, **pool)
+        self.ray = self.pool.ray
+        self.actors = self.pool.actors
+
+    def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> QueueJob:
+        request = RunRequest(model, options, volume.affine)
+        return self._start(lambda job: self.pool.run(request, volume.array, job.put, job.should_cancel))
+
+    def inspect(self, model: ModelSpec) -> QueueJob:
+        return self._start(lambda job: self.pool.inspect(model))
+
+    def _start(self, call: Callable[[QueueJob], Tuple[Any, Dict[str, Any]]]) -> QueueJob:
+        def work(job: QueueJob) -> Any:
+            value, how = call(job)
+            job.info.update(how)
+            return value
+
+        return QueueJob("ray", _no_op, section="ray").start_thread(work, "unetsigmoidseg-ray-job")
+
+    def describe(self) -> Optional[Dict[str, Any]]:
+        return self.pool.describe()
+
+    def keep_warm(self, keep: bool) -> None:
+        """Actors keep their model; a pool is warm by design."""
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _no_op(_job: QueueJob) -> None:
+    """A job's cancel request reaches its actor through ``job.should_cancel`` (``RayPool`` polls it)."""
