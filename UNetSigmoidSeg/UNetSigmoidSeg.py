@@ -53,8 +53,8 @@ class UNetSigmoidSegWidget(ScriptedLoadableModuleWidget):
     """Creates the panel (``UNetSigmoidSegLib.widget.panel.Panel``) and delegates to it."""
 
     def __init__(self, parent=None):
+        self.panel = None  # first: without a parent, the base class calls setup() from its __init__
         ScriptedLoadableModuleWidget.__init__(self, parent)
-        self.panel = None
 
     @property
     def logic(self):

@@ -16,6 +16,7 @@ from readme_blocks import block, example_files
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "Testing" / "widget"))
+import fakeslicer  # noqa: E402
 from widget_fixtures import install_python_slicer, load_module_over_fakes  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def test_module_logic_block_runs_as_written(app, tmp_path, monkeypatch):
     module, scene = app
     _language, text = block('getModuleLogic("UNetSigmoidSeg")')
     install_python_slicer(tmp_path, monkeypatch)  # Slicer's launcher puts PythonSlicer on PATH
-    host = module.UNetSigmoidSegWidget()
+    host = module.UNetSigmoidSegWidget(fakeslicer.module_panel())
     host.setup()
     assert callable(slicer.util.getModuleLogic)  # the real slicer.util has it; Slicer answers with:
     monkeypatch.setattr(slicer.util, "getModuleLogic", lambda name: host.logic if name == "UNetSigmoidSeg" else None)

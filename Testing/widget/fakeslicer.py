@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 ERRORS: List[str] = []  # exceptions raised by slots
 DIALOGS: List[str] = []  # error / confirmation dialogs shown
+CURSORS: List[Any] = []  # the application's override cursors (a stack, as QApplication keeps them)
 
 QT_API_FILE = Path(__file__).resolve().parent / "qt_api" / "qt_api.json"
 QT_API: Dict[str, Any] = json.loads(QT_API_FILE.read_text(encoding="utf-8"))
@@ -466,7 +467,7 @@ def make_qt() -> types.ModuleType:
     qt.QTimer = Timer
     qt.QSettings = Settings
     qt.QIcon = lambda path: ("icon", path)
-    qt.Qt = types.SimpleNamespace(ToolTipRole=3)
+    qt.Qt = types.SimpleNamespace(ToolTipRole=3, WaitCursor=3, BusyCursor=16)  # Qt::ItemDataRole, Qt::CursorShape
     qt.QFileDialog = types.SimpleNamespace(getExistingDirectory=lambda parent, title, start: "")
     return qt
 
@@ -488,9 +489,13 @@ def make_scripted_loadable_module(module_path: str) -> types.ModuleType:
 
     class ScriptedLoadableModuleWidget:
         def __init__(self, parent: Any = None) -> None:
-            self.parent = parent or types.SimpleNamespace(isEntered=True)
-            self.layout = FormLayout("QVBoxLayout", "moduleLayout")
+            # as Slicer 5.8 / 5.10 / main: without a parent, a top-level qMRMLWidget is made, set up and shown here
             self.moduleName = type(self).__name__[: -len("Widget")]
+            self.parent = parent or Widget("qMRMLWidget", "topLevel")
+            self.layout = FormLayout("QVBoxLayout", "moduleLayout")
+            if not parent:
+                self.setup()
+                self.parent.show()
 
         def setup(self) -> None:
             pass
@@ -526,6 +531,17 @@ class App:
     def testingEnabled(self) -> bool:
         return self.testing
 
+    def setOverrideCursor(self, cursor: Any) -> None:
+        CURSORS.append(cursor)
+
+    def restoreOverrideCursor(self) -> None:
+        CURSORS.pop()
+
+
+def module_panel() -> Any:
+    """What Slicer passes to a module widget: its panel in the module panel (``isEntered`` while shown)."""
+    return types.SimpleNamespace(isEntered=True)
+
 
 def make_i18n() -> types.ModuleType:
     mod = types.ModuleType("slicer.i18n")
@@ -536,13 +552,22 @@ def make_i18n() -> types.ModuleType:
 
 @contextlib.contextmanager
 def try_with_error_display(message: Any = None, show: bool = True, waitCursor: bool = False):
-    """slicer.util.tryWithErrorDisplay: show the message with the exception text, then re-raise."""
+    """slicer.util.tryWithErrorDisplay: the wait cursor while the block runs (``waitCursor``), then the message with
+    the exception text (cursor restored first), re-raised."""
+    if waitCursor:
+        CURSORS.append("WaitCursor")
     try:
         yield
     except Exception as exc:
+        if waitCursor:
+            CURSORS.pop()
+            waitCursor = False
         if show:
             DIALOGS.append(f"{message}\n\n{exc}")
         raise
+    finally:
+        if waitCursor:
+            CURSORS.pop()
 
 
 def error_display(

@@ -45,7 +45,7 @@ def main(model, tmp):
     with pytest.MonkeyPatch.context() as patch:
         module, scene = load_module_over_fakes(patch)
         install_python_slicer(tmp, patch)
-        host = module.UNetSigmoidSegWidget()
+        host = module.UNetSigmoidSegWidget(fakeslicer.module_panel())
         host.setup()
         panel = host.panel
         ui = panel.ui

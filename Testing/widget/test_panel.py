@@ -28,7 +28,7 @@ def make_model(tmp_path, out_channels=2, seed=5):
 def open_panel(slicer_app):
     """The module widget set up as Slicer does; returns its panel (``panel.host`` is the module widget)."""
     module, scene = slicer_app
-    host = module.UNetSigmoidSegWidget()
+    host = module.UNetSigmoidSegWidget(fakeslicer.module_panel())
     host.setup()
     assert host.logic is host.panel.logic  # what slicer.util.getModuleLogic returns
     return module, scene, host.panel

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="servers are stopped 
 def open_panel(slicer_app):
     """The module widget set up as Slicer does (``fakeslicer.SETTINGS`` kept: a new session of the same user)."""
     module, scene = slicer_app
-    host = module.UNetSigmoidSegWidget()
+    host = module.UNetSigmoidSegWidget(fakeslicer.module_panel())
     host.setup()
     return module, scene, host.panel
 

@@ -43,7 +43,7 @@ def test_notify_signals_of_the_fake_are_the_real_ones():
 
 def test_fake_refuses_what_the_real_classes_lack(slicer_app):
     module, scene = slicer_app
-    host = module.UNetSigmoidSegWidget()
+    host = module.UNetSigmoidSegWidget(fakeslicer.module_panel())
     host.setup()
     ui = host.panel.ui
     with pytest.raises(AttributeError, match="no signal 'clickd\\(\\)'"):

@@ -32,7 +32,7 @@ def test_self_test_passes_over_the_fakes(slicer_app, python_slicer, monkeypatch)
 
     def module_widget(name):
         if not widgets:
-            widgets.append(module.UNetSigmoidSegWidget())
+            widgets.append(module.UNetSigmoidSegWidget(fakeslicer.module_panel()))
             widgets[0].setup()
         return widgets[0]
 

@@ -48,6 +48,7 @@ def load_module_over_fakes(monkeypatch):
     fakeslicer.TIMERS.clear()
     fakeslicer.SETTINGS.clear()
     fakeslicer.PlotsLogic.shown = []
+    fakeslicer.CURSORS.clear()
     monkeypatch.setitem(sys.modules, "qt", fakeslicer.make_qt())
     monkeypatch.setitem(sys.modules, "ctk", fakeslicer.make_ctk())
     monkeypatch.setitem(
@@ -59,6 +60,7 @@ def load_module_over_fakes(monkeypatch):
     monkeypatch.delitem(sys.modules, "UNetSigmoidSegLib.widget.thresholds", raising=False)
     scene = create_headless_scene()
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.setattr(slicer, "app", fakeslicer.App(testing=False), raising=False)  # a user's session
     monkeypatch.setattr(
         slicer,
         "modules",

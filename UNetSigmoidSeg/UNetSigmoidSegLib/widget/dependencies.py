@@ -170,11 +170,25 @@ def ensure(
     install_packages: Callable[[List[str]], None],
     recheck: Callable[[], DependencyReport],
     optional: bool = False,
+    testing: bool = False,
 ) -> DependencyReport:
     """Ask once, then install what is missing; returns the new report or raises ``DependencyError`` (required
     packages only). The optional packages are offered with the required ones, or alone when ``optional`` (the
-    Install button); refused or failing, they leave a ``note`` and runs go on without them."""
+    Install button); refused or failing, they leave a ``note`` and runs go on without them.
+
+    ``testing`` (Slicer started with ``--testing``): nothing is asked or installed — Slicer would answer the question
+    itself (``confirmOkCancelDisplay`` returns OK) and ``pip_ensure`` (Slicer >= 5.12) skips installs then, so an
+    install would only seem to fail; the error or the ``note`` says so."""
     if report.ok and not (optional and report.optional_missing):
+        return report
+    if testing:
+        hint = "Slicer installs no packages in testing mode; install them in a session started without --testing."
+        if not report.ok:
+            raise DependencyError(
+                f"Testing mode (--testing): nothing is installed; segmenting needs {report.describe_missing()}", hint
+            )
+        names = ", ".join(i.describe() for i in report.optional_missing)
+        report.note = f"Testing mode (--testing): optional {names} not installed. {hint}"
         return report
     question = consent_text(report)
     if not confirm(question["text"], question["details"]):

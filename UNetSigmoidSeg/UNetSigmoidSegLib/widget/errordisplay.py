@@ -1,5 +1,6 @@
 """``showErrors``: Slicer's error display for the panel and its helpers (its own module: no helper imports
-the panel)."""
+the panel); ``waitCursor``: the busy cursor around work that asks nothing (never around a question or pip's
+progress dialog, which would then show a wait cursor over the buttons to press)."""
 
 import contextlib
 
@@ -13,3 +14,16 @@ def showErrors(message, waitCursor=True):
 
     with contextlib.suppress(UserError), slicer.util.tryWithErrorDisplay(message, waitCursor=waitCursor):
         yield
+
+
+@contextlib.contextmanager
+def waitCursor():
+    """Slicer's wait cursor while the block runs (as ``tryWithErrorDisplay(waitCursor=True)`` sets it)."""
+    import qt
+    import slicer
+
+    slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+    try:
+        yield
+    finally:
+        slicer.app.restoreOverrideCursor()

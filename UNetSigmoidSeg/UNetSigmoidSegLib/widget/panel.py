@@ -20,7 +20,7 @@ from ..contract.runner import Runner
 from ..errors import CancelledError, UserError
 from ..mrml import parameters as P
 from . import bindings, dependencies, rules
-from .errordisplay import showErrors
+from .errordisplay import showErrors, waitCursor
 from .resources import resource_path
 from .runon import RunOn
 from .summary import ModelSummaries
@@ -123,6 +123,7 @@ class Panel(LiveThresholds, VTKObservationMixin):
                 dependencies.slicer_install_packages,
                 self.checkDependencies,
                 optional=optional,
+                testing=slicer.app.testingEnabled(),  # --testing: dialogs answer themselves, pip_ensure skips
             )
             if self.deps.note:
                 self.log(self.deps.note)
@@ -131,7 +132,7 @@ class Panel(LiveThresholds, VTKObservationMixin):
         return self.logic
 
     def onInstallDependencies(self):
-        with showErrors(_("PyTorch and MONAI were not installed.")):
+        with showErrors(_("PyTorch and MONAI were not installed."), waitCursor=False):  # asks, shows pip's progress
             self.ensureLogic(optional=True)
         self.requestSummary()
 
@@ -257,34 +258,39 @@ class Panel(LiveThresholds, VTKObservationMixin):
             self.handle.cancel()
             self.updateStatus()
             return
-        with showErrors(_("Segmentation could not start.")):
-            self.ensureLogic()
-            self.updateParameterNodeFromGUI()
-            params = P.read_parameters(self._parameterNode)
-            server_model = self.runOn.settings.model if self.runOn.server else None
-            spec, options, probabilityVolume = rules.run_request(params, self.ui.roiSizeLineEdit.text, server_model)
-            volume = self.ui.inputSelector.currentNode()
-            where = f" on {self.runOn.settings.url}" if server_model else ""
-            self.log(f"--- {time.strftime('%H:%M:%S')} segment {volume.GetName()} with {spec.reference}{where}")
-            self._started = time.time()
-            self.handle = self.logic.segmentAsync(
-                volume,
-                spec,
-                options,
-                outputSegmentation=self.ui.outputSelector.currentNode(),
-                probabilityVolume=probabilityVolume,
-                onProgress=self.onProgress,
-                onFinished=self.onFinished,
-                onError=self.onError,
-                onLog=self.log,
-            )
-            if server_model is None:
-                params.recentModels = rules.remember(params.recentModels, params.modelPath)
-                P.write_parameters(self._parameterNode, params)
-                self.ui.modelPathLineEdit.addCurrentPathToHistory()
-            self.ui.progressBar.value = 0
-            self.pollTimer.start()
+        with showErrors(_("Segmentation could not start."), waitCursor=False):
+            self.ensureLogic()  # may ask and install: no wait cursor over the question and pip's progress
+            with waitCursor():
+                self.startRun()
         self.updateStatus()
+
+    def startRun(self):
+        """Start the segmentation the panel describes (dependencies already there)."""
+        self.updateParameterNodeFromGUI()
+        params = P.read_parameters(self._parameterNode)
+        server_model = self.runOn.settings.model if self.runOn.server else None
+        spec, options, probabilityVolume = rules.run_request(params, self.ui.roiSizeLineEdit.text, server_model)
+        volume = self.ui.inputSelector.currentNode()
+        where = f" on {self.runOn.settings.url}" if server_model else ""
+        self.log(f"--- {time.strftime('%H:%M:%S')} segment {volume.GetName()} with {spec.reference}{where}")
+        self._started = time.time()
+        self.handle = self.logic.segmentAsync(
+            volume,
+            spec,
+            options,
+            outputSegmentation=self.ui.outputSelector.currentNode(),
+            probabilityVolume=probabilityVolume,
+            onProgress=self.onProgress,
+            onFinished=self.onFinished,
+            onError=self.onError,
+            onLog=self.log,
+        )
+        if server_model is None:
+            params.recentModels = rules.remember(params.recentModels, params.modelPath)
+            P.write_parameters(self._parameterNode, params)
+            self.ui.modelPathLineEdit.addCurrentPathToHistory()
+        self.ui.progressBar.value = 0
+        self.pollTimer.start()
 
     def onPoll(self):
         if self.handle is not None and self.handle.poll():
@@ -373,7 +379,7 @@ class Panel(LiveThresholds, VTKObservationMixin):
         self.setParameterNode(None)  # the logic cancels the run (the timer polls it to its end) and drops its cache
 
     def onSceneEndClose(self, caller, event):
-        if self.host.parent.isEntered:
+        if getattr(self.host.parent, "isEntered", True):  # a widget made without a parent is a shown window
             self.initializeParameterNode()
 
     def enter(self):
