@@ -135,29 +135,41 @@ def test_segment_then_debounced_live_threshold(slicer_app, in_process, tmp_path)
 
     calls = []
     real = widget.logic.setThreshold
-    widget.logic.setThreshold = lambda node, t, cleanup=True: (
-        calls.append((list(t), cleanup)) or real(node, t, cleanup=cleanup)
+    widget.logic.setThreshold = lambda node, t, cleanup=True, update3D=True: (
+        calls.append((list(t), cleanup, update3D)) or real(node, t, cleanup=cleanup, update3D=update3D)
     )
+    rebuilt = []
+    real_surface = widget.logic.updateSurface
+    widget.logic.updateSurface = lambda node: rebuilt.append(node) or real_surface(node)
     for value in (0.45, 0.4, 0.3, 0.25):  # a drag: many events, the timer started once
         ui.thresholdSlider.emit("valueIsChanging(double)", value)
     assert widget.thresholdTimer.active and calls == []
     widget.thresholdTimer.fire()
-    assert calls == [([0.25, 0.25], False)]  # the newest value, live, without clean-up
+    assert calls == [([0.25, 0.25], False, False)]  # the newest value, live: no clean-up, no 3-D rebuild
     assert [s.value for s in widget._sliders] == [0.25, 0.25]
-    ui.thresholdSlider.value = 0.25  # release at the same value: committed once, with clean-up
-    assert calls[-1] == ([0.25, 0.25], True) and len(calls) == 2
+    ui.thresholdSlider.value = 0.25  # release at the same value: committed once, with clean-up and the 3-D surface
+    assert calls[-1] == ([0.25, 0.25], True, True) and len(calls) == 2 and rebuilt == []
     after = voxels(widget, seg)
     assert all(a >= b for a, b in zip(after, before)) and after != before
     assert P.read_parameters(widget._parameterNode).threshold == 0.25
 
+    seg.CreateClosedSurfaceRepresentation()  # Show 3D
+    ui.thresholdSlider.emit("valueIsChanging(double)", 0.6)
+    widget.thresholdTimer.fire()
+    ui.thresholdSlider.emit("valueIsChanging(double)", 0.25)  # dragged back to the committed value
+    widget.thresholdTimer.fire()
+    assert calls[-2:] == [([0.6, 0.6], False, False), ([0.25, 0.25], False, False)]
+    assert widget.logic.liveResult(seg).writer.surface_stale  # the 3-D surface still shows 0.6
+    ui.thresholdSlider.emit("valueChanged(double)", 0.25)  # released where it was: nothing to re-threshold …
+    assert len(calls) == 4 and rebuilt == [seg] and not widget.logic.liveResult(seg).writer.surface_stale  # … 3-D
     widget._sliders[1].value = 0.9  # one segment's own slider (released)
-    assert calls[-1] == ([0.25, 0.9], True)
+    assert calls[-1] == ([0.25, 0.9], True, True)
     assert P.read_parameters(widget._parameterNode).segmentThresholds == [0.25, 0.9]
     assert voxels(widget, seg)[0] == after[0] and voxels(widget, seg)[1] <= after[1]
     p = P.read_parameters(widget._parameterNode)
     p.threshold = 0.7
     widget.logic.setParameters(p)  # a parameter change from the console is not a drag: nothing re-thresholded
-    assert not widget.thresholdTimer.active and calls[-1] == ([0.25, 0.9], True)
+    assert not widget.thresholdTimer.active and calls[-1] == ([0.25, 0.9], True, True)
     ui.showHistogramButton.click()
     assert fakeslicer.PlotsLogic.shown == [widget.logic.liveResult(seg).plot[0]]
     assert_clean()

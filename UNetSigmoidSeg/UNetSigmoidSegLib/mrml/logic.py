@@ -4,6 +4,8 @@
     seg = logic.segment(volumeNode, "/path/model", activation="sigmoid", threshold=0.5, device="auto")
     seg = logic.segment(volumeNode, ModelSpec("/path/model"), SegmentOptions(threshold=0.5))   # the same
     logic.setThreshold(seg, 0.3)                        # live: no network run
+    logic.setThreshold(seg, 0.3, update3D=False)        # a drag: 2-D follows, the 3-D surface waits …
+    logic.updateSurface(seg)                            # … until the release rebuilds it
 
 The network runs through a ``Runner`` (``contract.runner``): the panel gives the background worker or a
 ``RemoteRunner`` (a GPU server), the default here is the in-process runner. The logic keeps the probabilities
@@ -273,12 +275,18 @@ class UNetSigmoidSegLogic:
         return live
 
     def setThreshold(
-        self, segmentationNode: Any, threshold: Union[float, Sequence[float]], cleanup: bool = True
+        self,
+        segmentationNode: Any,
+        threshold: Union[float, Sequence[float]],
+        cleanup: bool = True,
+        update3D: bool = True,
     ) -> List[str]:
         """Re-threshold the cached probabilities into the segments in place (no network run).
 
         One value for all segments or one per segment (softmax: minimum confidence). User-edited segments
         are left alone; their IDs are in ``liveResult(node).writer.edited``. Returns the updated segment IDs.
+        A closed surface shown in 3-D is rebuilt; ``update3D=False`` (while a slider is dragged) keeps the previous
+        one until ``updateSurface``: the 2-D views follow at once, the costly conversion waits for the release.
         """
         live = self.liveResult(segmentationNode)
         live.thresholds = check_thresholds(threshold, len(live.labels))
@@ -293,9 +301,13 @@ class UNetSigmoidSegLogic:
             if apply_cleanup:
                 out[:] = clean_mask(out.T, live.spacing_ijk, live.cleanup).T
 
-        updated = live.writer.write(fill)
+        updated = live.writer.write(fill, update_3d=update3D)
         self._update_review(segmentationNode, live)
         return updated
+
+    def updateSurface(self, segmentationNode: Any) -> bool:
+        """Rebuild the 3-D closed surface that ``setThreshold(..., update3D=False)`` left as it was; True if rebuilt."""
+        return self.liveResult(segmentationNode).writer.update_surface()
 
     def statistics(self, segmentationNode: Any) -> List[Dict[str, Any]]:
         """Per segment: name, threshold, voxel count and volume (mL) as currently in the segmentation, and the

@@ -64,6 +64,11 @@ def create_headless_scene() -> Any:
     return scene
 
 
+def application_logic(scene: Any) -> Optional[Any]:
+    """The application logic of a scene made by ``create_headless_scene`` (views need it), else None."""
+    return _LOGICS.get(scene.GetAddressAsString(""), {}).get("app")
+
+
 def volumes_logic(scene: Any) -> Any:
     """The Volumes module logic: the application's, or the headless scene's."""
     modules = getattr(slicer, "modules", None)

@@ -5,6 +5,11 @@ threshold step is one numpy comparison written straight into the segment's VTK b
 node, no import). Segments carry tags naming the module, the run and the output channel; segments
 without them are never touched. A segment whose labelmap changed since our last write (Segment
 Editor or any other edit) is treated as user-edited: later threshold moves leave it alone.
+
+3-D: writing a labelmap makes Slicer drop every derived representation (``vtkSegmentation`` invalidates them when
+its source changes), so a closed surface shown in 3-D would vanish. A write rebuilds it when the node had one; a
+write with ``update_3d=False`` (a slider drag: the 2-D views follow at once) puts the previous surfaces back instead,
+and ``update_surface`` rebuilds them later (on release).
 """
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -23,6 +28,7 @@ TAG_CHANNEL = "UNetSigmoidSeg.Channel"
 TAG_EDITED = "UNetSigmoidSeg.Edited"
 TAG_NOTICE = "UNetSigmoidSeg.Notice"  # saved with the segment in .seg.nrrd (its Tags), as the CLI's header says
 BINARY = "Binary labelmap"
+CLOSED = "Closed surface"
 
 
 class SegmentWriter:
@@ -41,6 +47,7 @@ class SegmentWriter:
         self.segment_ids: List[str] = []
         self.edited: Dict[str, str] = {}  # segment id -> reason it is left alone
         self._written: Dict[str, Tuple[int, int]] = {}  # segment id -> (image data address, MTime) after our last write
+        self.surface_stale = False  # the closed surfaces shown are from before a write with update_3d=False
 
     # ------------------------------------------------------------------ creation
     def produced_segments(self) -> List[str]:
@@ -134,11 +141,14 @@ class SegmentWriter:
                 segment.SetTag(TAG_EDITED, "1")
         return self.edited
 
-    def write(self, fill) -> List[str]:
+    def write(self, fill, update_3d: bool = True) -> List[str]:
         """Update every produced, unedited segment: ``fill(channel, out_bool_kji)`` writes the mask into
-        the segment's buffer. Returns the IDs updated."""
+        the segment's buffer. Returns the IDs updated. A closed surface (3-D) is rebuilt, or with ``update_3d=False``
+        kept as it was until ``update_surface``."""
         self.check_edits()
         seg = self.node.GetSegmentation()
+        had_surface = bool(seg.GetNumberOfSegments()) and seg.ContainsRepresentation(CLOSED)
+        kept = {} if update_3d or not had_surface else self._surfaces()
         updated = []
         for channel, sid in enumerate(self.segment_ids):
             if sid in self.edited:
@@ -149,11 +159,36 @@ class SegmentWriter:
             fill(channel, view)
             image = seg.GetSegment(sid).GetRepresentation(BINARY)
             image.GetPointData().GetScalars().Modified()
-            image.Modified()
+            image.Modified()  # Slicer drops the derived representations (closed surface) of every segment here
             updated.append(sid)
+        for sid, surface in kept.items():  # a drag: the 3-D view keeps the last surfaces, no conversion
+            segment = seg.GetSegment(sid)
+            if segment is not None and segment.GetRepresentation(CLOSED) is None:
+                segment.AddRepresentation(CLOSED, surface)
+        self.surface_stale = self.surface_stale or bool(kept and updated)
+        if had_surface and update_3d and updated:
+            self._rebuild_surface(always=False)
         for sid in updated:
             seg.InvokeEvent(slicer.vtkSegmentation.RepresentationModified, sid)
         for sid in updated:  # stamp after all events: observers (displays) may touch MTime of other objects only
             image = seg.GetSegment(sid).GetRepresentation(BINARY)
             self._written[sid] = (image.GetAddressAsString(""), image.GetMTime())
         return updated
+
+    def _surfaces(self) -> Dict[str, Any]:
+        seg = self.node.GetSegmentation()
+        surfaces = {sid: seg.GetSegment(sid).GetRepresentation(CLOSED) for sid in seg.GetSegmentIDs()}
+        return {sid: surface for sid, surface in surfaces.items() if surface is not None}
+
+    def update_surface(self) -> bool:
+        """Rebuild the closed surfaces kept by writes with ``update_3d=False``; True when they were rebuilt."""
+        if not self.surface_stale:
+            return False
+        return self._rebuild_surface(always=True)
+
+    def _rebuild_surface(self, always: bool) -> bool:
+        self.surface_stale = False
+        seg = self.node.GetSegmentation()
+        if always and not seg.ContainsRepresentation(CLOSED):
+            return False  # the 3-D surface was switched off meanwhile: nothing to rebuild
+        return bool(seg.CreateRepresentation(CLOSED, always))

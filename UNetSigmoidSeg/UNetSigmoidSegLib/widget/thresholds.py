@@ -4,8 +4,9 @@ result, the statistics table and the histogram of the segmentation selected as o
 ``LiveThresholds`` is a mixin of ``Panel``: it uses the panel's ``ui``, ``logic``, ``_syncing`` and
 ``updateParameterNodeFromGUI``, and owns ``_sliders`` (the per-segment sliders), ``debouncer`` and
 ``thresholdTimer``: while a slider is dragged the segments follow at most every ``debouncer.delay_ms``, without
-clean-up; its release (or a typed value) applies it with clean-up. What is shown is decided by ``rules`` and
-``debounce`` (plain Python); the thresholding is the logic's (``mrml``).
+clean-up and in the slice views only (a 3-D surface shown keeps its shape: rebuilding it costs far more than a drag
+step, docs/BENCHMARKS.md); its release (or a typed value) applies it with clean-up and rebuilds the 3-D surface.
+What is shown is decided by ``rules`` and ``debounce`` (plain Python); the thresholding is the logic's (``mrml``).
 """
 
 import ctk
@@ -99,15 +100,19 @@ class LiveThresholds:
             return
         self.thresholdTimer.stop()
         thresholds = self.debouncer.release(self.currentThresholds(value))
-        if thresholds is not None:
-            self.applyThreshold(thresholds, cleanup=True)
+        self.applyThreshold(thresholds, cleanup=True)  # None (released where the drag last showed): the 3-D only
         self.updateParameterNodeFromGUI()
 
     def applyThreshold(self, thresholds, cleanup):
+        """Live (``cleanup`` False: a drag step, 2-D only) or committed (clean-up, 3-D rebuilt); ``thresholds`` None:
+        only rebuild the 3-D surface a drag left as it was."""
         node = self.ui.outputSelector.currentNode()
         if self.liveResult(node) is not None:  # else: no result yet, the value is for the next run
             with showErrors(_("The threshold could not be applied."), waitCursor=False):
-                self.logic.setThreshold(node, list(thresholds), cleanup=cleanup)
+                if thresholds is None:
+                    self.logic.updateSurface(node)
+                else:
+                    self.logic.setThreshold(node, list(thresholds), cleanup=cleanup, update3D=cleanup)
 
     def onShowHistogram(self):
         live = self.liveResult(self.ui.outputSelector.currentNode())
