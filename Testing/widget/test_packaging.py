@@ -89,6 +89,18 @@ def test_module_cmake_follows_the_scripted_module_template():
     )
 
 
+def test_screenshot_urls_name_the_rendered_screenshots_in_the_repository():
+    """Each screenshot URL is a PNG under Resources/Screenshots (Testing/make_screenshots.py), small enough for the
+    Index, at the icon's address."""
+    urls = top_cmake_var("EXTENSION_SCREENSHOTURLS").split()
+    base = top_cmake_var("EXTENSION_ICONURL").rsplit("/Resources/", 1)[0]
+    assert len(urls) == len(set(urls)) == 3
+    for url in urls:
+        assert url.startswith(base + "/Resources/Screenshots/") and url.endswith(".png")
+        path = REPO / url[len(base) + 1 :]
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < path.stat().st_size < 300_000, path
+
+
 def test_extension_cmake_has_the_metadata_the_index_needs():
     text = TOP_CMAKE.read_text()
     assert re.search(r"project\(UNetSigmoidSeg\)", text)
