@@ -32,6 +32,7 @@ CLAIMS = {
     "[Service]": "test_systemd_unit_starts_a_valid_command",
     "register-python-argcomplete": "test_shell_completion_line_registers_the_command",
     "RemoteRunner(": "test_remote_example_against_a_real_server",
+    'pip install ".[ray]"': "Testing/ray/test_ray_cohort.py",
     'volumeNode = slicer.util.getNode("ct")': "Testing/mrml/test_readme_slicer.py",
     'getModuleLogic("UNetSigmoidSeg")': "Testing/mrml/test_readme_slicer.py",
     "UNetSigmoidSegLib/": "the layout tree (not code)",

@@ -14,6 +14,8 @@ B  CPU backends: one window and 256×256×128 end to end per backend vs bare MON
    PyTorch; first use (export) and cached re-use in fresh processes; peak memory         bench_backends.py
 E1/E2 engine overhead at 128³ and re-threshold 256³                                       bench_engine.py
 C1 ``unetsigmoidseg inspect`` on the demo bundle vs ``python -c "import torch, monai"``   bench_cli.py
+Y1-Y3 a cohort on Ray: one actor vs the local batch, two actors vs one, the driver's memory  bench_ray.py
+V  live threshold in Slicer's rendered views (2-D step vs step with the 3-D surface rebuild)   bench_views.py
 S  scaling with volume size (three sizes, plotted): engine vs bare inference; threshold step
 Every figure is measured side by side with its baseline in the same run (medians).
 """
@@ -240,6 +242,8 @@ def main(argv=None):
     )
     results["gpu"] = _run_script("bench_gpu.py", args.out)
     results["cli"] = _run_script("bench_cli.py", args.out, *(["--repeats", "3"] if args.quick else []))
+    results["ray"] = _run_script("bench_ray.py", args.out, *(["--memory-cases", "16"] if args.quick else []))
+    results["views"] = _run_script("bench_views.py", args.out)
     results["backends"] = _run_script(
         "bench_backends.py", args.out, *(["--quick", "--nets", "tutorial,seed"] if args.quick else [])
     )

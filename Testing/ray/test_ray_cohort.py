@@ -6,6 +6,7 @@ unfinished case; a second run skips what its records prove done; a corrupt input
 whole job with nothing partial; a Python without Ray gets the install command."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -272,3 +273,22 @@ def test_ray_is_imported_only_by_runs_that_ask_for_it(tmp_path, model):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_readme_ray_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's Ray block: the extra it installs exists; both commands run as written (the second skips)."""
+    from readme_blocks import block, example_files
+
+    _language, text = block('pip install ".[ray]"')
+    lines = [line.split("#")[0].strip() for line in text.splitlines() if line.strip()]
+    assert lines[0] == 'pip install ".[ray]"' and 'ray = ["ray' in (REPO / "pyproject.toml").read_text()
+    example_files(tmp_path)
+    bin_dir = Path(sys.executable).parent  # `unetsigmoidseg` as pip installs it
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    runs = [
+        subprocess.run(line, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        for line in lines[1:]
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr[-2000:]
+    summary = json.loads((tmp_path / "cohort" / "unetsigmoidseg-summary.json").read_text())
+    assert summary["cohort"] == {"done": 0, "failed": 0, "skipped": 2, "total": 2}

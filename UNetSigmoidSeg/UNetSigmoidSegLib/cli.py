@@ -88,7 +88,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         from .cli_ray import segment_cohort
 
         with output_folders(args.output, args.probabilities):
-            return segment_cohort(args, inputs, spec, options)
+            return segment_cohort(args, inputs, spec, options, _model_files(spec))
     with output_folders(args.output, args.probabilities):
         cases = output_paths(inputs, args.output, args.probabilities, _model_files(spec), args.overwrite)
         t0 = time.perf_counter()

@@ -63,7 +63,7 @@ def read_case(case: Dict[str, Optional[str]], run: Dict[str, Any], series: Optio
         return ("skip", dict(record["row"], status="skipped")), None
     if any(os.path.exists(p) for p in _outputs(case)) and not run["overwrite"]:
         raise OutputError(
-            f"{case['segmentation']} exists from another run (its input, model or options differ)",
+            f"{case['segmentation']} exists from another run (its input, model or options differ, or it was changed)",
             "Pass --overwrite to replace it, or choose another --output.",
         )
     volume = read_volume(case["input"] or "", series=series)
@@ -120,10 +120,12 @@ def write_case_task(
     return row
 
 
-def segment_cohort(args: argparse.Namespace, inputs: List[str], spec: ModelSpec, options: SegmentOptions) -> int:
-    """Run ``inputs`` on the Ray cluster of ``--ray``; exit 0 when every case is done (or was done before), 2 when
-    some failed (each named in the summary)."""
-    model_files = [p for p in (spec.path, os.path.splitext(spec.path or "")[0] + ".json") if p and os.path.exists(p)]
+def segment_cohort(
+    args: argparse.Namespace, inputs: List[str], spec: ModelSpec, options: SegmentOptions, model_files: List[str]
+) -> int:
+    """Run ``inputs`` on the Ray cluster of ``--ray`` with ``spec`` (whose files are ``model_files``); exit 0 when
+    every case is done (or was done before), 2 when some failed (each named in the summary)."""
+    model_files = [p for p in model_files if os.path.exists(p)]
     cases = output_paths(inputs, args.output, args.probabilities, model_files, overwrite=True)
     reads = protected_files([c["input"] for c in cases] + model_files)
     fresh = [c for c in cases if any(os.path.exists(p) for p in _outputs(c)) and _read_record(c) is None]
@@ -181,7 +183,7 @@ def _run(
     say = Say(len(cases), args.quiet, args.verbose)
     started = time.perf_counter()
     pending = list(enumerate(cases))
-    flight: Dict[Any, Tuple[int, Any, str]] = {}  # a case's last ref → (index, actor, stage)
+    flight: Dict[Any, Tuple[int, Any, Any]] = {}  # a case's newest ref → (index, its actor, the volume's ref)
     busy = {id(a): 0 for a in runner.actors}
     try:
         while pending or flight:
@@ -214,6 +216,10 @@ def _run(
                 except ray.exceptions.RayActorError as exc:
                     error = lost(exc, "this case")
                     row = _failed(case, error.message, error.hint)
+                except ray.exceptions.RayTaskError as exc:  # a bug on one case: said in its row, the cohort goes on
+                    cause = getattr(exc, "cause", exc)
+                    message = f"unexpected {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+                    row = _failed(case, message, "This is a bug: please report it with the summary file.")
                 busy[id(actor)] -= 1
                 rows.append(dict(row, index=index))
                 say.case(row)

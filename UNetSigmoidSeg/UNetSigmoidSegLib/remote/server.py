@@ -35,7 +35,7 @@ from ..errors import ModelError, OptionError, UserError
 from .identity import TokenStore
 from .jobs import Busy, JobQueue
 from .requests import UploadRefused, job_request, upload_fields
-from .store import ModelStore, UnknownModel
+from .store import CACHE_SIZE, ModelStore, UnknownModel
 
 API = "/v1"
 PROTOCOL = 1
@@ -116,7 +116,7 @@ def create_app(config: ServerConfig) -> Any:
         from ..runners.ray_pool import RayPool
 
         gpus = 1.0 if config.device.startswith("cuda") else 0.0
-        pool = RayPool(config.ray, config.ray_replicas, config.ray_threads, gpus, retries=1)
+        pool = RayPool(config.ray, config.ray_replicas, config.ray_threads, gpus, retries=1, cache_size=CACHE_SIZE)
         LOG.info("jobs run on Ray: %s", pool.describe())
     jobs = JobQueue(
         store, config.max_queue, config.device, limits, config.client_timeout_s, config.temp_root, LOG.info, pool

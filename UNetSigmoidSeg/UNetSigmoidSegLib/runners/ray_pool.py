@@ -13,6 +13,7 @@ import os
 import queue
 import socket
 import threading
+import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..contract.messages import Error, Message, message_for
@@ -81,16 +82,17 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> An
 
 
 class EngineActor:
-    """One warm model replica (made a Ray actor by ``actor_class``). ``threads``: torch's threads in it."""
+    """One warm model replica (made a Ray actor by ``actor_class``). ``threads``: torch's threads in it;
+    ``cache_size``: networks it keeps loaded."""
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, cache_size: int = 1) -> None:
         import torch
 
         from .host import EngineHost
 
         if threads > 0:
             torch.set_num_threads(int(threads))
-        self.host = EngineHost(cache_size=1)
+        self.host = EngineHost(cache_size=cache_size)
         self._messages: List[Message] = []
         self._cancel = threading.Event()
 
@@ -114,14 +116,14 @@ class EngineActor:
                 RunRequest.from_wire(request), array, self._messages.append, self._cancel.is_set
             )
         except Exception as exc:  # noqa: BLE001 - every failure is a typed message for the caller
-            return "error", message_for(exc), how
+            return "error", _message(exc), how
         return "result", result, dict(how, **info)
 
     def inspect(self, model: Dict[str, Any]) -> Tuple[str, Any, Dict[str, Any]]:
         try:
             info, how = self.host.inspect(ModelSpec.from_dict(model))
         except Exception as exc:  # noqa: BLE001
-            return "error", message_for(exc), self.where()
+            return "error", _message(exc), self.where()
         return "result", info, dict(self.where(), **how)
 
     def messages(self, after: int) -> List[Message]:
@@ -129,6 +131,14 @@ class EngineActor:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+
+def _message(exc: BaseException) -> Any:
+    """The terminal message of ``exc``; a bug's carries its traceback (the actor's log is on another node)."""
+    message = message_for(exc)
+    if isinstance(message, Error) and message.kind == "internal":
+        message.log_tail = traceback.format_exc().splitlines()[-40:]
+    return message
 
 
 def actor_class(ray: Any, threads: int, gpus: float, retries: int) -> Any:
@@ -158,7 +168,7 @@ class RayPool:
     (``serve --ray``) and ``RayRunner`` call it as they call an ``EngineHost``; a call waits for a free actor.
     ``address``: see ``connect``. ``threads``: CPU threads per actor; ``gpus``: GPUs per actor (0: CPU);
     ``replicas`` 0: one per GPU, or the cluster's CPUs / ``threads``. ``retries``: times an actor's lost call is run
-    again (on the restarted actor) before it fails."""
+    again (on the restarted actor) before it fails. ``cache_size``: networks each actor keeps loaded."""
 
     def __init__(
         self,
@@ -168,6 +178,7 @@ class RayPool:
         gpus: float = 0.0,
         retries: int = 1,
         num_cpus: Optional[int] = None,
+        cache_size: int = 1,
     ) -> None:
         self._started = not import_ray().is_initialized()  # then close() ends the cluster it started
         self.ray = connect(address, num_cpus)
@@ -175,7 +186,7 @@ class RayPool:
         if replicas <= 0:  # one per GPU, or as many as the cluster's CPUs hold
             total = self.ray.cluster_resources()
             replicas = int(total.get("GPU", 0) // gpus) if gpus else int(total.get("CPU", 1) // max(1, threads))
-        self.actors = [cls.remote(threads) for _ in range(max(1, int(replicas)))]
+        self.actors = [cls.remote(threads, cache_size) for _ in range(max(1, int(replicas)))]
         self._idle: queue.Queue[Any] = queue.Queue()
         for actor in self.actors:
             self._idle.put(actor)
