@@ -251,6 +251,41 @@ class FaultProxy:
                     pass
 
 
+def make_pki(folder: Path) -> dict:
+    """Test certificates made with the ``openssl`` command (the test is skipped without it), EC P-256, valid 2 days:
+    a CA ``ca`` that signs the server's (``server``, for 127.0.0.1), a client's (``alice``) and an expired client's
+    (``expired``); another CA ``other`` that signs ``mallory``'s. ``{name: (certificate, key)}`` (keys 0600)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    made = {}
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=str(folder))
+
+    for name, signer, days, san in (
+        ("ca", None, "2", ""),
+        ("other", None, "2", ""),
+        ("server", "ca", "2", "IP:127.0.0.1"),
+        ("alice", "ca", "2", "DNS:alice"),
+        ("expired", "ca", "0", "DNS:expired"),
+        ("mallory", "other", "2", "DNS:mallory"),
+    ):
+        cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+        if signer is None:
+            run("req", "-x509", *ec, "-keyout", str(key), "-out", str(cert), "-days", days, "-subj", f"/CN={name}")
+        else:
+            (folder / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+            run("req", *ec, "-keyout", str(key), "-out", f"{name}.csr", "-subj", f"/CN={name}")
+            ca_cert, ca_key = made[signer]
+            signing = ["-CA", str(ca_cert), "-CAkey", str(ca_key), "-set_serial", str(len(made) + 1), "-days", days]
+            run("x509", "-req", "-in", f"{name}.csr", *signing, "-extfile", f"{name}.ext", "-out", str(cert))
+        os.chmod(key, 0o600)
+        made[name] = (cert, key)
+    return made
+
+
 def raw_request(server: "Server", method: str, path: str, token: Optional[str] = "", body: bytes = b"", headers=None):
     """One plain HTTP request (``http.client``); ``token=""``: the server's, ``None``: no Authorization header.
     Returns ``(status, parsed JSON or the bytes)``."""

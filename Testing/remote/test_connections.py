@@ -1,22 +1,28 @@
 """Connection hygiene on a real server (issue #20): sockets that send nothing, request heads that never end and a
 flood of idle connections never keep an authenticated client from its run, and each is closed by the server
-(``remote/connections.py``). The attacker here needs no token; everything runs on 127.0.0.1."""
+(``remote/connections.py``). The attacker here needs no token; everything runs on 127.0.0.1. A client with the
+token whose request body stops or trickles once its head arrived is cut off after ``--body-timeout`` (408), and its
+queue place and spooled body are freed."""
 
 import socket
+import threading
 import time
 
+import numpy as np
 import pytest
 
 from remote_fixtures import Server, ct_volume, make_models
-from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions
+from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, wire
 
 HEAD_TIMEOUT = 2.0
+BODY_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     models = make_models(tmp_path_factory.mktemp("models"))
-    srv = Server(models, tmp_path_factory.mktemp("server"), "--head-timeout", str(HEAD_TIMEOUT))
+    timeouts = ("--head-timeout", str(HEAD_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT))
+    srv = Server(models, tmp_path_factory.mktemp("server"), *timeouts)
     srv.wait_ready()
     yield srv
     srv.stop()
@@ -96,3 +102,109 @@ def test_a_request_in_progress_is_never_evicted_by_newer_idle_connections(server
         for s in flood:
             s.close()
         sock.close()
+
+
+def _post_head(server, length, first=b""):
+    """A socket that sent a whole ``POST /v1/jobs`` head with the token announcing ``length`` body bytes, and
+    ``first`` of them."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n".encode()
+        + first
+    )
+    return sock
+
+
+def _answer_and_close(sock, within):
+    """(everything the server sent until it closed ``sock``, seconds until then) — or what came in ``within`` s."""
+    t0 = time.perf_counter()
+    data = b""
+    sock.settimeout(within)
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return data, time.perf_counter() - t0
+
+
+def _trickle(sock, stop):
+    """Ten bytes every 0.2 s (50 B/s: far below 64 KiB per --body-timeout) until ``stop`` or the server closes."""
+    while not stop.is_set():
+        try:
+            sock.sendall(b"\0" * 10)
+        except OSError:
+            return
+        stop.wait(0.2)
+
+
+def test_a_stalled_or_trickling_body_is_cut_off_and_frees_its_queue_place_and_spool(server):
+    stalled = _post_head(server, 4_000_000, b"\0" * 1000)  # a body begun, then nothing
+    trickling = _post_head(server, 4_000_000)
+    stop = threading.Event()
+    threading.Thread(target=_trickle, args=(trickling, stop), daemon=True).start()
+    outcome = {}
+
+    def normal_client():  # runs while the two hold their queue places
+        runner = server.runner()
+        try:
+            options = SegmentOptions(device="cpu", roi_size=[32, 32, 16])
+            outcome["result"] = runner.submit(ct_volume(), ModelSpec(name="tiny"), options).wait(timeout=300)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+        finally:
+            runner.close()
+
+    client = threading.Thread(target=normal_client)
+    client.start()
+    try:
+        for sock in (stalled, trickling):
+            answer, seconds = _answer_and_close(sock, BODY_TIMEOUT + 8)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer
+            assert b'"reason": "timeout"' in answer and b"stopped arriving" in answer
+            assert seconds < BODY_TIMEOUT + 5, f"cut off after {seconds:.1f} s"
+    finally:
+        stop.set()
+        stalled.close()
+        trickling.close()
+    client.join(300)
+    assert "error" not in outcome and outcome["result"].masks.any(), outcome
+    deadline = time.time() + 10
+    while server.temp_entries() and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.temp_entries() == []  # both spooled bodies removed
+    server.wait_idle()
+    fresh = [_post_head(server, 4_000_000, b"\0" * 1000) for _ in range(4)]  # --max-queue 4: every place is free
+    try:
+        answers = [_answer_and_close(s, 0.3)[0] for s in fresh]  # 'busy' would be answered at once
+        assert not any(b" 503 " in a.split(b"\r\n")[0] for a in answers), answers  # no place leaked
+    finally:
+        for s in fresh:
+            s.close()
+    assert server.log().count("its request body stalled") >= 2
+
+
+def test_a_slow_but_steady_body_is_not_cut_off(server):
+    """64 KiB a second for about 5 s (over two --body-timeout windows): the timeout is about a body that stops, not
+    a deadline for the whole body."""
+    volume = np.random.default_rng(0).normal(size=(1, 48, 48, 40)).astype(np.float32)  # incompressible
+    fields = {"model": ModelSpec(name="tiny").to_dict(), "options": SegmentOptions(device="cpu").to_dict()}
+    body = b"".join(wire.encode(dict(fields, affine=np.eye(4).tolist()), {"volume": volume}))
+    assert len(body) > 2.2 * BODY_TIMEOUT * (64 << 10)
+    sock = _post_head(server, len(body))
+    t0 = time.perf_counter()
+    try:
+        for start in range(0, len(body), 64 << 10):
+            sock.sendall(body[start : start + (64 << 10)])
+            time.sleep(1.0)  # pacing the sender (not an assertion)
+        sent_for = time.perf_counter() - t0
+        answer, _ = _answer_and_close(sock, 30)
+    finally:
+        sock.close()
+    assert sent_for > 2 * BODY_TIMEOUT
+    assert answer.startswith(b"HTTP/1.1 202"), answer
+    server.wait_idle(120)

@@ -188,6 +188,8 @@ def _remote(args: argparse.Namespace) -> Dict[str, Any]:
         "token_file": args.token_file,
         "cafile": args.server_ca,
         "allow_http": args.allow_http,
+        "client_cert": args.client_cert,
+        "client_key": args.client_key,
     }
 
 

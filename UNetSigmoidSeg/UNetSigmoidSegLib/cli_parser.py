@@ -40,6 +40,8 @@ def _remote_args(p: argparse.ArgumentParser, model: str) -> None:
     )
     r.add_argument("--token-file", help="the server's token (default: $UNETSIGMOIDSEG_TOKEN, else the local server's)")
     r.add_argument("--server-ca", help="certificate (PEM) to trust for an https server with a self-signed one")
+    r.add_argument("--client-cert", metavar="CERT.pem", help="this client's certificate, for a server with mutual TLS")
+    r.add_argument("--client-key", metavar="KEY.pem", help="the private key of --client-cert (if not in that file)")
     r.add_argument("--allow-http", action="store_true", help="allow plain http to another computer (token in clear)")
 
 

@@ -11,16 +11,27 @@ the next one after a response — is closed
   ``max_waiting_per_client`` from the same address): a flood evicts its own idle sockets first, never a request in
   progress.
 
+Once a request head has arrived, its body must keep coming: a request whose body brings less than
+``BODY_MIN_BYTES`` (or its end) in a ``body_timeout_s`` window — a client that stopped, or trickles a few bytes at a
+time — is answered 408 and closed; the request then sees the client gone (its queue place and spooled body are
+freed by the server). A window in which the server itself did not read (flow control) does not count.
+
 Requests in progress are bounded by the job queue (``--max-queue``), not by counting sockets.
 """
 
 import asyncio
+import json
+import logging
 from collections import OrderedDict
 from typing import Any, Dict, Optional
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEAD_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 60.0
+BODY_MIN_BYTES = 64 << 10
+LOG = logging.getLogger("unetsigmoidseg.server")
 MAX_WAITING = 256
 MAX_WAITING_PER_CLIENT = 128
 
@@ -47,6 +58,7 @@ class _Waiting:
 
 def guarded_protocol(
     head_timeout_s: float = HEAD_TIMEOUT_S,
+    body_timeout_s: float = BODY_TIMEOUT_S,
     max_waiting: int = MAX_WAITING,
     max_waiting_per_client: int = MAX_WAITING_PER_CLIENT,
 ) -> type:
@@ -55,6 +67,8 @@ def guarded_protocol(
 
     class GuardedH11Protocol(H11Protocol):
         head_timer: Optional[asyncio.TimerHandle] = None
+        body_timer: Optional[asyncio.TimerHandle] = None
+        body_bytes = 0  # bytes received in the current body window
         client_key = ""
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -64,16 +78,24 @@ def guarded_protocol(
 
         def connection_lost(self, exc: Optional[Exception]) -> None:
             self.stop_waiting()
+            self.stop_body()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             cycle = self.cycle
+            self.body_bytes += len(data)
             super().data_received(data)
             if self.cycle is not cycle:  # a whole request head arrived: the request is in progress
                 self.stop_waiting()
+                self.stop_body()
+                if self.conn.their_state is h11.SEND_BODY:  # ... and its body is on its way
+                    self.body_window()
+            elif self.body_timer is not None and self.conn.their_state is not h11.SEND_BODY:
+                self.stop_body()  # the whole body arrived
 
         def on_response_complete(self) -> None:
             cycle = self.cycle
+            self.stop_body()  # answered (early, e.g. 401 / 503: the rest of a body is discarded, head timeout)
             super().on_response_complete()  # may start a pipelined request already received: then not waiting
             if self.cycle is cycle and not self.transport.is_closing():
                 self.start_waiting()
@@ -98,4 +120,57 @@ def guarded_protocol(
             if not self.transport.is_closing():
                 self.transport.close()
 
+        def body_window(self) -> None:
+            self.body_bytes = 0
+            self.body_timer = self.loop.call_later(body_timeout_s, self.check_body)
+
+        def stop_body(self) -> None:
+            if self.body_timer is not None:
+                self.body_timer.cancel()
+                self.body_timer = None
+
+        def check_body(self) -> None:
+            """(a body window ended) Enough of the body came, or the server did not read: another window; else
+            the request is answered 408 (unless its answer began) and the connection closed."""
+            self.body_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+                return
+            if self.body_bytes >= BODY_MIN_BYTES or self.flow.read_paused:
+                return self.body_window()
+            LOG.warning(
+                "closed a connection from %s: its request body stalled (%d bytes in %g s)",
+                self.client_key,
+                self.body_bytes,
+                body_timeout_s,
+            )
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_started and self.conn.our_state is h11.SEND_RESPONSE:
+                self.transport.write(timeout_response(self.conn, body_timeout_s))
+            if cycle is not None:
+                cycle.disconnected = True  # the request's next read is a disconnect: it frees what it holds
+                cycle.message_event.set()
+            self.transport.close()
+
     return GuardedH11Protocol
+
+
+def timeout_response(conn: Any, body_timeout_s: float) -> bytes:
+    """A whole 408 answer (the server's JSON error shape) in ``conn``'s framing."""
+    body = json.dumps(
+        {
+            "error": {
+                "kind": "remote",
+                "message": f"The request body stopped arriving (less than 64 KiB in {body_timeout_s:g} s)",
+                "hint": "Check the network and send again; the server gave its place in the queue to others.",
+                "reason": "timeout",
+            }
+        }
+    ).encode("utf-8")
+    headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        ("connection", "close"),
+        ("cache-control", "no-store"),
+    ]
+    head = h11.Response(status_code=408, headers=headers, reason=b"Request Timeout")
+    return b"".join(conn.send(event) for event in (head, h11.Data(data=body), h11.EndOfMessage()))

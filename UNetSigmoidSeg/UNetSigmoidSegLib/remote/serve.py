@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import os
 import socket
+import ssl
 import sys
 from typing import Any
 
@@ -48,6 +49,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--certfile", help="TLS certificate (PEM): serve https")
     p.add_argument("--keyfile", help="TLS private key (PEM) for --certfile; readable by you only (chmod 600)")
     p.add_argument(
+        "--client-ca",
+        metavar="CA.pem",
+        help="mutual TLS: only clients with a certificate this CA signed get past the TLS handshake (the token "
+        "still applies); needs --certfile/--keyfile",
+    )
+    p.add_argument(
         "--insecure-http",
         action="store_true",
         help="allow plain http beyond this computer (token and images in clear text); refused without it",
@@ -70,6 +77,13 @@ def add_parser(sub: Any) -> None:
         type=float,
         default=10.0,
         help="seconds a connection may wait for its next request head before it is closed (default 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        help="a request body that brings less than 64 KiB in this many seconds is cut off (408) and its place in "
+        "the queue freed (default 60)",
     )
     p.add_argument("--temp-dir", help="where request bodies are spooled (default: the system temp folder)")
     r = p.add_argument_group("Ray cluster (a department's GPU pool; pip install ray)")
@@ -102,6 +116,25 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_client_ca(args: argparse.Namespace) -> None:
+    """``--client-ca``: only with TLS, and a readable PEM certificate (said before anything listens)."""
+    if not args.client_ca:
+        return
+    if not args.certfile:
+        raise OptionError(
+            "--client-ca (mutual TLS) needs the server's own TLS certificate",
+            "Give --certfile and --keyfile too (clients then connect with https and their certificate).",
+        )
+    try:
+        ssl.create_default_context(cafile=args.client_ca)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        detail = f"not a PEM certificate ({exc.reason})" if isinstance(exc, ssl.SSLError) else exc.strerror or exc
+        raise OptionError(
+            f"Cannot read the client CA {args.client_ca}: {detail}",
+            "Give the PEM certificate of the CA that signs your users' client certificates.",
+        ) from None
+
+
 def _banner(args: argparse.Namespace, url: str, port: int, token_file: str, token: str, created: bool) -> str:
     lines = [f"UNetSigmoidSeg server: models in {os.path.abspath(args.models)}", f"Listening on {url}"]
     if created and sys.stdout.isatty():
@@ -114,6 +147,11 @@ def _banner(args: argparse.Namespace, url: str, port: int, token_file: str, toke
         f"Named tokens for each user: unetsigmoidseg serve token add NAME (kept hashed in {tokens_file(token_file)})"
     )
     lines.append("Clients: unetsigmoidseg segment … --server URL --token-file FILE (or $UNETSIGMOIDSEG_TOKEN)")
+    if args.client_ca:
+        lines.append(
+            "Mutual TLS: only clients with a certificate signed by the --client-ca get in "
+            "(segment/inspect … --client-cert CERT --client-key KEY), and they still need a token"
+        )
     if is_loopback(args.host):
         lines += [
             "Only this computer can connect. To reach it from another one:",
@@ -150,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for path in (args.certfile, args.keyfile):
         if path and not os.path.isfile(path):
             raise OptionError(f"TLS file not found: {path}", "Check the --certfile / --keyfile paths.")
+    _check_client_ca(args)
     if args.keyfile and os.name == "posix" and os.stat(args.keyfile).st_mode & 0o077:
         raise OptionError(
             f"The TLS private key {args.keyfile} can be read by other users of this computer",
@@ -166,6 +205,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise OptionError("--max-queue must be ≥ 0 and the sizes and --client-timeout > 0", "e.g. --max-queue 4")
     if not 0.1 <= args.head_timeout <= 3600:
         raise OptionError(f"--head-timeout {args.head_timeout} is outside 0.1–3600 s", "e.g. --head-timeout 10")
+    if not 0.1 <= args.body_timeout <= 3600:
+        raise OptionError(f"--body-timeout {args.body_timeout} is outside 0.1–3600 s", "e.g. --body-timeout 60")
     token_file = os.path.abspath(os.path.expanduser(args.token_file or default_token_file()))
     token, created = load_or_create_token(token_file, rotate=args.rotate_token)
     config = ServerConfig(
@@ -220,11 +261,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             app,
             ssl_certfile=args.certfile,
             ssl_keyfile=args.keyfile,
+            ssl_ca_certs=args.client_ca,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if args.client_ca else ssl.CERT_NONE,
             log_level="info",
             access_log=False,
             proxy_headers=False,
             server_header=False,
-            http=guarded_protocol(args.head_timeout),  # idle / slow connections never crowd out requests
+            # idle / slow connections never crowd out requests; a body must keep arriving
+            http=guarded_protocol(args.head_timeout, args.body_timeout),
             timeout_keep_alive=max(1, int(args.head_timeout)),
             timeout_graceful_shutdown=3,
             limit_concurrency=None,  # counted sockets: the job queue bounds the requests in progress

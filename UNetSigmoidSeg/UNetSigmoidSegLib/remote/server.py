@@ -2,7 +2,8 @@
 
 Every request needs ``Authorization: Bearer <token>`` (checked in constant time before routing, before any body
 is read; a failure is logged without detail and answered 401 without detail). A body announced larger than
-``max_request_bytes`` is refused (413) before it is read, and a body streamed without a length is cut off there.
+``max_request_bytes`` is refused (413) before it is read, and a body streamed without a length is cut off there; a
+POST declaring another type than ``application/octet-stream`` (a form, JSON, text) is refused (415) unread.
 
     GET    /v1/health                       server time, busy / queued, instance id (tells dead from busy)
     GET    /v1/info                         versions, device, limits, whether uploads are accepted
@@ -88,6 +89,16 @@ class Guard:
             return await response(scope, receive, send)
         self.counter["requests"] += 1
         scope.setdefault("state", {})["token"] = name  # who this is: jobs belong to it, the log names it
+        declared = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope.get("method") == "POST" and declared not in (b"", b"application/octet-stream"):
+            response = error(
+                415,
+                "remote",
+                "A request body must be a UNetSigmoidSeg frame (Content-Type: application/octet-stream)",
+                "Use RemoteRunner or unetsigmoidseg segment --server; a form or JSON body is not accepted.",
+                reason="content_type",
+            )
+            return await response(scope, receive, send)
         length = headers.get(b"content-length")
         if length is not None:
             try:

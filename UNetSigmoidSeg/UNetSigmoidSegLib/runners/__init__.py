@@ -21,8 +21,8 @@ def make_runner(
     **options: Any,
 ):
     """The runner the CLI and scripts use: a ``RemoteRunner`` for ``server`` (URL; ``token`` or ``token_file``,
-    ``options`` such as ``cafile`` / ``allow_http``), a background ``WorkerRunner`` with ``worker`` (``options``:
-    its settings), else in-process."""
+    ``options`` such as ``cafile`` / ``allow_http`` / ``client_cert`` / ``client_key``), a background
+    ``WorkerRunner`` with ``worker`` (``options``: its settings), else in-process."""
     if server:
         if worker:
             raise OptionError("--worker and --server exclude each other", "Run on the server or in a local worker.")

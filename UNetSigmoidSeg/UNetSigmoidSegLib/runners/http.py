@@ -24,9 +24,18 @@ USER_AGENT = "unetsigmoidseg-client/1"
 
 class Endpoint:
     """The server's base URL, the token and TLS settings. ``cafile``: a CA bundle or the server's self-signed
-    certificate (default: the system's trusted CAs)."""
+    certificate (default: the system's trusted CAs); ``client_cert`` (PEM, with ``client_key`` unless the key is in
+    it): this client's certificate for a server that requires one (mutual TLS, ``serve --client-ca``)."""
 
-    def __init__(self, url: str, token: str, cafile: Optional[str] = None, allow_http: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        cafile: Optional[str] = None,
+        allow_http: bool = False,
+        client_cert: Optional[str] = None,
+        client_key: Optional[str] = None,
+    ) -> None:
         text = str(url or "").strip()
         parts = urlsplit(text if "://" in text else "http://" + text)
         hint = "Give the server's URL, e.g. https://gpu-server:8765 or http://127.0.0.1:8765 (an SSH tunnel)."
@@ -51,13 +60,88 @@ class Endpoint:
         self.url = f"{self.scheme}://{parts.netloc}{self.prefix}"
         self.token = token
         self.context: Optional[ssl.SSLContext] = None
+        self.client_cert = client_cert
+        if (client_cert or client_key) and self.scheme != "https":
+            raise RemoteError(
+                "A client certificate is presented over https only",
+                "Use the server's https:// URL (a server with --client-ca serves TLS), or leave out --client-cert.",
+                reason="url",
+            )
+        if client_key and not client_cert:
+            raise RemoteError("--client-key needs --client-cert", "Give the certificate of that key too.", "url")
         if self.scheme == "https":
             self.context = ssl.create_default_context(cafile=cafile)
+            if client_cert:
+                load_client_certificate(self.context, client_cert, client_key)
 
     def connect(self, timeout: float) -> http.client.HTTPConnection:
         if self.context is not None:
             return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=self.context)
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+
+def load_client_certificate(context: ssl.SSLContext, cert: str, key: Optional[str]) -> None:
+    """This client's certificate and key into ``context``; a clear ``RemoteError`` when they cannot be used (an
+    encrypted key is refused rather than prompting for its password)."""
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:  # before OSError: an SSLError is one
+        mismatch = exc.reason == "KEY_VALUES_MISMATCH"
+        what = "the key is not this certificate's" if mismatch else "not a PEM certificate with its unencrypted key"
+        raise RemoteError(
+            f"Cannot use the client certificate {cert}{f' with the key {key}' if key else ''}: {what} "
+            f"(OpenSSL: {exc.reason or exc.library or 'error'})",
+            "Give the PEM certificate your server's administrator issued (--client-cert) and its unencrypted private "
+            "key (--client-key, chmod 600).",
+            reason="tls",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise RemoteError(
+            f"Cannot read the client certificate {cert}{f' or the key {key}' if key else ''}: "
+            f"{getattr(exc, 'strerror', None) or exc}",
+            "Check the --client-cert / --client-key paths.",
+            reason="tls",
+        ) from None
+
+
+def handshake_refused(endpoint: "Endpoint", wait_s: float = 0.5) -> bool:
+    """Whether the server ends a fresh TLS connection at once, before a request is sent: a server that requires
+    a client certificate (mutual TLS) does so when it refuses this client's (or its absence); one that accepted
+    the handshake waits for the request head."""
+    conn = endpoint.connect(wait_s + 5.0)
+    try:
+        conn.connect()
+    except ssl.SSLCertVerificationError:
+        return False
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):  # TLS 1.2 refuses during the handshake itself
+        return True
+    except OSError:
+        return False
+    try:
+        conn.sock.settimeout(wait_s)
+        return conn.sock.recv(1) == b""
+    except (socket.timeout, TimeoutError):
+        return False
+    except OSError:  # reset, or the server's alert
+        return True
+    finally:
+        conn.close()
+
+
+def tls_refused(endpoint: "Endpoint") -> RemoteError:
+    if endpoint.client_cert:
+        return RemoteError(
+            f"The server at {endpoint.url} refused this client's certificate at the TLS handshake (mutual TLS)",
+            "Its CA (serve --client-ca) did not sign it, or it expired: ask the server's administrator for a "
+            "client certificate, and give it with --client-cert / --client-key.",
+            reason="tls",
+        )
+    return RemoteError(
+        f"The server at {endpoint.url} requires a client certificate (mutual TLS) and ended the TLS handshake",
+        "Give the certificate and key its administrator issued you: --client-cert CERT.pem --client-key KEY.pem "
+        "(client_cert= / client_key=).",
+        reason="tls",
+    )
 
 
 class Response:
@@ -161,7 +245,7 @@ class Http:
         """Send one request; ``body`` (byte chunks) is streamed with ``on_sent(sent, total)``, and ``should_stop``
         is asked between chunks (True: the connection is dropped and ``None`` … raised as ``InterruptedError``).
         A request on a reused connection that the server had closed is retried once on a new one (GET only)."""
-        reused = self._conn is not None
+        reused = self._conn is not None and method == "GET"
         try:
             return self._request(method, path, body, timeout, on_sent, should_stop)
         except InterruptedError:
@@ -169,16 +253,25 @@ class Http:
             raise
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
             self.close()
-            if reused and method == "GET":
+            if reused:
                 try:
                     return self._request(method, path, body, timeout, on_sent, should_stop)
                 except Exception as again:  # noqa: BLE001
                     self.close()
-                    raise network_error(self.endpoint, again, doing) from None
-            raise network_error(self.endpoint, exc, doing) from None
+                    raise self._error(again, doing) from None
+            raise self._error(exc, doing) from None
         except Exception as exc:  # noqa: BLE001 - every failure becomes a RemoteError
             self.close()
-            raise network_error(self.endpoint, exc, doing) from None
+            raise self._error(exc, doing, reused) from None
+
+    def _error(self, exc: BaseException, doing: str, reused: bool = False) -> RemoteError:
+        """``network_error``; a fresh TLS connection the server ended without an answer is checked for a refused
+        client certificate (mutual TLS), which would otherwise read as a broken connection."""
+        dropped = isinstance(exc, (ConnectionError, ssl.SSLError)) and not isinstance(exc, ConnectionRefusedError)
+        if self.endpoint.context is not None and dropped and not reused:
+            if not isinstance(exc, ssl.SSLCertVerificationError) and handshake_refused(self.endpoint):
+                return tls_refused(self.endpoint)
+        return network_error(self.endpoint, exc, doing)
 
     def _request(self, method, path, body, timeout, on_sent, should_stop) -> Response:
         if method != "GET":

@@ -36,7 +36,8 @@ from .remote_run import API, RemoteRun, response_error
 class RemoteRunner:
     """Runs segmentations on a server. ``url``: ``https://host:port`` (or ``http://127.0.0.1:port`` through an SSH
     tunnel); the token is ``token``, else read from ``token_file``, else ``$UNETSIGMOIDSEG_TOKEN``. ``cafile``: the
-    server's certificate or CA for https. ``reconnect_s``: how long a running job waits for a lost server to answer
+    server's certificate or CA for https; ``client_cert`` / ``client_key``: this client's certificate (PEM) for a
+    server that requires one (mutual TLS). ``reconnect_s``: how long a running job waits for a lost server to answer
     again. ``poll_wait_s``: the long poll (the server answers at once when something happens)."""
 
     runs_here = False
@@ -52,8 +53,10 @@ class RemoteRunner:
         reconnect_s: float = 15.0,
         poll_wait_s: float = 10.0,
         cancel_timeout_s: float = 10.0,
+        client_cert: Optional[str] = None,
+        client_key: Optional[str] = None,
     ) -> None:
-        self.endpoint = Endpoint(url, client_token(token, token_file), cafile, allow_http)
+        self.endpoint = Endpoint(url, client_token(token, token_file), cafile, allow_http, client_cert, client_key)
         self.url = self.endpoint.url
         self.timeout_s = float(timeout_s)
         self.reconnect_s = float(reconnect_s)
