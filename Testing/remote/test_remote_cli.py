@@ -121,6 +121,7 @@ def test_serve_refuses_bad_setups_before_listening(tmp_path, models_dir):
         (["--models", str(models_dir), "--certfile", str(token)], "needs both --certfile and --keyfile"),
         (["--models", str(models_dir), "--device", "tpu"], "Unknown device"),
         (["--models", str(models_dir), "--max-queue", "-1"], "--max-queue must be"),
+        (["--models", str(models_dir), "--body-timeout", "0"], "--body-timeout 0.0 is outside"),
         (["--models", str(models_dir), "--host", "0.0.0.0"], "without TLS is refused.*--insecure-http"),
         (["--models", str(models_dir), "--certfile", str(token), "--keyfile", str(token)], "private key.*chmod 600"),
     ]

@@ -55,7 +55,12 @@ class RunRequest:
                 raise OptionError("The request names no model", "Send ModelSpec.to_dict() as 'model'.")
             model = ModelSpec.from_dict(data)
         options = fields.get("options")
-        return cls(model, SegmentOptions.from_dict(options if isinstance(options, dict) else {}), fields.get("affine"))
+        if options is not None and not isinstance(options, dict):  # never read as "the defaults"
+            raise OptionError(
+                f"The request's options must be an object of segment options, not {type(options).__name__}",
+                "Send SegmentOptions.to_dict() as 'options'.",
+            )
+        return cls(model, SegmentOptions.from_dict(options or {}), fields.get("affine"))
 
 
 def check_affine(affine: Any) -> np.ndarray:
@@ -64,8 +69,10 @@ def check_affine(affine: Any) -> np.ndarray:
         array = np.asarray(affine, dtype=float)
     except (TypeError, ValueError, OverflowError):
         raise OptionError("The affine must be a finite 4×4 matrix of numbers", AFFINE_HINT) from None
-    if array.shape != (4, 4) or not np.all(np.isfinite(array)):
+    if array.shape != (4, 4):
         raise OptionError(f"The affine must be a finite 4×4 matrix, got shape {array.shape}", AFFINE_HINT)
+    if not np.all(np.isfinite(array)):
+        raise OptionError("The affine must be a finite 4×4 matrix: it holds NaN or infinity", AFFINE_HINT)
     spacing = np.sqrt((array[:3, :3] ** 2).sum(axis=0))
     if not np.all((spacing >= SPACING_MM[0]) & (spacing <= SPACING_MM[1])):
         raise InputError(

@@ -86,19 +86,24 @@ def guarded_protocol(
             self.body_bytes += len(data)
             super().data_received(data)
             if self.cycle is not cycle:  # a whole request head arrived: the request is in progress
-                self.stop_waiting()
-                self.stop_body()
-                if self.conn.their_state is h11.SEND_BODY:  # ... and its body is on its way
-                    self.body_window()
+                self.request_began()
             elif self.body_timer is not None and self.conn.their_state is not h11.SEND_BODY:
                 self.stop_body()  # the whole body arrived
 
         def on_response_complete(self) -> None:
             cycle = self.cycle
             self.stop_body()  # answered (early, e.g. 401 / 503: the rest of a body is discarded, head timeout)
-            super().on_response_complete()  # may start a pipelined request already received: then not waiting
-            if self.cycle is cycle and not self.transport.is_closing():
+            super().on_response_complete()  # may start a pipelined request already received
+            if self.cycle is not cycle:
+                self.request_began()
+            elif not self.transport.is_closing():
                 self.start_waiting()
+
+        def request_began(self) -> None:
+            self.stop_waiting()
+            self.stop_body()
+            if self.conn.their_state is h11.SEND_BODY:  # its body is on its way: it must keep coming
+                self.body_window()
 
         def start_waiting(self) -> None:
             self.stop_waiting()

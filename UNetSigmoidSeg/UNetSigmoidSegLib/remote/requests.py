@@ -18,7 +18,10 @@ def job_request(
     options, the affine and the arrays' sizes. Nothing in it becomes a path."""
     arrays = {d["name"]: d for d in descriptors}
     if set(arrays) - {"volume", "model", "sidecar"}:
-        raise OptionError(f"Unexpected arrays: {sorted(set(arrays) - {'volume', 'model', 'sidecar'})}", "")
+        raise OptionError(
+            f"Unexpected arrays: {sorted(set(arrays) - {'volume', 'model', 'sidecar'})}",
+            "A run carries 'volume' (and, with an uploaded model, 'model' and 'sidecar'): use RemoteRunner.submit.",
+        )
     if fields.get("upload") is None and set(arrays) - {"volume"}:  # refused before a byte of them is decompressed
         raise OptionError(
             f"Arrays {sorted(set(arrays) - {'volume'})} travel only with an uploaded model",

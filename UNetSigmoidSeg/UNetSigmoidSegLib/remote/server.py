@@ -246,7 +246,10 @@ def create_app(config: ServerConfig) -> Any:
             with open(spool, "rb") as f:
                 names = {d["name"] for d in wire.read_header(f, received)[1]}
             if names - {"model", "sidecar"}:  # refused before a byte is decompressed
-                raise OptionError(f"An inspection carries a model only, not {sorted(names - {'model', 'sidecar'})}", "")
+                raise OptionError(
+                    f"An inspection carries a model only, not {sorted(names - {'model', 'sidecar'})}",
+                    "Send the 'model' array (and its 'sidecar' JSON) alone: use RemoteRunner.inspect.",
+                )
             # reading, decompressing and loading run off the event loop: other clients are answered meanwhile
             loaded = await run_in_threadpool(_load_upload, spool, jobs.temp_dir, store, config.max_request_bytes)
             return {"name": "upload", "info": store.public_info(loaded[0].info, "upload").to_dict()}
@@ -359,7 +362,7 @@ async def _spool(request: Request, path: str, limit: int) -> Any:
                 f.write(chunk)
     except ClientDisconnect:
         LOG.warning("client %s disconnected while sending its request", request.client.host if request.client else "?")
-        return error(400, "remote", "The client went away while sending", "", reason="connection")
+        return error(400, "remote", "The client went away while sending", "Send it again.", reason="connection")
     return size
 
 
