@@ -50,7 +50,7 @@ from hostile import tiny_unet
 
 from remote_fixtures import Server, long_volume, make_models, make_pki  # noqa: E402 - attack_tools puts it on the path
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, wire
-from UNetSigmoidSegLib.errors import RemoteError, UserError
+from UNetSigmoidSegLib.errors import RemoteError
 from UNetSigmoidSegLib.remote import identity
 
 pytestmark = [
@@ -153,32 +153,37 @@ def _flood_half_open(t):
 
 
 def _flood_jobs(t):
-    """Eight clients submit seconds-long runs at once to a queue of 2: the rest are told 'busy' at once."""
+    """Three seconds-long runs fill the queue of 2 (one runs, two wait); five more clients then submit at once: each
+    is told 'busy' at once, before its body is read."""
     volume = long_volume()
     options = SegmentOptions(device="cpu", roi_size=[16, 16, 16], overlap=0.5)
-    runners = [t.server.runner() for _ in range(8)]
-    outcomes = []
+    runners = [t.server.runner() for _ in range(3)]
+    try:
+        for runner in runners:
+            runner.submit(volume, ModelSpec(name="tiny"), options)
+        deadline = time.monotonic() + 120
+        health = {}
+        while not (health.get("busy") and health.get("queued") == 2):
+            if time.monotonic() > deadline:
+                return Outcome("never full", f"the queue did not fill: {health}")
+            time.sleep(0.1)
+            health = t.server.runner().health()
+        answers = []
 
-    def one(runner):
-        try:
-            outcomes.append(runner.submit(volume, ModelSpec(name="tiny"), options).wait(timeout=2.0))
-        except UserError as exc:
-            outcomes.append(exc)
-        except TimeoutError:
-            outcomes.append("running")
+        def one():
+            answers.append(t.request("POST", "/v1/jobs", frame()))
 
-    threads = [threading.Thread(target=one, args=(r,)) for r in runners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    for runner in runners:
-        runner.close()  # cancels the accepted ones on the server
-    busy = [o for o in outcomes if isinstance(o, RemoteError) and o.reason == "busy"]
+        threads = [threading.Thread(target=one) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for runner in runners:
+            runner.close()  # cancels their jobs on the server
     t.server.wait_idle(120)
-    if not busy:
-        return Outcome("no busy", repr([type(o).__name__ for o in outcomes]))
-    return Outcome(503, busy[0].message)
+    statuses = sorted({a.status for a in answers})
+    return answers[0] if statuses == [503] and len(answers) == 5 else Outcome(str(statuses), "not all busy")
 
 
 for name, fn, expect, pattern in (
@@ -188,7 +193,7 @@ for name, fn, expect, pattern in (
     ("30-random-bytes-instead-of-tls", _flood_garbage_tcp, "closed", "closed at the TLS layer"),
     ("100-pipelined-without-token", _flood_pipelined, 401, "100 × 401"),
     ("30-half-closed", _flood_half_open, "closed", "closed"),
-    ("8-runs-at-once-queue-of-2", _flood_jobs, 503, "Server busy"),
+    ("8-runs-against-a-queue-of-2", _flood_jobs, 503, "The server is busy: 2 jobs queued"),
 ):
     case("flood-" + name, "flood", expect, pattern, fn)
 
