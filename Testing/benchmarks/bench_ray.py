@@ -124,6 +124,8 @@ def main() -> int:
                 "nodes": sorted({c.get("node") for c in two["cases"]}),
             },
         ]
+        if args.memory_cases <= 0:
+            return emit(environment(cases=args.cases, size=args.size), results, args.json)
         memory = make_cohort(os.path.join(work, "many"), args.memory_cases, [128, 128, 64])
         many_s, many_peak, many = cli(
             memory, model, os.path.join(work, "many-out"), "--ray", "--actors", "2", "--threads", "1"

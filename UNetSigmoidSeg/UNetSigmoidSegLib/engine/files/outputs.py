@@ -50,7 +50,9 @@ def write_seg_nrrd(result: SegmentResult, path: str, protected: Sequence[str] = 
     seg["containedRepresentationNames"] = ["Binary labelmap"]
     seg[NOTICE_KEY] = NOT_CLINICAL_ASCII
     with atomic_output(path, protected) as tmp:
-        slicerio.write_segmentation(tmp, seg)
+        # gzip level 6 (zlib's default, as Slicer's own NRRD writer without a level): slicerio's default 9 spent
+        # 8.5 s compressing one 256×256×128 mask that level 6 writes in 0.34 s, 13 % larger
+        slicerio.write_segmentation(tmp, seg, compression_level=6)
 
 
 def labelmap(result: SegmentResult) -> np.ndarray:
