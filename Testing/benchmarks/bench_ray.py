@@ -104,12 +104,12 @@ def main() -> int:
         model = make_model(work)
         inputs = make_cohort(os.path.join(work, "in"), args.cases, args.size)
         local_s, local_peak, _ = cli(inputs, model, os.path.join(work, "local"))
-        one_s, one_peak, _ = cli(inputs, model, os.path.join(work, "one"), "--ray", "--actors", "1", "--threads", "1")
+        one_s, one_peak, one = cli(inputs, model, os.path.join(work, "one"), "--ray", "--actors", "1", "--threads", "1")
         two_s, _, two = cli(inputs, model, os.path.join(work, "two"), "--ray", "--actors", "2", "--threads", "1")
         results = [
             {
                 "id": "Y1",
-                "what": f"{args.cases} cases, one actor vs local batch (1 thread)",
+                "what": f"{args.cases} cases, one actor vs local batch (1 thread), wall time of the command",
                 "local_s": round(local_s, 1),
                 "ray_one_s": round(one_s, 1),
                 "ratio": round(one_s / local_s, 3),
@@ -117,9 +117,12 @@ def main() -> int:
             },
             {
                 "id": "Y2",
-                "what": "two actors vs one (1 thread each): throughput",
-                "ray_two_s": round(two_s, 1),
-                "throughput_ratio": round(one_s / two_s, 3),
+                "what": "two actors vs one (1 thread each): throughput over the cohort (after the cluster and the "
+                "first model load; the wall ratio of the whole command beside it)",
+                "cohort_one_s": one["total_s"],
+                "cohort_two_s": two["total_s"],
+                "throughput_ratio": round(one["total_s"] / two["total_s"], 3),
+                "wall_ratio": round(one_s / two_s, 3),
                 "goal": ">= 1.6",
                 "nodes": sorted({c.get("node") for c in two["cases"]}),
             },

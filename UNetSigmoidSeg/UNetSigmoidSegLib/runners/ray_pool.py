@@ -2,7 +2,7 @@
 
 Each ``EngineActor`` holds one ``EngineHost`` (its model cache) and runs ``RunRequest``s exactly as the in-process
 runner does; its ``Progress`` / ``Log`` messages are read by the caller while it runs and a cancel reaches it
-between windows (a threaded actor: ``segment`` in one thread, ``messages`` / ``cancel`` in another). Ray itself
+between windows (``segment`` one at a time, ``messages`` / ``cancel`` in a concurrency group of their own). Ray itself
 does what Ray does: placement (``num_gpus`` / ``num_cpus``), moving arrays through its object store, restarting an
 actor whose process or node died and re-running its unfinished call (``max_restarts`` / ``max_task_retries``).
 ``RayRunner`` is the ``Runner`` of a pool (console, tests, ``serve --ray``); ``cli_ray`` runs a cohort on it.
@@ -26,6 +26,7 @@ from .job import QueueJob
 
 RAY_FIX = 'Install it in this Python: pip install "ray>=2.9" (or pip install ".[ray]" in the repository).'
 POLL_S = 0.1  # how often a caller reads a running actor's messages
+CONTROL = "control"  # the actor's concurrency group of messages() and cancel(), beside its one run
 NO_WHERE = "http://127.0.0.1:9"  # the discard port on this computer: nothing listens
 
 
@@ -144,13 +145,14 @@ def _message(exc: BaseException) -> Any:
 def actor_class(ray: Any, threads: int, gpus: float, retries: int) -> Any:
     """``EngineActor`` as a Ray actor class: ``threads`` CPUs (and ``gpus``) reserved, restarted on any node when
     its process or node dies, its unfinished call run again at most ``retries`` times."""
-    return ray.remote(EngineActor).options(
+    return ray.remote(
         num_cpus=max(1, threads),
         num_gpus=gpus,
         max_restarts=-1,
         max_task_retries=retries,
-        max_concurrency=2,  # segment() in one thread; messages() and cancel() while it runs
-    )
+        max_concurrency=1,  # one run at a time: a second call waits, it never shares the threads
+        concurrency_groups={CONTROL: 2},  # messages() and cancel() while a run goes on
+    )(EngineActor)
 
 
 def lost(exc: BaseException, what: str) -> Error:
@@ -219,9 +221,9 @@ class RayPool:
                 ready, _ = self.ray.wait([ref], timeout=POLL_S)
                 if should_cancel() and not cancelled:
                     cancelled = True
-                    actor.cancel.remote()
+                    actor.cancel.options(concurrency_group=CONTROL).remote()
                 try:
-                    news = self.ray.get(actor.messages.remote(seen)) if emit is not None else []
+                    news = self.ray.get(actor.messages.options(concurrency_group=CONTROL).remote(seen)) if emit else []
                 except self.ray.exceptions.RayActorError:
                     news = []  # restarting: its call is run again, its messages start anew
                 for message in news:
