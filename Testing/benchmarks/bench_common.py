@@ -86,3 +86,26 @@ def empty_volume_node(scene: Any, shape: Tuple[int, ...]) -> Any:
     image.AllocateScalars(vtk.VTK_SHORT, 1)
     node.SetAndObserveImageData(image)
     return node
+
+
+def resampled_ct(size: Tuple[int, ...] = (256, 256, 128)) -> Any:
+    """The real abdominal CT (TotalSegmentator example, 122×101×112, 3 mm) resampled (linear) to ``size`` voxels over
+    the same extent, int16, as a SimpleITK image."""
+    import SimpleITK as sitk
+
+    path = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "Data", "totalsegmentator", "example_ct.nii.gz"
+    )
+    image = sitk.ReadImage(path)
+    spacing = [sz * sp / n for sz, sp, n in zip(image.GetSize(), image.GetSpacing(), size)]
+    return sitk.Resample(
+        image,
+        [int(n) for n in size],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        image.GetOrigin(),
+        spacing,
+        image.GetDirection(),
+        -1024,
+        sitk.sitkInt16,
+    )

@@ -4,8 +4,9 @@ Y1 one actor (1 thread) on a local Ray cluster vs the local in-process batch wit
 Y2 two actors (1 thread each) vs one actor: throughput ratio (goal ≥ 1.6×, on a machine with ≥ 2 free cores)
 Y3 the driver's peak memory for a cohort of ``--memory-cases`` volumes (bounded: it holds references, not volumes)
 
-The cohort: the real CT resampled to 256×256×128 (``--size``), ``--cases`` copies; a UNet(8, 16, 32, 64) with
-random weights, CT normalisation, roi 96³, the PyTorch backend. Every variant is the real CLI in a fresh process.
+The cohort: the real CT (example_ct, 122×101×112) resampled to 256×256×128 (``--size``), ``--cases`` copies;
+a UNet(8, 16, 32, 64) with random weights, CT normalisation, roi 96³, the PyTorch backend. Every variant is the
+real CLI in a fresh process.
 
     python Testing/benchmarks/bench_ray.py [--cases 8] [--memory-cases 64] [--json out.json]
 """
@@ -24,9 +25,8 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "UNetSigmoidSeg"))
 
-from bench_common import emit, environment  # noqa: E402
+from bench_common import emit, environment, resampled_ct  # noqa: E402
 
-CT = os.path.join(REPO, "Testing", "Data", "totalsegmentator", "example_ct_sm.nii.gz")
 FLAGS = ["--device", "cpu", "--backend", "torch", "--roi-size", "96", "-q", "--json"]
 
 
@@ -34,22 +34,9 @@ def make_cohort(folder: str, cases: int, size) -> str:
     """``cases`` copies of the real CT resampled to ``size`` (linear), as NIfTI."""
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(CT)
-    spacing = [sz * sp / n for sz, sp, n in zip(image.GetSize(), image.GetSpacing(), size)]
-    resampled = sitk.Resample(
-        image,
-        list(size),
-        sitk.Transform(),
-        sitk.sitkLinear,
-        image.GetOrigin(),
-        spacing,
-        image.GetDirection(),
-        -1024,
-        image.GetPixelID(),
-    )
     os.makedirs(folder)
     first = os.path.join(folder, "case000.nii.gz")
-    sitk.WriteImage(resampled, first)
+    sitk.WriteImage(resampled_ct(tuple(size)), first)
     for i in range(1, cases):
         shutil.copy(first, os.path.join(folder, f"case{i:03d}.nii.gz"))
     return folder

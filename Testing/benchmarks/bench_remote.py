@@ -37,7 +37,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "Testing"))
 sys.path.insert(0, os.path.join(REPO, "Testing", "mrml"))
 
-from bench_common import emit, environment  # noqa: E402
+from bench_common import emit, environment, resampled_ct  # noqa: E402
 from UNetSigmoidSegLib.contract import ModelSpec, SegmentOptions, Volume  # noqa: E402
 from UNetSigmoidSegLib.engine.files.volume import affine_from_sitk, read_volume  # noqa: E402
 from UNetSigmoidSegLib.runners.remote import RemoteRunner  # noqa: E402
@@ -45,7 +45,6 @@ from UNetSigmoidSegLib.runners.worker import WorkerRunner  # noqa: E402
 
 DEMO = os.path.join(REPO, "Resources", "Models", "BrainT1UNet")
 T1 = os.path.join(REPO, "Resources", "Data", "T1_head.nii.gz")
-CT = os.path.join(REPO, "Testing", "Data", "totalsegmentator", "example_ct.nii.gz")
 
 
 def start_server(models: str, folder: str, threads: int):
@@ -73,20 +72,7 @@ def start_server(models: str, folder: str, threads: int):
 
 def ct_sized_volume() -> Volume:
     """The real abdominal CT (122×101×112, 3 mm) resampled to 256×256×128 voxels over the same extent."""
-    image = sitk.ReadImage(CT)
-    size = (256, 256, 128)
-    spacing = [sz * sp / n for sz, sp, n in zip(image.GetSize(), image.GetSpacing(), size)]
-    resampled = sitk.Resample(
-        image,
-        size,
-        sitk.Transform(),
-        sitk.sitkLinear,
-        image.GetOrigin(),
-        spacing,
-        image.GetDirection(),
-        -1024,
-        sitk.sitkInt16,
-    )
+    resampled = resampled_ct((256, 256, 128))
     array = sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)[None]
     return Volume(np.ascontiguousarray(array), affine_from_sitk(resampled))
 

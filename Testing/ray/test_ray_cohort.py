@@ -38,6 +38,31 @@ def cli(*args, **popen):
     return subprocess.run(command, cwd=str(REPO / "UNetSigmoidSeg"), capture_output=True, text=True, timeout=600)
 
 
+PIPES = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def ray_cohort(inputs: Path, model: str, out: Path, *flags, address: str = "", **popen):
+    """``segment INPUTS --model M -o OUT/ --ray [ADDRESS] FLAGS…`` with one one-thread actor, the slow window (a few
+    seconds a case, so a test can act while it runs); ``popen``: start it, else run it to the end."""
+    ray = ["--ray", address] if address else ["--ray"]
+    return cli(
+        "segment",
+        inputs,
+        "--model",
+        model,
+        "-o",
+        f"{out}/",
+        *ray,
+        "--actors",
+        "1",
+        "--threads",
+        "1",
+        *flags,
+        *SLOW,
+        **popen,
+    )
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
     return str(make_models(tmp_path_factory.mktemp("models")) / "tiny.pt")
@@ -125,24 +150,7 @@ def test_cohort_equals_the_local_batch_skips_what_is_done_and_reports_a_corrupt_
 def test_a_killed_actor_reruns_only_its_case_and_outputs_equal_a_local_run(tmp_path, model):
     inputs = cohort(tmp_path / "in", LONG, 2)
     out = tmp_path / "ray"
-    proc = cli(
-        "segment",
-        inputs,
-        "--model",
-        model,
-        "-o",
-        f"{out}/",
-        "--ray",
-        "--actors",
-        "1",
-        "--threads",
-        "1",
-        "--json",
-        "-q",
-        *SLOW,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = ray_cohort(inputs, model, out, "--json", "-q", **PIPES)
     victim = wait_for(actor_processes)[0]
     time.sleep(1.0)  # mid-case
     victim.send_signal(signal.SIGKILL)
@@ -150,9 +158,7 @@ def test_a_killed_actor_reruns_only_its_case_and_outputs_equal_a_local_run(tmp_p
     assert proc.returncode == 0, stderr
     summary = json.loads(stdout)
     assert summary["cohort"]["done"] == 2
-    assert len({r["pid"] for r in summary["cases"]} - {victim.pid}) >= 1 and victim.pid not in {
-        r["pid"] for r in summary["cases"]
-    }
+    assert victim.pid not in {r["pid"] for r in summary["cases"]}  # both cases came from the restarted actor
     local = cli("segment", inputs, "--model", model, "-o", f"{tmp_path / 'local'}/", "-q", *SLOW)
     assert local.returncode == 0, local.stderr
     assert_same_outputs(out, tmp_path / "local", ["case0", "case1"])
@@ -162,22 +168,7 @@ def test_a_killed_actor_reruns_only_its_case_and_outputs_equal_a_local_run(tmp_p
 def test_ctrl_c_ends_the_cohort_and_leaves_nothing_partial(tmp_path, model):
     inputs = cohort(tmp_path / "in", LONG, 2)
     out = tmp_path / "ray"
-    proc = cli(
-        "segment",
-        inputs,
-        "--model",
-        model,
-        "-o",
-        f"{out}/",
-        "--ray",
-        "--actors",
-        "1",
-        "--threads",
-        "1",
-        *SLOW,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = ray_cohort(inputs, model, out, **PIPES)
     wait_for(actor_processes)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
@@ -212,25 +203,7 @@ def test_a_node_removed_mid_batch_loses_nothing(tmp_path, model, monkeypatch):
         cluster.wait_for_nodes()
         inputs = cohort(tmp_path / "in", LONG, 2)
         out = tmp_path / "ray"
-        proc = cli(
-            "segment",
-            inputs,
-            "--model",
-            model,
-            "-o",
-            f"{out}/",
-            "--ray",
-            cluster.address,
-            "--actors",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-            "-q",
-            *SLOW,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        proc = ray_cohort(inputs, model, out, "--json", "-q", address=cluster.address, **PIPES)
         victim = wait_for(actor_processes)[0]
         raylets = {w.all_processes["raylet"][0].process.pid: w for w in workers}
         host = next(raylets[p.pid] for p in victim.parents() if p.pid in raylets)
