@@ -111,8 +111,12 @@ def test_cohort_equals_the_local_batch_skips_what_is_done_and_reports_a_corrupt_
     assert local.returncode == 0, local.stderr
     (inputs / "broken.nii.gz").write_bytes(b"not an image")  # a corrupt file in the cohort
     out = tmp_path / "ray"
-    run = cli("segment", inputs, "--model", model, "-o", f"{out}/", "--ray", "--json", "--threads", "1", *FAST)
+    run = cli(
+        "segment", inputs, "--model", model, "-o", f"{out}/", "--ray", "--json", "--verbose", "--threads", "1", *FAST
+    )
     assert run.returncode == 2 and "1 of 4 case(s) failed" in run.stderr, run.stderr
+    assert "cohort: 4/4 (3 done, 1 failed, 0 skipped)" in run.stderr and "cases/h" in run.stderr  # the progress line
+    assert f"case1.nii.gz → {out / 'case1.seg.nrrd'} (done; body " in run.stderr  # --verbose: a line per case
     summary = json.loads(run.stdout)
     assert summary["cohort"] == {"done": 3, "failed": 1, "skipped": 0, "total": 4}
     rows = {Path(r["input"]).name: r for r in summary["cases"]}
