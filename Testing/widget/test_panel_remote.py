@@ -1,6 +1,7 @@
 """The panel's *Run on* choice over fake Qt widgets, a real slicer-core scene and a real server on 127.0.0.1:
 settings remembered in Slicer's settings (never in the scene), the server's models and device shown, a run and
-live threshold with no network traffic, no torch install asked for, and back to this computer."""
+live threshold with no network traffic, no torch install asked for, and back to this computer; a server with mutual
+TLS reached with the server's CA and this client's certificate and key from the panel."""
 
 import os
 import sys
@@ -11,12 +12,20 @@ from test_panel import assert_clean, run_until
 
 import fakeslicer
 from conftest import REPO
+from UNetSigmoidSegLib import runners
 from UNetSigmoidSegLib.widget import dependencies
 from widget_fixtures import slicer_app_fixture  # noqa: F401 - fixture
 
 sys.path.insert(0, str(REPO / "Testing" / "remote"))
 from mrml_helpers import add_volume  # noqa: E402 - on sys.path through widget_fixtures
-from remote_fixtures import ct_volume, models_dir_fixture, server_fixture  # noqa: E402, F401 - fixtures
+from remote_fixtures import (  # noqa: E402
+    Server,
+    ct_volume,
+    make_models,
+    make_pki,
+    models_dir_fixture,  # noqa: F401 - fixture
+    server_fixture,  # noqa: F401 - fixture
+)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="servers are stopped with POSIX signals")
 
@@ -137,4 +146,78 @@ def test_wrong_token_and_back_to_this_computer(slicer_app, server, monkeypatch):
     assert widget.logic.runner.__class__.__name__ == "RemoteRunner" and not widget.logic.runner.closed
     assert ui.serverStatusLabel.text.startswith("Connected to")
     widget.cleanup()
+    assert_clean()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def mtls_server(pki, tmp_path_factory):
+    """A server that lets in only clients with a certificate its CA signed (``serve --client-ca``)."""
+    cert, key = pki["server"]
+    tls = ("--certfile", str(cert), "--keyfile", str(key), "--client-ca", str(pki["ca"][0]))
+    srv = Server(make_models(tmp_path_factory.mktemp("models")), tmp_path_factory.mktemp("mtls"), *tls)
+    srv.client_options.update(cafile=str(pki["ca"][0]), client_cert=str(pki["alice"][0]))
+    srv.client_options["client_key"] = str(pki["alice"][1])
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+def test_a_server_with_mutual_tls_from_the_panel_files(slicer_app, nothing_installed, mtls_server, pki, monkeypatch):
+    made = []
+    real_make_runner = runners.make_runner
+    monkeypatch.setattr(runners, "make_runner", lambda **kwargs: made.append(kwargs) or real_make_runner(**kwargs))
+    module, scene, widget = open_panel(slicer_app)
+    ui = widget.ui
+    assert not ui.serverCaPathLineEdit.visible and not ui.clientKeyLabel.visible  # this computer
+    ui.inputSelector.setCurrentNode(add_volume(scene, ct_volume().array[0]))
+    ui.runOnComboBox.currentText = "Server"
+    assert ui.serverCaPathLineEdit.visible and ui.clientCertPathLineEdit.visible and ui.clientKeyLabel.visible
+    ui.serverUrlLineEdit.text = mtls_server.url
+    ui.serverUrlLineEdit.emit("editingFinished()")
+    ui.serverTokenLineEdit.text = mtls_server.token
+    ui.serverTokenLineEdit.emit("editingFinished()")
+    ca = str(pki["ca"][0])
+    cert, key = (str(p) for p in pki["alice"])
+    ui.serverCaPathLineEdit.currentPath = ca
+    ui.clientKeyPathLineEdit.currentPath = key  # half of the client's pair
+    assert ui.serverStatusLabel.text.startswith("Give the client certificate of the client key too")
+    assert not ui.segmentButton.enabled and "client certificate" in ui.segmentButton.toolTip
+    ui.serverConnectButton.click()
+    assert widget.runOn.remote is None and not made and len(fakeslicer.DIALOGS) == 1
+    assert "Give the client certificate of the client key too" in fakeslicer.DIALOGS.pop()
+    ui.clientCertPathLineEdit.currentPath = cert + ".missing"
+    assert ui.serverStatusLabel.text == f"The client certificate file {cert}.missing does not exist."
+    ui.clientCertPathLineEdit.currentPath = cert
+    assert ui.serverStatusLabel.text == "Press Connect."
+    ui.serverConnectButton.click()
+    run_until(widget, lambda: ui.serverModelComboBox.items, timeout_s=60)
+    assert made == [dict(server=mtls_server.url, token=mtls_server.token, cafile=ca, client_cert=cert, client_key=key)]
+    assert ui.serverStatusLabel.text.startswith(f"Connected to {mtls_server.url}: ")
+    assert widget.runOn.remote.endpoint.client_cert == cert
+    assert fakeslicer.SETTINGS["UNetSigmoidSeg/ServerCA"] == ca
+    assert fakeslicer.SETTINGS["UNetSigmoidSeg/ClientCertificate"] == cert
+    assert fakeslicer.SETTINGS["UNetSigmoidSeg/ClientKey"] == key
+    # another CA file: disconnected, like another URL or token
+    ui.serverCaPathLineEdit.currentPath = str(pki["other"][0])
+    assert widget.runOn.remote is None and ui.serverModelComboBox.items == []
+    assert ui.serverStatusLabel.text == "Press Connect." and not ui.segmentButton.enabled
+    ui.serverCaPathLineEdit.currentPath = ca
+    assert widget.runOn.remote is None and len(made) == 1  # only Connect connects again
+    widget.cleanup()
+    # a new session: the files come back from the settings and it connects by itself
+    module, scene, again = open_panel(slicer_app)
+    assert again.ui.serverCaPathLineEdit.currentPath == ca and again.ui.clientKeyPathLineEdit.currentPath == key
+    assert again.ui.clientCertPathLineEdit.currentPath == cert
+    run_until(again, lambda: again.ui.serverModelComboBox.items, timeout_s=60)
+    assert made[-1]["client_cert"] == cert and again.ui.serverStatusLabel.text.startswith("Connected to")
+    # clearing the key (CTK's validator rejects "": validInputChanged only) is a change too
+    again.ui.clientKeyPathLineEdit.currentPath = ""
+    assert again.runOn.remote is None and fakeslicer.SETTINGS["UNetSigmoidSeg/ClientKey"] == ""
+    assert again.ui.serverStatusLabel.text.startswith("Give the client key too")
+    again.cleanup()
     assert_clean()

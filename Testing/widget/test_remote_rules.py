@@ -29,10 +29,14 @@ def test_settings_round_trip_through_a_settings_store():
     store = {}
     settings = remote_rules.load(store.get)
     assert settings == remote_rules.RemoteSettings() and not settings.server
-    settings = remote_rules.RemoteSettings(remote_rules.SERVER, "https://gpu:8765", "tok", "brain")
+    settings = remote_rules.RemoteSettings(remote_rules.SERVER, "https://gpu:8765", "tok", "brain", "/ca.pem")
+    settings.client_cert, settings.client_key = "/me.pem", "/me.key"
     remote_rules.save(settings, store.__setitem__)
     assert set(store) == set(remote_rules.KEYS.values()) and all(k.startswith("UNetSigmoidSeg/") for k in store)
     assert remote_rules.load(store.get) == settings and remote_rules.load(store.get).server
+    assert store["UNetSigmoidSeg/ServerCA"] == "/ca.pem" and store["UNetSigmoidSeg/ClientKey"] == "/me.key"
+    assert settings.tls_options() == {"cafile": "/ca.pem", "client_cert": "/me.pem", "client_key": "/me.key"}
+    assert remote_rules.RemoteSettings().tls_options() == {"cafile": None, "client_cert": None, "client_key": None}
     store["UNetSigmoidSeg/RunOn"] = "Mars"
     assert remote_rules.load(store.get).run_on == remote_rules.LOCAL  # an unknown choice falls back to here
 
@@ -48,6 +52,29 @@ def test_connection_problems_say_what_to_fill_in():
     assert "unencrypted" in remote_rules.connection_problem(s)
     s.url = "http://127.0.0.1:8765"  # an SSH tunnel
     assert remote_rules.connection_problem(s) == ""
+
+
+def test_tls_files_missing_or_half_a_client_pair_are_problems(tmp_path):
+    s = remote_rules.RemoteSettings(remote_rules.SERVER, "https://gpu:8765", "t")
+    s.cafile = str(tmp_path / "ca.pem")
+    problem = remote_rules.connection_problem(s)
+    assert problem == f"The server certificate (CA) file {s.cafile} does not exist."
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    assert remote_rules.connection_problem(s).startswith(f"Cannot use the server certificate (CA) {s.cafile}: ")
+    s.cafile = ""
+    s.client_key = str(tmp_path / "me.key")
+    assert remote_rules.connection_problem(s) == f"The client key file {s.client_key} does not exist."
+    (tmp_path / "me.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+    assert "Give the client certificate of the client key too" in remote_rules.connection_problem(s)
+    s.client_key, s.client_cert = "", str(tmp_path / "me.pem")
+    (tmp_path / "me.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert remote_rules.connection_problem(s).startswith("Give the client key too")
+    assert remote_rules.status_text(s, None, None, False).startswith("Give the client key too")
+    assert remote_rules.server_problem(s, None, None).startswith("Give the client key too")
+    s.client_key = str(tmp_path / "me.key")  # both, but not PEM: the runner's own check says so
+    assert remote_rules.connection_problem(s).startswith(f"Cannot use the client certificate {s.client_cert}")
+    s.url = "http://127.0.0.1:8765"
+    assert "over https only" in remote_rules.connection_problem(s)
 
 
 def test_status_line_and_segment_button_follow_the_connection():

@@ -1,11 +1,13 @@
 """The panel's *Run on* choice as plain rules (no Qt, no Slicer): this computer or a remote server.
 
-The choice, the server URL, its token and the chosen server model live in Slicer's application settings
+The choice, the server URL, its token, the TLS files (the server's certificate or CA; this client's certificate
+and key for a server with mutual TLS) and the chosen server model live in Slicer's application settings
 (``qt.QSettings``: per user, never in the scene file or the parameter node — the token must not travel with a
 scene); ``load`` / ``save`` take the settings' ``value`` / ``setValue``. The rest says what the panel shows: the
 connection line, the server's models for the model list, why Segment is not possible yet.
 """
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -26,7 +28,11 @@ KEYS = {
     "url": "UNetSigmoidSeg/ServerURL",
     "token": "UNetSigmoidSeg/ServerToken",
     "model": "UNetSigmoidSeg/ServerModel",
+    "cafile": "UNetSigmoidSeg/ServerCA",
+    "client_cert": "UNetSigmoidSeg/ClientCertificate",
+    "client_key": "UNetSigmoidSeg/ClientKey",
 }
+TLS_FIELDS = ("cafile", "client_cert", "client_key")  # RemoteRunner's options of the same names
 URL_PLACEHOLDER = "https://gpu-server:8765  (or http://127.0.0.1:PORT through an SSH tunnel)"
 
 
@@ -36,10 +42,21 @@ class RemoteSettings:
     url: str = ""
     token: str = ""
     model: str = ""
+    cafile: str = ""
+    client_cert: str = ""
+    client_key: str = ""
 
     @property
     def server(self) -> bool:
         return self.run_on == SERVER
+
+    def connection(self) -> Tuple[str, ...]:
+        """What a connection is made with: a change of any of it needs a new one."""
+        return (self.url, self.token) + tuple(getattr(self, field) for field in TLS_FIELDS)
+
+    def tls_options(self) -> Dict[str, Optional[str]]:
+        """``cafile`` / ``client_cert`` / ``client_key`` for ``make_runner`` (None: not given)."""
+        return {field: getattr(self, field) or None for field in TLS_FIELDS}
 
 
 def load(value: Callable[[str], Any]) -> RemoteSettings:
@@ -56,19 +73,51 @@ def save(settings: RemoteSettings, set_value: Callable[[str, Any], None]) -> Non
 
 
 def connection_problem(settings: RemoteSettings) -> str:
-    """Why no server can be used with these settings ("" when the URL and token are there and the URL is valid)."""
+    """Why no server can be used with these settings ("" when the URL and token are there, the URL is valid and
+    the TLS files given can be used)."""
     if not settings.url:
         return "Enter the server's URL (Run on → Server)."
     if not settings.token:
         return "Enter the server's token (printed by unetsigmoidseg serve on its first start, or in its token file)."
+    problem = tls_problem(settings)
+    if problem:
+        return problem
     from ..errors import RemoteError
     from ..runners.http import Endpoint
 
+    options = settings.tls_options()
     try:
-        Endpoint(settings.url, settings.token)
+        Endpoint(settings.url, settings.token, options["cafile"], False, options["client_cert"], options["client_key"])
     except RemoteError as exc:
         return str(exc)
+    except (OSError, ValueError) as exc:  # the CA file (the client files' errors are RemoteErrors)
+        return f"Cannot use the server certificate (CA) {settings.cafile}: {exc}"
     return ""
+
+
+TLS_LABELS = {"cafile": "server certificate (CA)", "client_cert": "client certificate", "client_key": "client key"}
+
+
+def tls_problem(settings: RemoteSettings) -> str:
+    """A TLS file given that does not exist, or half of this client's certificate and key ("" when none)."""
+    for field in TLS_FIELDS:
+        path = getattr(settings, field)
+        if path and not os.path.isfile(path):
+            return f"The {TLS_LABELS[field]} file {path} does not exist."
+    if settings.client_key and not settings.client_cert:
+        return "Give the client certificate of the client key too (a server with mutual TLS needs both)."
+    if settings.client_cert and not settings.client_key and not holds_key(settings.client_cert):
+        return "Give the client key too: the client certificate's file holds no private key (mutual TLS needs both)."
+    return ""
+
+
+def holds_key(path: str) -> bool:
+    """Whether a PEM file holds a private key besides the certificate (then it needs no separate key file)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return "PRIVATE KEY-----" in f.read()
+    except OSError:
+        return False
 
 
 def server_models(described: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:

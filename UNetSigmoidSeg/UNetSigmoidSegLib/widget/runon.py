@@ -1,4 +1,4 @@
-"""The panel's *Run on* group (Qt wiring): this computer, or a server with its URL, token and models.
+"""The panel's *Run on* group (Qt wiring): this computer, or a server with its URL, token, TLS files and models.
 
 The rules are in ``remote_rules`` (plain Python); the settings live in ``qt.QSettings`` (Slicer's application
 settings), never in the parameter node or the scene. The panel asks this object which runner to use and what to
@@ -32,12 +32,21 @@ class RunOn:
         ui.runOnComboBox.currentText = self.settings.run_on
         ui.serverUrlLineEdit.text = self.settings.url
         ui.serverTokenLineEdit.text = self.settings.token
+        ui.serverCaPathLineEdit.currentPath = self.settings.cafile  # (not connected yet)
+        ui.clientCertPathLineEdit.currentPath = self.settings.client_cert
+        ui.clientKeyPathLineEdit.currentPath = self.settings.client_key
         for widget in (ui.runOnComboBox, ui.serverUrlLineEdit, ui.serverTokenLineEdit):
             widget.blockSignals(False)
         ui.runOnComboBox.connect("currentIndexChanged(int)", self.onRunOnChanged)
         ui.serverConnectButton.connect("clicked()", self.onConnect)
         ui.serverUrlLineEdit.connect("editingFinished()", self.onEdited)
         ui.serverTokenLineEdit.connect("editingFinished()", self.onEdited)
+        ui.serverCaPathLineEdit.connect("currentPathChanged(QString)", self.onEdited)
+        ui.clientCertPathLineEdit.connect("currentPathChanged(QString)", self.onEdited)
+        ui.clientKeyPathLineEdit.connect("currentPathChanged(QString)", self.onEdited)
+        # a path CTK's validator rejects (a cleared one) sends validInputChanged only
+        for path in (ui.serverCaPathLineEdit, ui.clientCertPathLineEdit, ui.clientKeyPathLineEdit):
+            path.connect("validInputChanged(bool)", self.onEdited)
         ui.serverModelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         if self.server and not R.connection_problem(self.settings):
             self.connect()
@@ -64,13 +73,17 @@ class RunOn:
 
     # ---------------------------------------------------------------- settings
     def readWidgets(self) -> bool:
-        """Take the widgets' values into the settings and save them; True when the URL or token changed."""
-        before = (self.settings.url, self.settings.token)
+        """Take the widgets' values into the settings and save them; True when the URL, token or a TLS file
+        changed."""
+        before = self.settings.connection()
         self.settings.run_on = self.ui.runOnComboBox.currentText
         self.settings.url = self.ui.serverUrlLineEdit.text.strip()
         self.settings.token = self.ui.serverTokenLineEdit.text.strip()
+        self.settings.cafile = self.ui.serverCaPathLineEdit.currentPath.strip()
+        self.settings.client_cert = self.ui.clientCertPathLineEdit.currentPath.strip()
+        self.settings.client_key = self.ui.clientKeyPathLineEdit.currentPath.strip()
         R.save(self.settings, qt.QSettings().setValue)
-        return before != (self.settings.url, self.settings.token)
+        return before != self.settings.connection()
 
     def onRunOnChanged(self, index=None):
         self.readWidgets()
@@ -81,9 +94,9 @@ class RunOn:
             self.disconnect()  # the logic got this computer's runner (or gets it at the next Segment)
         self.show()
 
-    def onEdited(self):
+    def onEdited(self, value=None):
         if self.readWidgets() and self.remote is not None:
-            self.disconnect()  # another server or token: press Connect
+            self.disconnect()  # another server, token or TLS file: press Connect
         self.show()
         self.panel.updateStatus()
 
@@ -104,7 +117,7 @@ class RunOn:
         from ..runners import make_runner
 
         self.disconnect()
-        self.remote = make_runner(server=self.settings.url, token=self.settings.token)
+        self.remote = make_runner(server=self.settings.url, token=self.settings.token, **self.settings.tls_options())
         self.remote.refresh()
         self.panel.pollUntil(time.time() + 120.0)
 
@@ -159,6 +172,12 @@ class RunOn:
             ui.serverConnectButton,
             ui.serverStatusLabel,
             ui.serverModelComboBox,
+            ui.serverCaLabel,
+            ui.serverCaPathLineEdit,
+            ui.clientCertLabel,
+            ui.clientCertPathLineEdit,
+            ui.clientKeyLabel,
+            ui.clientKeyPathLineEdit,
         ):
             widget.visible = server
         ui.modelPathLineEdit.visible = not server
