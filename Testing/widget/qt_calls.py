@@ -8,8 +8,9 @@ parameter type by PythonQt's lenient pass (``PythonQtConv``: an int, float or bo
 str or a sequence for ``QStringList``, ``None`` or an object of a derived class for a pointer, anything for
 ``QVariant``, ``bool`` and ``QString``, since PythonQt converts any object there through ``bool()`` / ``str()``), no
 keyword arguments (PythonQt's slots take none; constructors take properties). ``connect`` / ``disconnect`` take a
-signal string, which must be a signal of the class in Qt 5.15 (the JSON) and not removed by Qt 6
-(``qt_signatures.QT6_REMOVED_SIGNALS``). Assignments ``<receiver>.<property> = value`` must name a writable property
+signal string, which must be a signal of the class in every configuration of the JSON (Qt 5.15 and Qt 6 alike: a
+signal Qt 6 removed is not in the table, and the JSON's ``_meta.not_in_every_configuration`` says which configuration
+lacks it). Assignments ``<receiver>.<property> = value`` must name a writable property
 whose type (``qt_signatures.PROPERTY_TYPES``) takes the value, and reads must name a member the class has.
 
 What it knows of a receiver: ``ui.<name>`` / ``….ui.<name>`` (a widget of Resources/UI/UNetSigmoidSeg.ui, any name
@@ -37,11 +38,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
-from qt_signatures import DEFAULTS, PROPERTY_TYPES, QT6_REMOVED_SIGNALS, RETURNS
+from qt_signatures import DEFAULTS, PROPERTY_TYPES, RETURNS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 QT_API = json.loads((HERE / "qt_api" / "qt_api.json").read_text(encoding="utf-8"))
+# members some configuration declares and another lacks: class -> kind -> member -> the configurations lacking it
+NOT_EVERYWHERE = QT_API["_meta"]["not_in_every_configuration"]
 UI_FILE = REPO / "Resources" / "UI" / "UNetSigmoidSeg.ui"
 MODULE_DIR = REPO / "UNetSigmoidSeg"
 WIDGET_DIR = MODULE_DIR / "UNetSigmoidSegLib" / "widget"
@@ -240,14 +243,15 @@ def property_kind(cls: str, name: str):
 
 
 def signal_problem(cls: str, signal: str) -> Optional[str]:
-    """Why ``signal`` cannot be connected on ``cls`` in Qt 5.15 and Qt 6 (None: it can)."""
+    """Why ``signal`` cannot be connected on ``cls`` in every configuration, Qt 5.15 and Qt 6 (None: it can)."""
     sig = normalise_signal(signal)
-    if sig not in signals_of(cls):
-        return f"{cls} has no signal {sig!r} (qt_api.json)"
+    if sig in signals_of(cls):
+        return None
     for c in chain(cls):
-        if sig in QT6_REMOVED_SIGNALS.get(c, ()):
-            return f"{c}::{sig} was removed in Qt 6 (Slicer's Qt 6 build)"
-    return None
+        lacking = NOT_EVERYWHERE.get(c, {}).get("signals", {}).get(sig)
+        if lacking:
+            return f"{c}::{sig} is not declared in {', '.join(lacking)} (qt_api.json)"
+    return f"{cls} has no signal {sig!r} (qt_api.json)"
 
 
 def dotted(node) -> Optional[str]:

@@ -1,12 +1,15 @@
 """What ``qt_api/qt_api.json`` does not say and ``qt_calls.py`` needs: default arguments of Qt's public methods,
-property types, the return types the check follows, and the signals Qt 6 removed.
+property types and the return types the check follows. (The signals Qt 6 removed need no list here: the JSON is
+parsed from the Qt 6 headers too, keeps only what every configuration declares, and names what it left out in
+``_meta.not_in_every_configuration``.)
 
-The JSON (parsed from the real headers: Qt 5.15.8, CTK and Slicer 5.8.0 / 5.10.0 / main) keeps every callable's
-parameter types, and for signals, slots and ``Q_INVOKABLE``s one entry per callable arity (moc registers each), so
-their default arguments are already there. For Qt's plain public methods (which PythonQt reaches through its generated
-wrappers) it drops which trailing parameters have defaults; ``DEFAULTS`` adds them, by hand from the Qt 5.15 and Qt 6
-class documentation (doc.qt.io, the same in both), for the methods the module calls and their overloads. A method
-missing here is taken to have no default, so a call with fewer arguments fails the check until the entry is added.
+The JSON (parsed from the real headers: Qt 5.15.8, CTK and Slicer 5.8.0 / 5.10.0 / main, and Slicer main on Qt 6)
+keeps every callable's parameter types, and for signals, slots and ``Q_INVOKABLE``s one entry per callable arity (moc
+registers each), so their default arguments are already there. For Qt's plain public methods (which PythonQt reaches
+through its generated wrappers) it drops which trailing parameters have defaults; ``DEFAULTS`` adds them, by hand from
+the Qt 5.15 and Qt 6 class documentation (doc.qt.io, the same in both), for the methods the module calls and their
+overloads. A method missing here is taken to have no default, so a call with fewer arguments fails the check until
+the entry is added.
 
 The Slicer / qMRML entries the module uses were read again in the Slicer repository at v5.10.0 (a2b6d082) and main
 (583e9b37): ``qMRMLNodeComboBox::setCurrentNode(vtkMRMLNode*)`` and ``setCurrentNode(const QString&)`` (public slots),
@@ -14,7 +17,7 @@ The Slicer / qMRML entries the module uses were read again in the Slicer reposit
 ``(vtkMRMLTableNode*)`` and ``qMRMLWidget::setMRMLScene(vtkMRMLScene*)`` (public slots, no defaults): as in the JSON.
 """
 
-from typing import Dict, Set
+from typing import Dict
 
 # "Class.signature" (the JSON's normalised form) -> how many trailing parameters have a default value
 DEFAULTS: Dict[str, int] = {
@@ -73,13 +76,4 @@ PROPERTY_TYPES: Dict[str, str] = {
 RETURNS: Dict[str, str] = {
     "QWidget.layout": "QLayout",
     "qMRMLNodeComboBox.currentNode": "object",  # vtkMRMLNode*
-}
-
-# Signals of Qt 5.15 that Qt 6.0 removed (Qt 6 class documentation, "Changes to Qt Widgets" in the Qt 6 porting
-# guide): QComboBox's QString overloads (use textActivated / textHighlighted / currentTextChanged) and the spin
-# boxes' valueChanged(QString) (use textChanged). Slicer main builds against Qt 6 optionally; 5.8 / 5.10 use Qt 5.15.
-QT6_REMOVED_SIGNALS: Dict[str, Set[str]] = {
-    "QComboBox": {"activated(QString)", "highlighted(QString)", "currentIndexChanged(QString)"},
-    "QSpinBox": {"valueChanged(QString)"},
-    "QDoubleSpinBox": {"valueChanged(QString)"},
 }

@@ -18,17 +18,35 @@ PANEL_FILES = [MODULE_FILE] + [LIB_DIR / "widget" / f for f in ("panel.py", "thr
 def test_table_comes_from_the_headers_of_every_supported_configuration():
     meta = fakeslicer.QT_API["_meta"]
     labels = [c["label"] for c in meta["configurations"]]
-    assert labels[:2] == ["Slicer 5.8.0", "Slicer 5.10.0"] and "Slicer main" in labels
+    assert labels == ["Slicer 5.8.0", "Slicer 5.10.0", "Slicer main", "Slicer main on Qt 6"]
     assert all(
         re.search(r"\(([0-9a-f]{40})\)$", c["slicer"]) and re.fullmatch(r"[0-9a-f]{40}", c["ctk"])
         for c in meta["configurations"]
     )
-    assert all(c["qt"].startswith("Qt 5.15") for c in meta["configurations"])
+    assert [c["qt"].split(":")[0] for c in meta["configurations"]] == ["Qt 5.15.8"] * 3 + ["Qt 6.4.2"]
+    assert meta["configurations"][3]["slicer"] == meta["configurations"][2]["slicer"]  # main, on Qt 6
     assert set(UI_CLASSES.values()) - {"QWidget"} <= set(fakeslicer.QT_API), "a .ui class is missing from the table"
     combo = fakeslicer.QT_API["QComboBox"]
     assert "currentIndexChanged(int)" in combo["signals"] and combo["property_info"]["count"]["writable"] is False
     assert fakeslicer.QT_API["qMRMLNodeComboBox"]["base"] == "QWidget"
     assert "currentNodeChanged(vtkMRMLNode*)" in fakeslicer.QT_API["qMRMLNodeComboBox"]["signals"]
+
+
+def test_signals_qt_6_removed_are_not_in_the_table():
+    """The Qt 6 headers drop the QString overloads (Qt 6 porting guide, the same in 6.4 and 6.8): the intersection
+    leaves them out, and the table says which configuration lacks them."""
+    lacking = fakeslicer.QT_API["_meta"]["not_in_every_configuration"]
+    removed = {
+        "QComboBox": ["activated(QString)", "highlighted(QString)", "currentIndexChanged(QString)"],
+        "QSpinBox": ["valueChanged(QString)"],
+        "QDoubleSpinBox": ["valueChanged(QString)"],
+    }
+    for cls, signals in removed.items():
+        for sig in signals:
+            assert sig not in fakeslicer.QT_API[cls]["signals"], (cls, sig)
+            assert lacking[cls]["signals"][sig] == ["Slicer main on Qt 6"], (cls, sig)
+    for cls, sig in [("QComboBox", "currentTextChanged(QString)"), ("QComboBox", "textActivated(QString)")]:
+        assert sig in fakeslicer.QT_API[cls]["signals"]  # the replacements, in Qt 5.15 and Qt 6
 
 
 def test_notify_signals_of_the_fake_are_the_real_ones():
@@ -50,6 +68,8 @@ def test_fake_refuses_what_the_real_classes_lack(slicer_app):
         ui.segmentButton.connect("clickd()", lambda: None)  # PythonQt: no such signal
     with pytest.raises(AttributeError, match="no signal"):
         ui.thresholdSlider.connect("valueChanged(int)", lambda v: None)  # ctkSliderWidget's is (double)
+    with pytest.raises(AttributeError, match="no signal"):
+        ui.activationComboBox.connect("currentIndexChanged(QString)", lambda v: None)  # removed in Qt 6
     with pytest.raises(AttributeError, match="no property 'tooltip'"):
         ui.segmentButton.tooltip = "typo"
     with pytest.raises(AttributeError, match="no property 'name'"):

@@ -17,11 +17,15 @@ from typing import Dict, List, Optional, Tuple
 
 from headers import Source, class_bodies, parse_class, strip_comments
 
-# (label, Slicer ref, CTK commit = Slicer_CTK_GIT_TAG of that ref in SuperBuild/External_CTK.cmake)
+# (label, Slicer ref, CTK commit = Slicer_CTK_GIT_TAG of that ref in SuperBuild/External_CTK.cmake, which Qt include
+# tree: "qt" = --qt (Qt 5.15), "qt6" = --qt6 (Slicer main's optional Qt 6 build))
+SLICER_MAIN = "583e9b37d50ead7daf7b783dce465ccaecec8809"
+CTK_MAIN = "5056664a20a3d0a393bb6d91f040525581e0dcdf"
 CONFIGURATIONS = [
-    ("Slicer 5.8.0", "v5.8.0", "82cae5781621845486bad2697aed095f04cfbe76"),
-    ("Slicer 5.10.0", "v5.10.0", "dd4caeae7e979cf441e44ee85d3b0780120d113d"),
-    ("Slicer main", "583e9b37d50ead7daf7b783dce465ccaecec8809", "5056664a20a3d0a393bb6d91f040525581e0dcdf"),
+    ("Slicer 5.8.0", "v5.8.0", "82cae5781621845486bad2697aed095f04cfbe76", "qt"),
+    ("Slicer 5.10.0", "v5.10.0", "dd4caeae7e979cf441e44ee85d3b0780120d113d", "qt"),
+    ("Slicer main", SLICER_MAIN, CTK_MAIN, "qt"),
+    ("Slicer main on Qt 6", SLICER_MAIN, CTK_MAIN, "qt6"),
 ]
 # the classes the panel's .ui and Python use; their base classes are followed up to QObject
 START = [
@@ -152,18 +156,45 @@ def intersect(tables: List[Dict[str, dict]]) -> Dict[str, dict]:
     return out
 
 
+def dropped(tables: List[Dict[str, dict]], labels: List[str]) -> Dict[str, Dict[str, Dict[str, List[str]]]]:
+    """What the intersection leaves out: class -> kind -> member -> the configurations that lack it, for every member
+    some configuration declares (so a check can say *why* a member is refused, e.g. a signal Qt 6 removed)."""
+    out: Dict[str, Dict[str, Dict[str, List[str]]]] = {}
+    classes = sorted({c for t in tables for c, e in t.items() if "error" not in e})
+    for cls in classes:
+        for kind in KINDS:
+            seen: List[str] = []
+            for t in tables:
+                seen += [m for m in t.get(cls, {}).get(kind, []) if m not in seen]
+            for m in seen:
+                lacking = [lb for lb, t in zip(labels, tables) if m not in t.get(cls, {}).get(kind, [])]
+                if lacking:
+                    out.setdefault(cls, {}).setdefault(kind, {})[m] = lacking
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slicer", required=True, help="Slicer git directory (e.g. a mirror of Slicer/Slicer)")
     ap.add_argument("--ctk", required=True, help="CTK git directory (e.g. a mirror of commontk/CTK)")
     ap.add_argument("--qt", required=True, help="Qt include directory (holding QtCore/, QtWidgets/)")
     ap.add_argument("--qt-label", required=True, help="what the Qt headers are, e.g. the Debian package and version")
+    ap.add_argument("--qt6", help="Qt 6 include directory, for the Qt 6 configurations (left out: skipped)")
+    ap.add_argument("--qt6-label", help="what the Qt 6 headers are (required with --qt6)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "qt_api.json"))
     args = ap.parse_args(argv)
+    if args.qt6 and not args.qt6_label:
+        ap.error("--qt6 needs --qt6-label")
 
-    qt = Source(args.qt)
+    qts = {"qt": (Source(args.qt), args.qt_label)}
+    if args.qt6:
+        qts["qt6"] = (Source(args.qt6), args.qt6_label)
     tables, configurations = [], []
-    for label, slicer_ref, ctk_ref in CONFIGURATIONS:
+    for label, slicer_ref, ctk_ref, qt_key in CONFIGURATIONS:
+        if qt_key not in qts:
+            print(f"{label}: skipped (no --{qt_key} given)", file=sys.stderr)
+            continue
+        qt, qt_label = qts[qt_key]
         sources = {"slicer": Source(f"{args.slicer}@{slicer_ref}"), "ctk": Source(f"{args.ctk}@{ctk_ref}"), "qt": qt}
         table = build(sources, START)
         errors = {c: e["error"] for c, e in table.items() if "error" in e}
@@ -176,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "label": label,
                 "slicer": f"{slicer_ref} ({sources['slicer'].commit})",
                 "ctk": sources["ctk"].commit,
-                "qt": args.qt_label,
+                "qt": qt_label,
             }
         )
     merged = intersect(tables)
@@ -187,6 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "(PythonQt reaches those of Qt's own classes through its generated wrappers, not those of CTK/qMRML "
         "classes); property_info: writable (WRITE or MEMBER) and the NOTIFY signal's name",
         "generated_by": "Testing/widget/qt_api/generate.py (see README.md there)",
+        "not_in_every_configuration": dropped(tables, [c["label"] for c in configurations]),
     }
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"_meta": meta, **merged}, f, indent=1)
