@@ -411,9 +411,9 @@ def load_ui(path: str) -> TopWidget:
     return top
 
 
-def child_widget_variables(top: "TopWidget") -> types.SimpleNamespace:
+def child_widget_variables(widget: "TopWidget") -> types.SimpleNamespace:
     """slicer.util.childWidgetVariables: every child widget under its ``objectName``."""
-    return types.SimpleNamespace(**{c.objectName: c for c in top.children})
+    return types.SimpleNamespace(**{c.objectName: c for c in widget.children})
 
 
 TIMERS: List["Timer"] = []
