@@ -24,7 +24,7 @@ What it cannot resolve, and skips (counted in ``Report.skipped`` and listed in `
 whose type it cannot follow — function parameters (``host``), results of non-Qt calls (``slicer.modules.….logic()``),
 values from containers, anything assigned more than one kind of thing; arguments of unknown type (accepted, as
 PythonQt might); signal names that are not string literals (``bindings.SIGNALS[kind]``: the test checks that table on
-its own); classes missing from the JSON (``qt.QIcon``, ``qt.QSettings``); ``*args`` calls. It does not follow the
+its own); classes missing from the JSON (``qt.QIcon``); ``*args`` calls. It does not follow the
 flow of a function (a name's kind is the same everywhere in it), nor the VTK / MRML calls (``Testing/mrml``).
 """
 
@@ -50,7 +50,7 @@ MODULE_DIR = REPO / "UNetSigmoidSeg"
 WIDGET_DIR = MODULE_DIR / "UNetSigmoidSegLib" / "widget"
 QT_MODULES = ("qt", "ctk", "slicer")
 PACKAGES = {"UNetSigmoidSeg.py": ""}  # a source's package (else UNetSigmoidSegLib.widget)
-QT_ROOTS = ("slicer.app",)  # Qt objects reached from a module (qSlicerApplication: not in the table)
+QT_ROOTS = ("slicer.app",)  # Qt objects reached from a module (slicer.app: test_qt_stand_ins.py checks its calls)
 PYTHONQT_MEMBERS = {"connect", "disconnect", "className", "inherits", "delete", "help"}
 NUMBERS = ("int", "float", "bool", "enum")
 CALL_KINDS = {"int": "int", "len": "int", "round": "int", "float": "float", "bool": "bool", "isinstance": "bool"}
@@ -203,10 +203,10 @@ def overloads(cls: str, name: str):
     found = []
     for c in chain(cls):
         entry = QT_API[c]
-        for kind in ("slots", "invokables", "signals", "methods"):
+        for kind in ("slots", "invokables", "signals", "methods", "decorators"):
             if kind == "methods" and entry["source"] != "qt":
                 continue  # PythonQt wraps only the meta-object members of CTK / qMRML classes
-            for sig in entry[kind]:
+            for sig in entry.get(kind, []):  # "decorators": Slicer's PythonQt decorators (qSlicerCoreApplication)
                 if sig.split("(")[0] == name:
                     types = split_params(sig)
                     fewest = len(types) - (DEFAULTS.get(f"{c}.{sig}", 0) if kind == "methods" else 0)

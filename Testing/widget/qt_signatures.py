@@ -42,6 +42,13 @@ DEFAULTS: Dict[str, int] = {
     # QFormLayout: addRow / removeRow / rowCount have no defaults
     # QBoxLayout::addWidget(QWidget*, int stretch = 0, Qt::Alignment alignment = Qt::Alignment())
     "QBoxLayout.addWidget(QWidget*,int,Qt::Alignment)": 2,
+    # QSettings (qsettings.h): QSettings(QObject* parent = nullptr), QSettings(Scope scope = UserScope) (5.15, 6.x);
+    # value(key, defaultValue = QVariant()) in 5.15, value(key) and value(key, defaultValue) overloads in 6.x
+    "QSettings.QSettings(QObject*)": 1,
+    "QSettings.QSettings(Scope)": 1,
+    "QSettings.value(QString,QVariant)": 1,
+    # QCoreApplication::processEvents(QEventLoop::ProcessEventsFlags flags = QEventLoop::AllEvents) (static)
+    "QCoreApplication.processEvents(QEventLoop::ProcessEventsFlags)": 1,
 }
 
 # Qt property types (C++ type as in the header) of the properties the module reads or writes; the JSON has names,

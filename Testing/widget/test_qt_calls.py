@@ -171,7 +171,7 @@ def test_unknown_receivers_are_counted_not_checked():
                 def f(host, ui):
                     host.layout.addWidget("not checked")
                     os.path.join("a", "b")
-                    self_made = qt.QSettings()
+                    icon = qt.QIcon("a.png")
                     ui.segmentButton.setText(1)
             """)
         }

@@ -50,8 +50,19 @@ START = [
     "QFormLayout",
     "QVBoxLayout",
     "QFileDialog",
+    "QSettings",  # qt.QSettings(): the module's per-user settings (runon.py)
+    "qSlicerApplication",  # slicer.app: qSlicerApplication → qSlicerCoreApplication → QApplication → … → QObject
 ]
-KINDS = ("properties", "signals", "slots", "invokables", "methods")
+KINDS = ("properties", "signals", "slots", "invokables", "methods", "decorators")
+# PythonQt decorators Slicer registers for a class (qSlicerCoreApplication: testingEnabled(), processEvents()): public
+# slots of a decorator class, "static_<Class>_<name>(…)" a static member, "<name>(<Class>*, …)" an instance member
+DECORATORS = {
+    "qSlicerCoreApplication": (
+        "slicer",
+        "qSlicerBaseQTCorePythonQtDecorators.h",
+        "qSlicerBaseQTBasePythonQtDecorators",
+    ),
+}
 
 
 # class -> header file name (found by base name in the source trees)
@@ -60,6 +71,8 @@ HEADERS = {
     "qMRMLNodeComboBox": ("slicer", "qMRMLNodeComboBox.h"),
     "qMRMLTableView": ("slicer", "qMRMLTableView.h"),
     "qMRMLWidget": ("slicer", "qMRMLWidget.h"),
+    "qSlicerApplication": ("slicer", "qSlicerApplication.h"),
+    "qSlicerCoreApplication": ("slicer", "qSlicerCoreApplication.h"),
     # CTK
     "ctkPathLineEdit": ("ctk", "ctkPathLineEdit.h"),
     "ctkSliderWidget": ("ctk", "ctkSliderWidget.h"),
@@ -92,6 +105,10 @@ HEADERS = {
     "QVBoxLayout": ("qt", "qboxlayout.h"),
     "QDialog": ("qt", "qdialog.h"),
     "QFileDialog": ("qt", "qfiledialog.h"),
+    "QSettings": ("qt", "qsettings.h"),
+    "QApplication": ("qt", "qapplication.h"),
+    "QGuiApplication": ("qt", "qguiapplication.h"),
+    "QCoreApplication": ("qt", "qcoreapplication.h"),
 }
 STOP_AT = {"QObject"}  # root of every chain
 
@@ -127,10 +144,35 @@ def build(sources: Dict[str, Source], classes: List[str]) -> Dict[str, dict]:
             entry[k] = info[k]
         entry["where"] = {m: f"{rel}:{ln}" for m, ln in info["where"].items()}
         entry["conditional"] = info["conditional"]
+        if cls in DECORATORS:
+            entry["decorators"] = decorators(sources, cls, entry["where"])
         table[cls] = entry
         if base and cls not in STOP_AT:
             todo.append(base)
     return table
+
+
+def decorators(sources: Dict[str, Source], cls: str, where: Dict[str, str]) -> List[str]:
+    """The members a PythonQt decorator class adds to ``cls``, as ``name(types)`` (one entry per arity)."""
+    which, header, decorator = DECORATORS[cls]
+    path = sources[which].find(header)
+    if path is None:
+        raise SystemExit(f"{header} not found in {sources[which].describe()}")
+    body, line, _bases = class_bodies(strip_comments(sources[which].read(path)))[decorator]
+    slots = parse_class(body, line)
+    out: List[str] = []
+    for sig in slots["slots"]:
+        name, params = sig.split("(", 1)
+        if name.startswith(f"static_{cls}_"):
+            member = f"{name[len(f'static_{cls}_') :]}({params}"
+        elif params.startswith(f"{cls}*"):
+            member = f"{name}({params[len(cls) + 1 :].lstrip(',')}"
+        else:
+            continue
+        if member not in out:
+            out.append(member)
+            where.setdefault(member, f"{path}:{slots['where'][sig]}")
+    return out
 
 
 def intersect(tables: List[Dict[str, dict]]) -> Dict[str, dict]:
@@ -143,14 +185,15 @@ def intersect(tables: List[Dict[str, dict]]) -> Dict[str, dict]:
             continue
         merged = {"base": entry["base"], "header": entry["header"], "source": entry["source"]}
         for kind in KINDS:
-            merged[kind] = [m for m in entry[kind] if all(m in t[cls][kind] for t in tables[1:])]
+            if kind in entry:  # "decorators": only the classes of DECORATORS
+                merged[kind] = [m for m in entry[kind] if all(m in t[cls].get(kind, []) for t in tables[1:])]
         merged["property_info"] = {
             p: entry["property_info"][p]
             for p in merged["properties"]
             if all(t[cls]["property_info"].get(p) == entry["property_info"][p] for t in tables[1:])
         }
         merged["properties"] = [p for p in merged["properties"] if p in merged["property_info"]]
-        kept = {m for kind in KINDS for m in merged[kind]}
+        kept = {m for kind in KINDS for m in merged.get(kind, [])}
         merged["where"] = {m: w for m, w in entry["where"].items() if m in kept}
         out[cls] = merged
     return out
@@ -216,14 +259,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         "note": "members declared in every configuration; signatures normalised as moc does (const T& -> T, names "
         "and defaults dropped), one entry per callable arity; 'methods': public non-slot member functions "
         "(PythonQt reaches those of Qt's own classes through its generated wrappers, not those of CTK/qMRML "
-        "classes); property_info: writable (WRITE or MEMBER) and the NOTIFY signal's name",
+        "classes); 'decorators': members a Slicer PythonQt decorator adds (qSlicerCoreApplication); "
+        "property_info: writable (WRITE or MEMBER) and the NOTIFY signal's name",
         "generated_by": "Testing/widget/qt_api/generate.py (see README.md there)",
         "not_in_every_configuration": dropped(tables, [c["label"] for c in configurations]),
     }
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({"_meta": meta, **merged}, f, indent=1)
         f.write("\n")
-    print(f"{len(merged)} classes, {sum(len(e[k]) for e in merged.values() for k in KINDS)} members -> {args.out}")
+    members = sum(len(e.get(k, [])) for e in merged.values() for k in KINDS)
+    print(f"{len(merged)} classes, {members} members -> {args.out}")
     return 0
 
 

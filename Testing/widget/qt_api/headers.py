@@ -173,7 +173,7 @@ SKIP_STMT = re.compile(
 ACCESS_RE = re.compile(r"^\s*(public|protected|private)?\s*(Q_SLOTS|slots|Q_SIGNALS|signals)?\s*:\s*$")
 PROP_RE = re.compile(r"Q_PROPERTY\s*\(")
 # macros that end without ';': dropped (no arguments) or closed at their balanced ')'
-NO_SEMICOLON = re.compile(r"\b(Q_OBJECT|Q_GADGET|Q_OBJECT_FAKE)\b")
+NO_SEMICOLON = re.compile(r"\b(Q_OBJECT|Q_GADGET|Q_OBJECT_FAKE|QVTK_OBJECT)\b")
 MACRO_STMT = re.compile(
     r"^(Q_(?!REVISION|INVOKABLE|SCRIPTABLE|DECL_|REQUIRED)\w*|QDOC_PROPERTY|QT_(?!DEPRECATED)\w*)\s*\("
 )
@@ -185,11 +185,28 @@ MACRO_PREFIX = re.compile(
 )
 
 
+def base_list(text: str) -> str:
+    """A class's base list without preprocessor lines, keeping the ``#if`` branch (QSettings: ": public QObject /
+    #else / class Q_CORE_EXPORT QSettings / #endif")."""
+    kept, skipping = [], False
+    for line in text.split("\n"):
+        directive = line.strip()
+        if directive.startswith("#"):
+            skipping = re.match(r"#\s*(else|elif)\b", directive) is not None or (
+                skipping and not re.match(r"#\s*endif\b", directive)
+            )
+        elif not skipping:
+            kept.append(line)
+    return "\n".join(kept)
+
+
 def class_bodies(text: str) -> Dict[str, Tuple[str, int, List[str]]]:
     """{class name: (body text, line of the opening brace, [public base classes])} for top-level class definitions."""
     out = {}
-    for m in re.finditer(r"\bclass\s+(?:\w+_EXPORT\s+)?(\w+)\s*(:[^;{]*)?\{", text):
-        name, bases = m.group(1), m.group(2) or ""
+    # a base list may sit inside #if (QCoreApplication: "#ifndef QT_NO_QOBJECT / : public QObject / #endif")
+    for m in re.finditer(r"\bclass\s+(?:\w+_EXPORT\s+)?(\w+)\s*(?:#[^\n]*\n\s*)*(:[^;{]*)?\{", text):
+        name = m.group(1)
+        bases = base_list(m.group(2) or "")
         start = m.end()  # just after '{'
         depth, i = 1, start
         while i < len(text) and depth:
