@@ -201,6 +201,7 @@ def test_a_node_removed_mid_batch_loses_nothing(tmp_path, model, monkeypatch):
 
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # Ray's dashboard asks the cloud metadata address
+    monkeypatch.setenv("RAY_USAGE_STATS_REPORT_URL", "http://127.0.0.1:9/")  # and reports "disabled" to Ray's server
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
         workers = [cluster.add_node(num_cpus=1) for _ in range(2)]

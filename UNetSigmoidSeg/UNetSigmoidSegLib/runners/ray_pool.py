@@ -34,6 +34,8 @@ def import_ray() -> Any:
     """The ``ray`` module (usage statistics off before it is first imported), or an ``OptionError`` naming the
     install command."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # nothing leaves the machine unless the user asked
+    # a cluster not started by ray.init (`ray start`) tells https://usage-stats.ray.io that its statistics are off
+    os.environ.setdefault("RAY_USAGE_STATS_REPORT_URL", NO_WHERE + "/")
     os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"  # a failed case is reported once, in its row
     try:
         import ray
