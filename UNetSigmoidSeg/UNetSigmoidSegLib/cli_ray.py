@@ -168,26 +168,27 @@ def _run(
     from .runners.ray_pool import RayPool, lost
 
     gpus = 1.0 if options.device.startswith("cuda") else 0.0
-    runner = RayPool(args.ray, replicas=args.actors, threads=args.threads, gpus=gpus, retries=2)
-    ray = runner.ray
+    pool = RayPool(args.ray, replicas=args.actors, threads=args.threads, gpus=gpus, retries=2)
+    ray = pool.ray
     try:
-        info = runner.inspect(spec)[0]  # a model that cannot load stops here, before any case
+        info = pool.inspect(spec)[0]  # a model that cannot load stops here, before any case
     except BaseException:
-        runner.close()
+        pool.close()
         raise
     if not args.quiet:
-        print(f"model: {info.summary()}\nray: {len(runner.actors)} replica(s) on {runner.describe()}", file=sys.stderr)
+        print(f"model: {info.summary()}\nray: {len(pool.actors)} replica(s) on {pool.describe()}", file=sys.stderr)
     read = ray.remote(num_cpus=0, num_returns=2, max_retries=2)(read_case)
     write = ray.remote(num_cpus=0, max_retries=2)(write_case_task)
+    request = {"model": spec.to_dict(), "options": run["options"]}  # each case's affine comes with its volume
     rows: List[Dict[str, Any]] = []
     say = Say(len(cases), args.quiet, args.verbose)
     started = time.perf_counter()
     pending = list(enumerate(cases))
     flight: Dict[Any, Tuple[int, Any, Any]] = {}  # a case's newest ref → (index, its actor, the volume's ref)
-    busy = {id(a): 0 for a in runner.actors}
+    busy = {id(a): 0 for a in pool.actors}
     try:
         while pending or flight:
-            for actor in runner.actors:
+            for actor in pool.actors:
                 while pending and busy[id(actor)] < 2:
                     index, case = pending.pop(0)
                     status, volume = read.remote(case, run, args.series)
@@ -204,7 +205,6 @@ def _run(
                     elif value[0] == "skip":
                         row = value[1]
                     else:
-                        request = _request(spec, options)
                         outcome = actor.segment_volume.remote(request, volume)
                         flight[write.remote(outcome, case, run, value[1], value[2])] = (index, actor, None)
                         continue
@@ -229,16 +229,12 @@ def _run(
             ray.cancel(ref, force=False)
         raise
     finally:
-        runner.close()
+        pool.close()
     rows.sort(key=lambda r: r.pop("index"))
     summary = {"cohort": say.counts(), "cases": rows, "total_s": round(time.perf_counter() - started, 3)}
     write_summary(summary, summary_files, run["reads"])
     say.end(summary_files)
     return summary
-
-
-def _request(spec: ModelSpec, options: SegmentOptions) -> Dict[str, Any]:
-    return {"model": spec.to_dict(), "options": options.to_dict()}
 
 
 def _failed(case: Dict[str, Optional[str]], message: str, hint: str) -> Dict[str, Any]:

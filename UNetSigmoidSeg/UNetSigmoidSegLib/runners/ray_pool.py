@@ -269,8 +269,6 @@ class RayRunner:
 
     def __init__(self, address: Optional[str] = None, **pool: Any) -> None:
         self.pool = RayPool(address, **pool)
-        self.ray = self.pool.ray
-        self.actors = self.pool.actors
 
     def submit(self, volume: Volume, model: ModelSpec, options: SegmentOptions) -> QueueJob:
         request = RunRequest(model, options, volume.affine)
